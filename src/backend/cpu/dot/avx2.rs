@@ -1,0 +1,674 @@
+//! AVX2 + FMA + F16C kernels.
+//!
+//! Safety model: every SIMD function here is a safe `#[target_feature]` function, so it may
+//! only be *called* where those features are known to exist. The kernels are private; the
+//! only code that hands them out is [`install`], an `unsafe fn` whose contract is that the
+//! running CPU has AVX2, FMA and F16C (`DotKernels::select` checks that with run-time
+//! detection), and it stores them as `unsafe fn` pointers in the [`DotKernels`] table. The
+//! remaining `unsafe` blocks are unaligned loads/stores through pointers derived from arrays
+//! or slices whose length is checked right there.
+
+use std::arch::x86_64::*;
+
+use super::DotKernels;
+use crate::quant::blocks::*;
+
+/// Install the AVX2 kernels into `k`.
+///
+/// # Safety
+/// The running CPU must support AVX2, FMA and F16C.
+pub(super) unsafe fn install(k: &mut DotKernels) {
+    k.f32 = f32_impl;
+    k.f16 = f16_impl;
+    k.bf16 = bf16_impl;
+    k.q4_0 = q4_0_impl;
+    k.q4_1 = q4_1_impl;
+    k.q5_0 = q5_0_impl;
+    k.q5_1 = q5_1_impl;
+    k.q8_0 = q8_0_impl;
+    k.q4_k = q4_k_impl;
+    k.q6_k = q6_k_impl;
+    k.quant_q8_0 = quant_q8_0_impl;
+    k.quant_q8_1 = quant_q8_1_impl;
+    k.quant_q8_k = quant_q8_k_impl;
+}
+
+// ---------------------------------------------------------------------------
+// Helpers (all inline into the kernels that share their target features)
+// ---------------------------------------------------------------------------
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn load32(b: &[u8; 32]) -> __m256i {
+    // SAFETY: `b` is 32 readable bytes and `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_si256(b.as_ptr() as *const __m256i) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn load32i(b: &[i8; 32]) -> __m256i {
+    // SAFETY: `b` is 32 readable bytes and `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_si256(b.as_ptr() as *const __m256i) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn load16(b: &[u8; 16]) -> __m128i {
+    // SAFETY: `b` is 16 readable bytes and `loadu` has no alignment requirement.
+    unsafe { _mm_loadu_si128(b.as_ptr() as *const __m128i) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn load_bsums(b: &[i16; 16]) -> __m256i {
+    // SAFETY: `b` is 32 readable bytes and `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_si256(b.as_ptr() as *const __m256i) }
+}
+
+/// `s[off..off + N]` as an array reference (bounds-checked; constant offsets fold away).
+#[inline(always)]
+pub(super) fn sub<const N: usize, T>(s: &[T], off: usize) -> &[T; N] {
+    s[off..off + N].try_into().unwrap()
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn hsum_ps128(s: __m128) -> f32 {
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hmax_ps(v: __m256) -> f32 {
+    let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    _mm_cvtss_f32(m)
+}
+
+/// Two f16 values (raw bits) to f32 with one F16C conversion.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn f16x2(a: u16, b: u16) -> (f32, f32) {
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128((a as u32 | ((b as u32) << 16)) as i32));
+    (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f16_of(x: f32) -> half::f16 {
+    let h = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x));
+    half::f16::from_bits(_mm_extract_epi16::<0>(h) as u16)
+}
+
+/// 32 packed nibbles to 32 bytes: the 16 low nibbles, then the 16 high nibbles.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn nibbles32(qs: &[u8; 16]) -> __m256i {
+    let t = load16(qs);
+    let b = _mm256_set_m128i(_mm_srli_epi16::<4>(t), t);
+    _mm256_and_si256(b, _mm256_set1_epi8(0x0F))
+}
+
+/// Byte k is 0xFF where bit k of `bits` is set, else 0.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn bytes_from_bits32(bits: u32) -> __m256i {
+    let shuf = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0x0000000000000000,
+    );
+    let b = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), shuf);
+    let b = _mm256_or_si256(b, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1))
+}
+
+/// Sum of products of signed bytes, four adjacent products per i32 lane, as f32.
+/// `x` may hold any value; `y` must avoid -128 (Q8 activations never hold it), so the
+/// pairwise 16-bit step cannot saturate.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn mul_sum_i8_f32(x: __m256i, y: __m256i) -> __m256 {
+    let ax = _mm256_sign_epi8(x, x);
+    let sy = _mm256_sign_epi8(y, x);
+    mul_sum_u8i8_f32(ax, sy)
+}
+
+/// Sum of products of unsigned bytes `u` with signed bytes `s`, per 4 adjacent bytes, as f32.
+/// The pairwise 16-bit step cannot saturate when |u| ≤ 128 and |s| ≤ 127.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn mul_sum_u8i8_f32(u: __m256i, s: __m256i) -> __m256 {
+    let p = _mm256_maddubs_epi16(u, s);
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+}
+
+// ---------------------------------------------------------------------------
+// Float weights
+// ---------------------------------------------------------------------------
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f32_impl(w: &[u8], x: &[f32]) -> f32 {
+    let n = x.len();
+    assert_eq!(w.len(), n * 4);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            let o = i + 8 * k;
+            // SAFETY: o + 8 <= n, so 8 f32 (32 bytes) are in bounds of `w` (4n bytes) and `x`;
+            // `loadu` has no alignment requirement.
+            let (wv, xv) = unsafe {
+                (
+                    _mm256_loadu_ps(wp.add(4 * o) as *const f32),
+                    _mm256_loadu_ps(xp.add(o)),
+                )
+            };
+            *a = _mm256_fmadd_ps(wv, xv, *a);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n as above.
+        let (wv, xv) = unsafe {
+            (
+                _mm256_loadu_ps(wp.add(4 * i) as *const f32),
+                _mm256_loadu_ps(xp.add(i)),
+            )
+        };
+        acc[0] = _mm256_fmadd_ps(wv, xv, acc[0]);
+        i += 8;
+    }
+    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut s = hsum_ps(v);
+    for (j, &xv) in x.iter().enumerate().skip(i) {
+        s += f32::from_le_bytes(*sub::<4, u8>(w, 4 * j)) * xv;
+    }
+    s
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f16_impl(w: &[u8], x: &[f32]) -> f32 {
+    let n = x.len();
+    assert_eq!(w.len(), n * 2);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            let o = i + 8 * k;
+            // SAFETY: o + 8 <= n: 8 f16 (16 bytes) of `w` (2n bytes) and 8 f32 of `x` are in
+            // bounds; `loadu` has no alignment requirement.
+            let (wv, xv) = unsafe {
+                (
+                    _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * o) as *const __m128i)),
+                    _mm256_loadu_ps(xp.add(o)),
+                )
+            };
+            *a = _mm256_fmadd_ps(wv, xv, *a);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n as above.
+        let (wv, xv) = unsafe {
+            (
+                _mm256_cvtph_ps(_mm_loadu_si128(wp.add(2 * i) as *const __m128i)),
+                _mm256_loadu_ps(xp.add(i)),
+            )
+        };
+        acc[0] = _mm256_fmadd_ps(wv, xv, acc[0]);
+        i += 8;
+    }
+    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut s = hsum_ps(v);
+    for (j, &xv) in x.iter().enumerate().skip(i) {
+        s += f16_le(*sub::<2, u8>(w, 2 * j)) * xv;
+    }
+    s
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn bf16_impl(w: &[u8], x: &[f32]) -> f32 {
+    let n = x.len();
+    assert_eq!(w.len(), n * 2);
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            let o = i + 8 * k;
+            // SAFETY: o + 8 <= n: 16 bytes of `w` (2n bytes) and 8 f32 of `x` are in bounds;
+            // `loadu` has no alignment requirement.
+            let (wv, xv) = unsafe {
+                (
+                    _mm_loadu_si128(wp.add(2 * o) as *const __m128i),
+                    _mm256_loadu_ps(xp.add(o)),
+                )
+            };
+            let wf = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(wv)));
+            *a = _mm256_fmadd_ps(wf, xv, *a);
+        }
+        i += 32;
+    }
+    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut s = hsum_ps(v);
+    for (j, &xv) in x.iter().enumerate().skip(i) {
+        s += bf16_le(*sub::<2, u8>(w, 2 * j)) * xv;
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------
+// 32-wide quants
+// ---------------------------------------------------------------------------
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_0_impl(w: &[u8], y: &[BlockQ8_0]) -> f32 {
+    let x: &[WBlockQ4_0] = weight_blocks(w);
+    assert_eq!(x.len(), y.len());
+    let mut acc = _mm256_setzero_ps();
+    for (xb, yb) in x.iter().zip(y) {
+        let (dx, dy) = f16x2(u16::from_le_bytes(xb.d), yb.d.to_bits());
+        let qx = _mm256_sub_epi8(nibbles32(&xb.qs), _mm256_set1_epi8(8));
+        let p = mul_sum_i8_f32(qx, load32i(&yb.qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy), p, acc);
+    }
+    hsum_ps(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_1_impl(w: &[u8], y: &[BlockQ8_1]) -> f32 {
+    let x: &[WBlockQ4_1] = weight_blocks(w);
+    assert_eq!(x.len(), y.len());
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    for (xb, yb) in x.iter().zip(y) {
+        // [dx, mx, dy, sy] in one conversion.
+        let v = _mm_cvtph_ps(_mm_set_epi16(
+            0,
+            0,
+            0,
+            0,
+            yb.s.to_bits() as i16,
+            yb.d.to_bits() as i16,
+            u16::from_le_bytes(xb.m) as i16,
+            u16::from_le_bytes(xb.d) as i16,
+        ));
+        // dx*dy in lane 0, mx*sy in lane 1.
+        let prod = _mm_mul_ps(v, _mm_movehl_ps(v, v));
+        acc_m = _mm_add_ps(acc_m, prod);
+        let p = mul_sum_u8i8_f32(nibbles32(&xb.qs), load32i(&yb.qs));
+        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(prod), p, acc);
+    }
+    let m = _mm_cvtss_f32(_mm_movehdup_ps(acc_m));
+    hsum_ps(acc) + m
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_0_impl(w: &[u8], y: &[BlockQ8_0]) -> f32 {
+    let x: &[WBlockQ5_0] = weight_blocks(w);
+    assert_eq!(x.len(), y.len());
+    let mut acc = _mm256_setzero_ps();
+    for (xb, yb) in x.iter().zip(y) {
+        let (dx, dy) = f16x2(u16::from_le_bytes(xb.d), yb.d.to_bits());
+        // Where the 5th bit is clear, q - 16 = nibble | 0xF0 as i8.
+        let hi = _mm256_andnot_si256(
+            bytes_from_bits32(u32::from_le_bytes(xb.qh)),
+            _mm256_set1_epi8(0xF0u8 as i8),
+        );
+        let qx = _mm256_or_si256(nibbles32(&xb.qs), hi);
+        let p = mul_sum_i8_f32(qx, load32i(&yb.qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy), p, acc);
+    }
+    hsum_ps(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_1_impl(w: &[u8], y: &[BlockQ8_1]) -> f32 {
+    let x: &[WBlockQ5_1] = weight_blocks(w);
+    assert_eq!(x.len(), y.len());
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    for (xb, yb) in x.iter().zip(y) {
+        let v = _mm_cvtph_ps(_mm_set_epi16(
+            0,
+            0,
+            0,
+            0,
+            yb.s.to_bits() as i16,
+            yb.d.to_bits() as i16,
+            u16::from_le_bytes(xb.m) as i16,
+            u16::from_le_bytes(xb.d) as i16,
+        ));
+        let prod = _mm_mul_ps(v, _mm_movehl_ps(v, v));
+        acc_m = _mm_add_ps(acc_m, prod);
+        let hi = _mm256_and_si256(
+            bytes_from_bits32(u32::from_le_bytes(xb.qh)),
+            _mm256_set1_epi8(0x10),
+        );
+        let qx = _mm256_or_si256(nibbles32(&xb.qs), hi);
+        let p = mul_sum_u8i8_f32(qx, load32i(&yb.qs));
+        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(prod), p, acc);
+    }
+    let m = _mm_cvtss_f32(_mm_movehdup_ps(acc_m));
+    hsum_ps(acc) + m
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q8_0_impl(w: &[u8], y: &[BlockQ8_0]) -> f32 {
+    let x: &[WBlockQ8_0] = weight_blocks(w);
+    assert_eq!(x.len(), y.len());
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    let mut xc = x.chunks_exact(2);
+    let mut yc = y.chunks_exact(2);
+    for (xp, yp) in (&mut xc).zip(&mut yc) {
+        let (dx0, dy0) = f16x2(u16::from_le_bytes(xp[0].d), yp[0].d.to_bits());
+        let (dx1, dy1) = f16x2(u16::from_le_bytes(xp[1].d), yp[1].d.to_bits());
+        let p0 = mul_sum_i8_f32(load32i(&xp[0].qs), load32i(&yp[0].qs));
+        let p1 = mul_sum_i8_f32(load32i(&xp[1].qs), load32i(&yp[1].qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(dx0 * dy0), p0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(dx1 * dy1), p1, acc1);
+    }
+    for (xb, yb) in xc.remainder().iter().zip(yc.remainder()) {
+        let (dx, dy) = f16x2(u16::from_le_bytes(xb.d), yb.d.to_bits());
+        let p = mul_sum_i8_f32(load32i(&xb.qs), load32i(&yb.qs));
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy), p, acc0);
+    }
+    hsum_ps(_mm256_add_ps(acc0, acc1))
+}
+
+// ---------------------------------------------------------------------------
+// K-quants
+// ---------------------------------------------------------------------------
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_k_impl(w: &[u8], y: &[BlockQ8_K]) -> f32 {
+    let x: &[WBlockQ4_K] = weight_blocks(w);
+    assert_eq!(x.len(), y.len());
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    for (xb, yb) in x.iter().zip(y) {
+        let (xd, xmin) = f16x2(u16::from_le_bytes(xb.d), u16::from_le_bytes(xb.dmin));
+        let d = yb.d * xd;
+        let dmin = -yb.d * xmin;
+        let (sc, mn) = unpack_scales_k4(&xb.scales);
+
+        // Mins: sum over the 8 sub-blocks of min_j * (sum of the 32 activation quants).
+        let bs = load_bsums(&yb.bsums);
+        let bs8 = _mm_hadd_epi16(
+            _mm256_castsi256_si128(bs),
+            _mm256_extracti128_si256::<1>(bs),
+        );
+        let mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(i64::from_le_bytes(mn)));
+        let pm = _mm_madd_epi16(mins, bs8);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(pm), acc_m);
+
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..4 {
+            let q4 = load32(sub::<32, u8>(&xb.qs, 32 * j));
+            let q4l = _mm256_and_si256(q4, m4);
+            let q4h = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
+            let q8l = load32i(sub::<32, i8>(&yb.qs, 64 * j));
+            let q8h = load32i(sub::<32, i8>(&yb.qs, 64 * j + 32));
+            let pl = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(q4l, q8l),
+                _mm256_set1_epi16(sc[2 * j] as i16),
+            );
+            let ph = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(q4h, q8h),
+                _mm256_set1_epi16(sc[2 * j + 1] as i16),
+            );
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_ps(acc) + hsum_ps128(acc_m)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6_k_impl(w: &[u8], y: &[BlockQ8_K]) -> f32 {
+    let x: &[WBlockQ6_K] = weight_blocks(w);
+    assert_eq!(x.len(), y.len());
+    let m3 = _mm256_set1_epi8(3);
+    let m15 = _mm256_set1_epi8(15);
+    // Byte shuffle giving [s[2g] x 8, s[2g+1] x 8] for g = 0: add 2g for the others.
+    let shuf0 = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    let mut acc = _mm256_setzero_ps();
+    for (xb, yb) in x.iter().zip(y) {
+        let d = yb.d * f16_le(xb.d);
+        // SAFETY: `scales` is 16 readable bytes; `loadu` has no alignment requirement.
+        let scales = unsafe { _mm_loadu_si128(xb.scales.as_ptr() as *const __m128i) };
+        let scales16 = _mm256_cvtepi8_epi16(scales);
+        // The quants are stored as q + 32: subtract 32 * sum_k(scale_k * bsum_k) at the end.
+        let sub32 = _mm256_slli_epi32::<5>(_mm256_madd_epi16(load_bsums(&yb.bsums), scales16));
+
+        let mut sumi = _mm256_setzero_si256();
+        for h in 0..2 {
+            let ql1 = load32(sub::<32, u8>(&xb.ql, 64 * h));
+            let ql2 = load32(sub::<32, u8>(&xb.ql, 64 * h + 32));
+            let qh = load32(sub::<32, u8>(&xb.qh, 32 * h));
+
+            let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m3));
+            let h1 = _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(12)));
+            let h2 = _mm256_and_si256(qh, _mm256_set1_epi8(48));
+            let h3 = _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(-64)));
+
+            let q = [
+                _mm256_or_si256(_mm256_and_si256(ql1, m15), h0),
+                _mm256_or_si256(_mm256_and_si256(ql2, m15), h1),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m15), h2),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql2), m15), h3),
+            ];
+            for (k, &qk) in q.iter().enumerate() {
+                let q8 = load32i(sub::<32, i8>(&yb.qs, 128 * h + 32 * k));
+                let p = _mm256_maddubs_epi16(qk, q8);
+                let g = (4 * h + k) as i8;
+                let sv = _mm_shuffle_epi8(scales, _mm_add_epi8(shuf0, _mm_set1_epi8(2 * g)));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(_mm256_cvtepi8_epi16(sv), p));
+            }
+        }
+        let sumi = _mm256_sub_epi32(sumi, sub32);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_ps(acc)
+}
+
+// ---------------------------------------------------------------------------
+// Activation quantizers (bit-identical to crate::quant::act's references)
+// ---------------------------------------------------------------------------
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load_x32(xb: &[f32]) -> [__m256; 4] {
+    let xb: &[f32; 32] = sub::<32, f32>(xb, 0);
+    let p = xb.as_ptr();
+    // SAFETY: `xb` is 32 readable f32; `loadu` has no alignment requirement.
+    unsafe {
+        [
+            _mm256_loadu_ps(p),
+            _mm256_loadu_ps(p.add(8)),
+            _mm256_loadu_ps(p.add(16)),
+            _mm256_loadu_ps(p.add(24)),
+        ]
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn abs_max32(v: &[__m256; 4]) -> f32 {
+    let sign = _mm256_set1_ps(-0.0);
+    let a = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));
+    let b = _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3]));
+    hmax_ps(_mm256_max_ps(a, b))
+}
+
+/// C `roundf` (half away from zero) of each lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn round_away(v: __m256) -> __m256 {
+    let sign = _mm256_set1_ps(-0.0);
+    let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v);
+    let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(v, t)); // exact
+    let up = _mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5));
+    let one = _mm256_or_ps(_mm256_and_ps(v, sign), _mm256_set1_ps(1.0));
+    _mm256_add_ps(t, _mm256_and_ps(up, one))
+}
+
+/// Pack 4 x 8 i32 (each in i8 range) into 32 i8 in order.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pack_i8(i: [__m256i; 4]) -> __m256i {
+    let a = _mm256_packs_epi32(i[0], i[1]);
+    let b = _mm256_packs_epi32(i[2], i[3]);
+    let c = _mm256_packs_epi16(a, b);
+    _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn store32i(dst: &mut [i8; 32], v: __m256i) {
+    // SAFETY: `dst` is 32 writable bytes; `storeu` has no alignment requirement.
+    unsafe { _mm256_storeu_si256(dst.as_mut_ptr() as *mut __m256i, v) }
+}
+
+/// Shared body of the Q8_0 / Q8_1 quantizers: returns (d, quants as i32 lanes).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q8_32(xb: &[f32]) -> (f32, [__m256i; 4]) {
+    let v = load_x32(xb);
+    let amax = abs_max32(&v);
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let m = _mm256_set1_ps(id);
+    let q = [
+        _mm256_cvtps_epi32(round_away(_mm256_mul_ps(v[0], m))),
+        _mm256_cvtps_epi32(round_away(_mm256_mul_ps(v[1], m))),
+        _mm256_cvtps_epi32(round_away(_mm256_mul_ps(v[2], m))),
+        _mm256_cvtps_epi32(round_away(_mm256_mul_ps(v[3], m))),
+    ];
+    (d, q)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quant_q8_0_impl(x: &[f32], y: &mut [BlockQ8_0]) {
+    assert_eq!(
+        x.len(),
+        y.len() * QK8_0,
+        "quantize_row_q8_0: length mismatch"
+    );
+    for (xb, yb) in x.chunks_exact(QK8_0).zip(y.iter_mut()) {
+        let (d, q) = q8_32(xb);
+        yb.d = f16_of(d);
+        store32i(&mut yb.qs, pack_i8(q));
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quant_q8_1_impl(x: &[f32], y: &mut [BlockQ8_1]) {
+    assert_eq!(
+        x.len(),
+        y.len() * QK8_1,
+        "quantize_row_q8_1: length mismatch"
+    );
+    for (xb, yb) in x.chunks_exact(QK8_1).zip(y.iter_mut()) {
+        let (d, q) = q8_32(xb);
+        yb.d = f16_of(d);
+        let sum = hsum_epi32(_mm256_add_epi32(
+            _mm256_add_epi32(q[0], q[1]),
+            _mm256_add_epi32(q[2], q[3]),
+        ));
+        yb.s = f16_of(sum as f32 * d);
+        store32i(&mut yb.qs, pack_i8(q));
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quant_q8_k_impl(x: &[f32], y: &mut [BlockQ8_K]) {
+    assert_eq!(
+        x.len(),
+        y.len() * QK_K,
+        "quantize_row_q8_k: length mismatch"
+    );
+    let sign = _mm256_set1_ps(-0.0);
+    for (xb, yb) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
+        let mut vmax = _mm256_setzero_ps();
+        for c in 0..8 {
+            let v = load_x32(&xb[32 * c..32 * c + 32]);
+            for vk in v {
+                vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign, vk));
+            }
+        }
+        let amax = hmax_ps(vmax);
+        if amax == 0.0 {
+            yb.d = 0.0;
+            yb.qs = [0; QK_K];
+            yb.bsums = [0; QK_K / 16];
+            continue;
+        }
+        // The reference keeps the first value of largest magnitude (its sign matters).
+        let target = _mm256_set1_ps(amax);
+        let mut max = 0.0f32;
+        for c in 0..32 {
+            let xs: &[f32; 8] = sub::<8, f32>(xb, 8 * c);
+            // SAFETY: `xs` is 8 readable f32; `loadu` has no alignment requirement.
+            let v = unsafe { _mm256_loadu_ps(xs.as_ptr()) };
+            let hit = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(
+                _mm256_andnot_ps(sign, v),
+                target,
+            ));
+            if hit != 0 {
+                max = xs[hit.trailing_zeros() as usize];
+                break;
+            }
+        }
+        let iscale = -127.0f32 / max;
+        let m = _mm256_set1_ps(iscale);
+        let lim = _mm256_set1_epi32(127);
+        for c in 0..8 {
+            let v = load_x32(&xb[32 * c..32 * c + 32]);
+            let mut q = [_mm256_setzero_si256(); 4];
+            for (qk, vk) in q.iter_mut().zip(v) {
+                let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    _mm256_mul_ps(vk, m),
+                );
+                *qk = _mm256_min_epi32(_mm256_cvtps_epi32(r), lim);
+            }
+            store32i(sub_mut::<32, i8>(&mut yb.qs, 32 * c), pack_i8(q));
+        }
+        for (j, s) in yb.bsums.iter_mut().enumerate() {
+            *s = yb.qs[16 * j..16 * j + 16].iter().map(|&q| q as i16).sum();
+        }
+        yb.d = 1.0 / iscale;
+    }
+}
+
+#[inline(always)]
+fn sub_mut<const N: usize, T>(s: &mut [T], off: usize) -> &mut [T; N] {
+    (&mut s[off..off + N]).try_into().unwrap()
+}

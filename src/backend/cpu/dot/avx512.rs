@@ -1,0 +1,179 @@
+//! AVX-512 kernels. Types without one here keep their AVX2 kernel.
+//!
+//! For now these are the 32-wide quant dots rewritten around AVX-512 VNNI's `vpdpbusd`
+//! (256-bit form, AVX512-VL), which replaces the `maddubs` + `madd` pair, and unrolled two
+//! blocks per iteration. They are installed only when the CPU also has AVX512-VNNI.
+//!
+//! Safety model as in `avx2.rs`: safe `#[target_feature]` functions, handed out only by
+//! [`install`] (an `unsafe fn`), which checks AVX512-VNNI itself.
+
+use std::arch::x86_64::*;
+
+use super::avx2::{bytes_from_bits32, f16x2, hsum_ps, load32i, nibbles32};
+use super::DotKernels;
+use crate::quant::blocks::*;
+
+/// Install the AVX-512 kernels into `k` (after the AVX2 ones).
+///
+/// # Safety
+/// The running CPU must support AVX-512 F, BW and VL as well as AVX2, FMA and F16C.
+pub(super) unsafe fn install(k: &mut DotKernels) {
+    if std::arch::is_x86_feature_detected!("avx512vnni") {
+        k.q4_0 = q4_0_impl;
+        k.q4_1 = q4_1_impl;
+        k.q5_0 = q5_0_impl;
+        k.q5_1 = q5_1_impl;
+        k.q8_0 = q8_0_impl;
+    }
+}
+
+/// Sum of products of unsigned bytes `u` with signed bytes `s`, per 4 adjacent bytes, as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn dot_u8i8(u: __m256i, s: __m256i) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s))
+}
+
+/// Sum of products of signed bytes, per 4 adjacent bytes, as f32 (`y` must avoid -128).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn dot_i8i8(x: __m256i, y: __m256i) -> __m256 {
+    dot_u8i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+}
+
+/// The shared loop of the Q8_0-activation dots: `qx(block)` gives the 32 signed weight
+/// quants of a block; the result is sum over blocks of dx * dy * (qx . qy).
+macro_rules! q8_0_loop {
+    ($x:expr, $y:expr, |$b:ident| $qx:expr) => {{
+        let (x, y) = ($x, $y);
+        assert_eq!(x.len(), y.len());
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        let mut xc = x.chunks_exact(2);
+        let mut yc = y.chunks_exact(2);
+        for (xp, yp) in (&mut xc).zip(&mut yc) {
+            let (dx0, dy0) = f16x2(u16::from_le_bytes(xp[0].d), yp[0].d.to_bits());
+            let (dx1, dy1) = f16x2(u16::from_le_bytes(xp[1].d), yp[1].d.to_bits());
+            let q0 = {
+                let $b = &xp[0];
+                $qx
+            };
+            let q1 = {
+                let $b = &xp[1];
+                $qx
+            };
+            let p0 = dot_i8i8(q0, load32i(&yp[0].qs));
+            let p1 = dot_i8i8(q1, load32i(&yp[1].qs));
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(dx0 * dy0), p0, acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(dx1 * dy1), p1, acc1);
+        }
+        for (xb, yb) in xc.remainder().iter().zip(yc.remainder()) {
+            let (dx, dy) = f16x2(u16::from_le_bytes(xb.d), yb.d.to_bits());
+            let q = {
+                let $b = xb;
+                $qx
+            };
+            let p = dot_i8i8(q, load32i(&yb.qs));
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy), p, acc0);
+        }
+        hsum_ps(_mm256_add_ps(acc0, acc1))
+    }};
+}
+
+/// The shared loop of the Q8_1-activation dots: `qx(block)` gives the 32 unsigned weight
+/// quants; the result is sum over blocks of dx * dy * (qx . qy) + mx * sy.
+macro_rules! q8_1_loop {
+    ($x:expr, $y:expr, |$b:ident| $qx:expr) => {{
+        let (x, y) = ($x, $y);
+        assert_eq!(x.len(), y.len());
+        let mut acc0 = _mm256_setzero_ps();
+        let mut acc1 = _mm256_setzero_ps();
+        let mut acc_m = _mm_setzero_ps();
+        let mut xc = x.chunks_exact(2);
+        let mut yc = y.chunks_exact(2);
+        for (xp, yp) in (&mut xc).zip(&mut yc) {
+            // [dx0, mx0, dy0, sy0, dx1, mx1, dy1, sy1]
+            let v = _mm256_cvtph_ps(_mm_setr_epi16(
+                u16::from_le_bytes(xp[0].d) as i16,
+                u16::from_le_bytes(xp[0].m) as i16,
+                yp[0].d.to_bits() as i16,
+                yp[0].s.to_bits() as i16,
+                u16::from_le_bytes(xp[1].d) as i16,
+                u16::from_le_bytes(xp[1].m) as i16,
+                yp[1].d.to_bits() as i16,
+                yp[1].s.to_bits() as i16,
+            ));
+            let lo = _mm256_castps256_ps128(v);
+            let hi = _mm256_extractf128_ps::<1>(v);
+            let p_lo = _mm_mul_ps(lo, _mm_movehl_ps(lo, lo)); // [dx0*dy0, mx0*sy0, ..]
+            let p_hi = _mm_mul_ps(hi, _mm_movehl_ps(hi, hi));
+            acc_m = _mm_add_ps(acc_m, _mm_add_ps(p_lo, p_hi));
+            let q0 = {
+                let $b = &xp[0];
+                $qx
+            };
+            let q1 = {
+                let $b = &xp[1];
+                $qx
+            };
+            let s0 = dot_u8i8(q0, load32i(&yp[0].qs));
+            let s1 = dot_u8i8(q1, load32i(&yp[1].qs));
+            acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(p_lo), s0, acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(p_hi), s1, acc1);
+        }
+        let mut tail_m = 0.0f32;
+        for (xb, yb) in xc.remainder().iter().zip(yc.remainder()) {
+            let (dx, dy) = f16x2(u16::from_le_bytes(xb.d), yb.d.to_bits());
+            let (mx, sy) = f16x2(u16::from_le_bytes(xb.m), yb.s.to_bits());
+            tail_m += mx * sy;
+            let q = {
+                let $b = xb;
+                $qx
+            };
+            let s = dot_u8i8(q, load32i(&yb.qs));
+            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy), s, acc0);
+        }
+        let m = _mm_cvtss_f32(_mm_movehdup_ps(acc_m)) + tail_m;
+        hsum_ps(_mm256_add_ps(acc0, acc1)) + m
+    }};
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_0_impl(w: &[u8], y: &[BlockQ8_0]) -> f32 {
+    let x: &[WBlockQ4_0] = weight_blocks(w);
+    let eight = _mm256_set1_epi8(8);
+    q8_0_loop!(x, y, |b| _mm256_sub_epi8(nibbles32(&b.qs), eight))
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q5_0_impl(w: &[u8], y: &[BlockQ8_0]) -> f32 {
+    let x: &[WBlockQ5_0] = weight_blocks(w);
+    let f0 = _mm256_set1_epi8(0xF0u8 as i8);
+    // Where the 5th bit is clear, q - 16 = nibble | 0xF0 as i8.
+    q8_0_loop!(x, y, |b| _mm256_or_si256(
+        nibbles32(&b.qs),
+        _mm256_andnot_si256(bytes_from_bits32(u32::from_le_bytes(b.qh)), f0)
+    ))
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q8_0_impl(w: &[u8], y: &[BlockQ8_0]) -> f32 {
+    let x: &[WBlockQ8_0] = weight_blocks(w);
+    q8_0_loop!(x, y, |b| load32i(&b.qs))
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_1_impl(w: &[u8], y: &[BlockQ8_1]) -> f32 {
+    let x: &[WBlockQ4_1] = weight_blocks(w);
+    q8_1_loop!(x, y, |b| nibbles32(&b.qs))
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q5_1_impl(w: &[u8], y: &[BlockQ8_1]) -> f32 {
+    let x: &[WBlockQ5_1] = weight_blocks(w);
+    let h = _mm256_set1_epi8(0x10);
+    q8_1_loop!(x, y, |b| _mm256_or_si256(
+        nibbles32(&b.qs),
+        _mm256_and_si256(bytes_from_bits32(u32::from_le_bytes(b.qh)), h)
+    ))
+}

@@ -1,0 +1,247 @@
+//! The CPU fused dequant-dot kernel table, chosen once by capability.
+//!
+//! [`DotKernels::select`] picks a [`KernelPath`] (scalar, AVX2 or AVX-512) from the
+//! detected [`CpuCaps`] — or the one the caller requests, failing with a clear error when
+//! this CPU cannot run it — and fills a table of plain function pointers. Afterwards
+//! [`DotKernels::dot`] is one match on the weight type plus an indirect call; the kernels
+//! never allocate.
+//!
+//! Kernels:
+//! - scalar: every type, from [`crate::quant::dot_ref`] and the reference quantizers in
+//!   [`crate::quant::act`].
+//! - AVX2 (+FMA, F16C): F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K, and the
+//!   Q8_0 / Q8_1 / Q8_K activation quantizers (bit-identical to the reference).
+//! - AVX-512 (with AVX512-VNNI): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 via 256-bit `vpdpbusd`; every
+//!   other type (and CPUs without VNNI) uses the AVX2 kernel.
+
+use crate::backend::cpu::caps::{CpuCaps, KernelPath};
+use crate::quant::act::rows_of;
+use crate::quant::{
+    dot_ref, quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k, ActBufMut, ActKind, ActRow,
+    Acts, BlockQ8_0, BlockQ8_1, BlockQ8_K, GgmlType,
+};
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+/// Why a kernel table could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DotError {
+    #[error(
+        "CPU kernel path `{path}` was requested but this CPU lacks {missing} (detected: {caps})"
+    )]
+    Unsupported {
+        path: KernelPath,
+        missing: &'static str,
+        caps: String,
+    },
+}
+
+// Table entries are `unsafe fn` pointers so that `#[target_feature]` kernels can be stored
+// directly (no wrapper call per row). Calling one is sound exactly when the running CPU has
+// the kernel's target features, which `select` establishes before installing it.
+
+/// Dot of a float weight row (raw little-endian bytes) with f32 activations.
+type FloatDotFn = unsafe fn(&[u8], &[f32]) -> f32;
+/// Dot of a quantized weight row with Q8_0 activation blocks.
+type Q8_0DotFn = unsafe fn(&[u8], &[BlockQ8_0]) -> f32;
+/// Dot of a quantized weight row with Q8_1 activation blocks.
+type Q8_1DotFn = unsafe fn(&[u8], &[BlockQ8_1]) -> f32;
+/// Dot of a quantized weight row with Q8_K activation blocks.
+type Q8KDotFn = unsafe fn(&[u8], &[BlockQ8_K]) -> f32;
+
+/// The CPU kernel table. Cheap to copy; build it once with [`DotKernels::select`].
+#[derive(Clone, Copy, Debug)]
+pub struct DotKernels {
+    path: KernelPath,
+    f32: FloatDotFn,
+    f16: FloatDotFn,
+    bf16: FloatDotFn,
+    q4_0: Q8_0DotFn,
+    q5_0: Q8_0DotFn,
+    q8_0: Q8_0DotFn,
+    q4_1: Q8_1DotFn,
+    q5_1: Q8_1DotFn,
+    q8_1: Q8_1DotFn,
+    q2_k: Q8KDotFn,
+    q3_k: Q8KDotFn,
+    q4_k: Q8KDotFn,
+    q5_k: Q8KDotFn,
+    q6_k: Q8KDotFn,
+    q8_k: Q8KDotFn,
+    quant_q8_0: unsafe fn(&[f32], &mut [BlockQ8_0]),
+    quant_q8_1: unsafe fn(&[f32], &mut [BlockQ8_1]),
+    quant_q8_k: unsafe fn(&[f32], &mut [BlockQ8_K]),
+}
+
+impl DotKernels {
+    /// The kernels for `request`, or for the best path `caps` supports when `request` is
+    /// `None`. Errors when `request` names a path this CPU lacks.
+    pub fn select(caps: &CpuCaps, request: Option<KernelPath>) -> Result<Self, DotError> {
+        let path = match request {
+            None => KernelPath::best(caps),
+            Some(p) => {
+                caps.supports(p).map_err(|missing| DotError::Unsupported {
+                    path: p,
+                    missing,
+                    caps: caps.describe(),
+                })?;
+                p
+            }
+        };
+        // `caps` may be hand-made: never install kernels the running CPU cannot execute.
+        CpuCaps::detect()
+            .supports(path)
+            .map_err(|missing| DotError::Unsupported {
+                path,
+                missing,
+                caps: CpuCaps::detect().describe(),
+            })?;
+        let mut k = Self::scalar();
+        k.path = path;
+        match path {
+            KernelPath::Scalar => {}
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: checked above that the running CPU supports this path.
+            KernelPath::Avx2 => unsafe { avx2::install(&mut k) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: checked above that the running CPU supports this path (AVX-512 F/BW/VL
+            // plus the AVX2 set).
+            KernelPath::Avx512 => unsafe {
+                avx2::install(&mut k);
+                avx512::install(&mut k);
+            },
+            #[cfg(not(target_arch = "x86_64"))]
+            KernelPath::Avx2 | KernelPath::Avx512 => {
+                // `caps.supports` never accepts these paths off x86_64.
+                unreachable!("x86 kernel path on a non-x86 CPU")
+            }
+        }
+        Ok(k)
+    }
+
+    /// The portable scalar reference kernels (always available).
+    pub fn scalar() -> Self {
+        DotKernels {
+            path: KernelPath::Scalar,
+            f32: dot_ref::dot_f32,
+            f16: dot_ref::dot_f16,
+            bf16: dot_ref::dot_bf16,
+            q4_0: dot_ref::dot_q4_0,
+            q5_0: dot_ref::dot_q5_0,
+            q8_0: dot_ref::dot_q8_0,
+            q4_1: dot_ref::dot_q4_1,
+            q5_1: dot_ref::dot_q5_1,
+            q8_1: dot_ref::dot_q8_1,
+            q2_k: dot_ref::dot_q2_k,
+            q3_k: dot_ref::dot_q3_k,
+            q4_k: dot_ref::dot_q4_k,
+            q5_k: dot_ref::dot_q5_k,
+            q6_k: dot_ref::dot_q6_k,
+            q8_k: dot_ref::dot_q8_k,
+            quant_q8_0: quantize_row_q8_0,
+            quant_q8_1: quantize_row_q8_1,
+            quant_q8_k: quantize_row_q8_k,
+        }
+    }
+
+    /// The path this table was built for.
+    pub fn path(&self) -> KernelPath {
+        self.path
+    }
+
+    /// Fused dequant-dot of one weight row (ty, raw bytes from the mmap, n weights) with one activation row.
+    ///
+    /// Panics when `w_row` is not `ty.row_bytes(n)` bytes, when `a` is not `n` values long, or
+    /// when `a` is not in `ty.act_kind()` format (all programming errors: shapes are validated
+    /// when a model is loaded).
+    #[inline]
+    pub fn dot(&self, ty: GgmlType, w_row: &[u8], a: ActRow<'_>, n: usize) -> f32 {
+        // Only `a.len()` is checked here (no division on the hot path): every kernel checks
+        // that `w_row` holds exactly as many blocks as `a`, which with `a.len() == n` and a
+        // matching activation kind means `w_row.len() == ty.row_bytes(n)`.
+        if a.len() != n {
+            bad_shape(ty, w_row.len(), a, n);
+        }
+        // SAFETY: each table entry is a safe function or a `#[target_feature]` kernel that
+        // `select` installed only after run-time detection showed this CPU has its features.
+        unsafe {
+            match (ty, a) {
+                (GgmlType::F32, ActRow::F32(x)) => (self.f32)(w_row, x),
+                (GgmlType::F16, ActRow::F32(x)) => (self.f16)(w_row, x),
+                (GgmlType::BF16, ActRow::F32(x)) => (self.bf16)(w_row, x),
+                (GgmlType::Q4_0, ActRow::Q8_0(y)) => (self.q4_0)(w_row, y),
+                (GgmlType::Q5_0, ActRow::Q8_0(y)) => (self.q5_0)(w_row, y),
+                (GgmlType::Q8_0, ActRow::Q8_0(y)) => (self.q8_0)(w_row, y),
+                (GgmlType::Q4_1, ActRow::Q8_1(y)) => (self.q4_1)(w_row, y),
+                (GgmlType::Q5_1, ActRow::Q8_1(y)) => (self.q5_1)(w_row, y),
+                (GgmlType::Q8_1, ActRow::Q8_1(y)) => (self.q8_1)(w_row, y),
+                (GgmlType::Q2_K, ActRow::Q8_K(y)) => (self.q2_k)(w_row, y),
+                (GgmlType::Q3_K, ActRow::Q8_K(y)) => (self.q3_k)(w_row, y),
+                (GgmlType::Q4_K, ActRow::Q8_K(y)) => (self.q4_k)(w_row, y),
+                (GgmlType::Q5_K, ActRow::Q8_K(y)) => (self.q5_k)(w_row, y),
+                (GgmlType::Q6_K, ActRow::Q8_K(y)) => (self.q6_k)(w_row, y),
+                (GgmlType::Q8_K, ActRow::Q8_K(y)) => (self.q8_k)(w_row, y),
+                (ty, a) => wrong_kind(ty, a),
+            }
+        }
+    }
+
+    /// `out[r] = dot(row r of w, a)` for `out.len()` consecutive rows of `n` weights in `w`.
+    pub fn matvec(&self, ty: GgmlType, w: &[u8], n: usize, a: ActRow<'_>, out: &mut [f32]) {
+        let rb = ty
+            .row_bytes(n)
+            .unwrap_or_else(|| panic!("matvec({ty}): {n} is not a whole number of blocks"));
+        assert_eq!(
+            Some(w.len()),
+            rb.checked_mul(out.len()),
+            "matvec({ty}): weight bytes do not match {} rows of {n}",
+            out.len()
+        );
+        if rb == 0 {
+            out.fill(0.0);
+            return;
+        }
+        for (o, row) in out.iter_mut().zip(w.chunks_exact(rb)) {
+            *o = self.dot(ty, row, a, n);
+        }
+    }
+
+    /// Quantize activations (`x` holds `x.len() / n` rows of `n`) into `kind`, reusing `out`'s
+    /// allocation. Bit-identical to [`Acts::quantize`] on every path.
+    pub fn quantize(&self, kind: ActKind, x: &[f32], n: usize, out: &mut Acts) {
+        let rows = rows_of(x.len(), n);
+        // SAFETY: as in `dot`, every installed quantizer's target features are present.
+        unsafe {
+            match out.reset(kind, rows, n) {
+                ActBufMut::F32(buf) => buf.copy_from_slice(x),
+                ActBufMut::Q8_0(buf) => (self.quant_q8_0)(x, buf),
+                ActBufMut::Q8_1(buf) => (self.quant_q8_1)(x, buf),
+                ActBufMut::Q8_K(buf) => (self.quant_q8_k)(x, buf),
+            }
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn bad_shape(ty: GgmlType, w_bytes: usize, a: ActRow<'_>, n: usize) -> ! {
+    panic!(
+        "dot({ty}): {n} weights need {:?} bytes and {n} activations; got {w_bytes} bytes and {} {} activations",
+        ty.row_bytes(n),
+        a.len(),
+        a.kind()
+    )
+}
+
+#[cold]
+#[inline(never)]
+fn wrong_kind(ty: GgmlType, a: ActRow<'_>) -> ! {
+    panic!(
+        "dot({ty}): activations must be {}, got {}",
+        ty.act_kind(),
+        a.kind()
+    )
+}

@@ -1,0 +1,269 @@
+//! The CPU backend: rayon across rows, a fused dequant-dot kernel table chosen once from the CPU's
+//! detected features (`caps`), and weights read in place from the file map.
+
+pub mod activation;
+pub mod attention;
+pub mod caps;
+pub mod dot;
+pub mod matmul;
+pub mod norm;
+pub mod rope;
+
+use std::sync::{Arc, Mutex};
+
+use memmap2::Mmap;
+
+use self::attention::CpuKvCache;
+use self::caps::{CpuCaps, KernelPath};
+use self::dot::DotKernels;
+use super::{AttnShape, Backend};
+use crate::error::{Error, Result};
+use crate::model::arch::{Activation, NormKind, RopeLayout};
+use crate::model::config::RopeParams;
+use crate::model::weights::{Role, WeightView};
+use crate::quant::{self, Acts, GgmlType};
+
+/// A weight kept as a view into the file map: no copy, no conversion.
+pub struct CpuWeight {
+    pub name: String,
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    map: Arc<Mmap>,
+    start: usize,
+    len: usize,
+}
+
+impl CpuWeight {
+    pub fn bytes(&self) -> &[u8] {
+        &self.map[self.start..self.start + self.len]
+    }
+    /// The weight as f32s; only valid for F32 weights, which `weight()` checked are 4-byte aligned.
+    fn f32s(&self) -> &[f32] {
+        bytemuck::cast_slice(self.bytes())
+    }
+}
+
+pub struct CpuBackend {
+    caps: CpuCaps,
+    kernels: DotKernels,
+    pool: rayon::ThreadPool,
+    threads: usize,
+    /// Matmul scratch: quantized activations and the transposed batch output.
+    scratch: Mutex<(Acts, Vec<f32>)>,
+}
+
+impl CpuBackend {
+    /// `threads`: 0 = one per core. The kernel path is the best the CPU supports unless
+    /// `TORCHLESS_CPU=scalar|avx2|avx512` asks for another (an unsupported request is an error).
+    pub fn new(threads: usize) -> Result<Self> {
+        let caps = CpuCaps::detect();
+        let request = caps::requested_path().map_err(Error::CpuKernels)?;
+        let kernels =
+            DotKernels::select(&caps, request).map_err(|e| Error::CpuKernels(e.to_string()))?;
+        Self::with_kernels(caps, kernels, threads)
+    }
+
+    pub fn with_kernels(caps: CpuCaps, kernels: DotKernels, threads: usize) -> Result<Self> {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("torchless-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::CpuKernels(format!("cannot start {threads} threads: {e}")))?;
+        Ok(CpuBackend {
+            caps,
+            kernels,
+            pool,
+            threads,
+            scratch: Mutex::new((Acts::new(), Vec::new())),
+        })
+    }
+
+    pub fn kernel_path(&self) -> KernelPath {
+        self.kernels.path()
+    }
+    pub fn caps(&self) -> &CpuCaps {
+        &self.caps
+    }
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+}
+
+impl Backend for CpuBackend {
+    type Weight = CpuWeight;
+    type Buf = Vec<f32>;
+    type KvCache = CpuKvCache;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "cpu: {} kernels, {} threads (features: {})",
+            self.kernels.path(),
+            self.threads,
+            self.caps.describe()
+        )
+    }
+
+    fn weight(&self, v: WeightView<'_>, role: Role) -> Result<CpuWeight> {
+        let unsupported = || Error::UnsupportedType {
+            name: v.name.to_string(),
+            ty: v.ty.name(),
+            backend: "cpu",
+            role: role.name(),
+        };
+        match role {
+            Role::Norm if v.ty != GgmlType::F32 || !v.start.is_multiple_of(4) => return Err(unsupported()),
+            // Q8_1 and Q8_K are activation formats; ggml never stores weights in them.
+            Role::Matmul | Role::Embedding if matches!(v.ty, GgmlType::Q8_1 | GgmlType::Q8_K) => {
+                return Err(unsupported())
+            }
+            _ => {}
+        }
+        Ok(CpuWeight {
+            name: v.name.to_string(),
+            ty: v.ty,
+            rows: v.rows,
+            cols: v.cols,
+            map: v.map.clone(),
+            start: v.start,
+            len: v.len,
+        })
+    }
+
+    fn buf(&self, len: usize) -> Vec<f32> {
+        vec![0.0; len]
+    }
+
+    fn buf_len(&self, buf: &Vec<f32>) -> usize {
+        buf.len()
+    }
+
+    fn read(&self, buf: &Vec<f32>, len: usize, out: &mut Vec<f32>) {
+        out.clear();
+        out.extend_from_slice(&buf[..len]);
+    }
+
+    fn kv_cache(&self, n_layer: usize, n_ctx: usize, k_width: usize, v_width: usize) -> CpuKvCache {
+        CpuKvCache::new(n_layer, n_ctx, k_width, v_width)
+    }
+
+    fn scope<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
+    fn embed(&self, table: &CpuWeight, ids: &[u32], scale: f32, out: &mut Vec<f32>) {
+        let data = table.bytes();
+        let row_bytes = data.len() / table.rows;
+        for (t, &id) in ids.iter().enumerate() {
+            let id = id as usize;
+            let o = &mut out[t * table.cols..(t + 1) * table.cols];
+            quant::dequantize_row(table.ty, &data[id * row_bytes..(id + 1) * row_bytes], o);
+            if scale != 1.0 {
+                o.iter_mut().for_each(|v| *v *= scale);
+            }
+        }
+    }
+
+    fn norm(
+        &self,
+        kind: NormKind,
+        x: &Vec<f32>,
+        w: &CpuWeight,
+        b: Option<&CpuWeight>,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+        out: &mut Vec<f32>,
+    ) {
+        norm::norm_rows(
+            kind,
+            &x[..rows * dim],
+            w.f32s(),
+            b.map(|b| b.f32s()),
+            eps,
+            dim,
+            &mut out[..rows * dim],
+        );
+    }
+
+    fn norm_inplace(
+        &self,
+        kind: NormKind,
+        x: &mut Vec<f32>,
+        w: &CpuWeight,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+    ) {
+        norm::norm_rows_inplace(kind, &mut x[..rows * dim], w.f32s(), eps, dim);
+    }
+
+    fn matmul(&self, w: &CpuWeight, x: &Vec<f32>, n_tok: usize, out: &mut Vec<f32>) {
+        let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        let (acts, tmp) = &mut *guard;
+        matmul::matmul(&self.kernels, w, x, n_tok, acts, tmp, out);
+    }
+
+    fn rope(
+        &self,
+        x: &mut Vec<f32>,
+        n_tok: usize,
+        n_heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        layout: RopeLayout,
+        p: &RopeParams,
+    ) {
+        rope::rope(x, n_tok, n_heads, head_dim, pos0, layout, p);
+    }
+
+    fn kv_store(
+        &self,
+        kv: &mut CpuKvCache,
+        layer: usize,
+        pos0: usize,
+        n_tok: usize,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+    ) {
+        kv.store(layer, pos0, n_tok, k, v);
+    }
+
+    fn attention(
+        &self,
+        q: &Vec<f32>,
+        kv: &CpuKvCache,
+        layer: usize,
+        pos0: usize,
+        n_tok: usize,
+        shape: &AttnShape,
+        out: &mut Vec<f32>,
+    ) {
+        attention::attention(q, kv, layer, pos0, n_tok, shape, out);
+    }
+
+    fn glu(&self, act: Activation, gate: &Vec<f32>, up: &Vec<f32>, len: usize, out: &mut Vec<f32>) {
+        activation::glu(act, &gate[..len], &up[..len], &mut out[..len]);
+    }
+
+    fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) {
+        activation::add(&mut x[..len], &y[..len]);
+    }
+
+    fn softcap(&self, x: &mut Vec<f32>, c: f32, len: usize) {
+        activation::softcap(&mut x[..len], c);
+    }
+
+    fn copy_row(&self, x: &Vec<f32>, src_row: usize, width: usize, out: &mut Vec<f32>) {
+        out[..width].copy_from_slice(&x[src_row * width..(src_row + 1) * width]);
+    }
+}

@@ -1,0 +1,41 @@
+//! Rotary position embedding, in place, for both pairings ggml uses.
+
+use crate::model::arch::RopeLayout;
+use crate::model::config::RopeParams;
+
+/// Rotate `n_tok` rows of `n_heads * head_dim` values; row `t` is at position `pos0 + t`.
+pub fn rope(
+    x: &mut [f32],
+    n_tok: usize,
+    n_heads: usize,
+    head_dim: usize,
+    pos0: usize,
+    layout: RopeLayout,
+    p: &RopeParams,
+) {
+    let half = p.n_rot / 2;
+    // theta_i = pos * base^(-2i/n_rot); computed in f64 once per row, applied to every head.
+    let inv_freq: Vec<f64> = (0..half)
+        .map(|i| (p.base as f64).powf(-2.0 * i as f64 / p.n_rot as f64) * p.freq_scale as f64)
+        .collect();
+    let mut cs = vec![(0f32, 0f32); half];
+    for t in 0..n_tok {
+        let pos = (pos0 + t) as f64;
+        for (c, f) in cs.iter_mut().zip(&inv_freq) {
+            let th = pos * f;
+            *c = (th.cos() as f32, th.sin() as f32);
+        }
+        let row = &mut x[t * n_heads * head_dim..(t + 1) * n_heads * head_dim];
+        for h in row.chunks_mut(head_dim) {
+            for (i, &(c, s)) in cs.iter().enumerate() {
+                let (a, b) = match layout {
+                    RopeLayout::Adjacent => (2 * i, 2 * i + 1),
+                    RopeLayout::Halves => (i, i + half),
+                };
+                let (x0, x1) = (h[a], h[b]);
+                h[a] = x0 * c - x1 * s;
+                h[b] = x0 * s + x1 * c;
+            }
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The op set every backend implements. The graph executor (`crate::graph`) composes these ops per
+//! architecture config; a backend owns its buffers, weights and KV cache.
+//!
+//! Activations are row-major `[n_tok, width]` f32. Ops take explicit sizes and act on a prefix of
+//! their buffers, so the executor can size scratch once for the largest batch.
+
+pub mod cpu;
+
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+use crate::model::arch::{Activation, NormKind, RopeLayout};
+use crate::model::config::RopeParams;
+use crate::model::weights::{Role, WeightView};
+
+/// Which backend to run on (`--backend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    Cpu,
+}
+
+impl FromStr for BackendKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(BackendKind::Cpu),
+            other => Err(Error::UnknownBackend(other.to_string())),
+        }
+    }
+}
+
+/// The shape of one attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnShape {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub head_dim_v: usize,
+    /// Multiplies q·k before the softmax.
+    pub scale: f32,
+    /// Attend to the last `window` positions only.
+    pub window: Option<usize>,
+}
+
+pub trait Backend: Send + Sync {
+    /// A weight in the backend's own form (the CPU keeps a view of the file map).
+    type Weight: Send + Sync;
+    /// An activation buffer.
+    type Buf: Send;
+    /// Per-layer K and V for every position of the context.
+    type KvCache: Send;
+
+    fn name(&self) -> &'static str;
+    /// One line on what the backend detected and chose (kernel path, threads, device).
+    fn describe(&self) -> String;
+
+    /// Wrap a checked tensor view. Errors when the backend has no kernel for its type in `role`.
+    fn weight(&self, view: WeightView<'_>, role: Role) -> Result<Self::Weight>;
+    fn buf(&self, len: usize) -> Self::Buf;
+    fn buf_len(&self, buf: &Self::Buf) -> usize;
+    /// Copy the first `len` values out.
+    fn read(&self, buf: &Self::Buf, len: usize, out: &mut Vec<f32>);
+    fn kv_cache(
+        &self,
+        n_layer: usize,
+        n_ctx: usize,
+        k_width: usize,
+        v_width: usize,
+    ) -> Self::KvCache;
+
+    /// Run `f` with the backend's threads available (the CPU installs its rayon pool once per
+    /// forward pass instead of once per op).
+    fn scope<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        f()
+    }
+
+    /// `out[t] = table[ids[t]] * scale`.
+    fn embed(&self, table: &Self::Weight, ids: &[u32], scale: f32, out: &mut Self::Buf);
+    /// Normalise `rows` rows of `dim` values of `x` into `out` (`out` may not alias `x`).
+    #[allow(clippy::too_many_arguments)]
+    fn norm(
+        &self,
+        kind: NormKind,
+        x: &Self::Buf,
+        w: &Self::Weight,
+        b: Option<&Self::Weight>,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+        out: &mut Self::Buf,
+    );
+    /// `x = norm(x)` per row of `dim` (QK-norm over each head).
+    fn norm_inplace(
+        &self,
+        kind: NormKind,
+        x: &mut Self::Buf,
+        w: &Self::Weight,
+        eps: f32,
+        rows: usize,
+        dim: usize,
+    );
+    /// `out[t] = W · x[t]` for `n_tok` rows of `x` (`W.cols` wide) into rows of `W.rows`.
+    fn matmul(&self, w: &Self::Weight, x: &Self::Buf, n_tok: usize, out: &mut Self::Buf);
+    /// Rotate the first `p.n_rot` dims of each head; token `t` is at position `pos0 + t`.
+    #[allow(clippy::too_many_arguments)]
+    fn rope(
+        &self,
+        x: &mut Self::Buf,
+        n_tok: usize,
+        n_heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        layout: RopeLayout,
+        p: &RopeParams,
+    );
+    /// Store `n_tok` rows of K and V for `layer` at positions `pos0..`.
+    fn kv_store(
+        &self,
+        kv: &mut Self::KvCache,
+        layer: usize,
+        pos0: usize,
+        n_tok: usize,
+        k: &Self::Buf,
+        v: &Self::Buf,
+    );
+    /// Causal attention of `n_tok` query rows at positions `pos0..` over the cache of `layer`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        q: &Self::Buf,
+        kv: &Self::KvCache,
+        layer: usize,
+        pos0: usize,
+        n_tok: usize,
+        shape: &AttnShape,
+        out: &mut Self::Buf,
+    );
+    /// `out = act(gate) * up` over `len` values.
+    fn glu(
+        &self,
+        act: Activation,
+        gate: &Self::Buf,
+        up: &Self::Buf,
+        len: usize,
+        out: &mut Self::Buf,
+    );
+    /// `x += y` over `len` values.
+    fn add(&self, x: &mut Self::Buf, y: &Self::Buf, len: usize);
+    /// `x = c * tanh(x / c)` over `len` values.
+    fn softcap(&self, x: &mut Self::Buf, c: f32, len: usize);
+    /// Copy row `src_row` of `x` (`width` wide) to row 0 of `out`.
+    fn copy_row(&self, x: &Self::Buf, src_row: usize, width: usize, out: &mut Self::Buf);
+}

@@ -1,0 +1,279 @@
+//! The graph executor: ONE forward pass for every architecture, composed from backend ops and
+//! steered by the flags of the config's architecture row.
+
+use crate::backend::{AttnShape, Backend};
+use crate::error::{Error, Result};
+use crate::model::weights::ModelWeights;
+use crate::model::{GgufFile, ModelConfig};
+
+/// Which positions of a forward pass produce logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position (prompt processing before generation).
+    Last,
+    /// Every position (`logits`, `perplexity`).
+    All,
+}
+
+/// A loaded model: its config and its weights in the backend's form.
+pub struct Model<B: Backend> {
+    pub config: ModelConfig,
+    pub weights: ModelWeights<B::Weight>,
+    pub backend: B,
+}
+
+/// Per-sequence state: the KV cache, how much of it is filled, and scratch buffers sized for the
+/// largest batch.
+pub struct State<B: Backend> {
+    pub kv: B::KvCache,
+    pub n_ctx: usize,
+    pub n_past: usize,
+    max_batch: usize,
+    x: B::Buf,
+    xn: B::Buf,
+    q: B::Buf,
+    k: B::Buf,
+    v: B::Buf,
+    attn: B::Buf,
+    proj: B::Buf,
+    gate: B::Buf,
+    up: B::Buf,
+    hidden: B::Buf,
+    last: B::Buf,
+    logits: Option<B::Buf>,
+    out: Vec<f32>,
+}
+
+/// Tokens per forward step while prefilling: large enough to reuse each weight row across many
+/// tokens, small enough that the all-positions logits buffer stays modest (128 × vocab floats).
+pub const DEFAULT_BATCH: usize = 128;
+
+impl<B: Backend> Model<B> {
+    pub fn load(file: &GgufFile, backend: B) -> Result<Self> {
+        let config = ModelConfig::from_gguf(file)?;
+        let weights = ModelWeights::bind(file, &config, |view, role| backend.weight(view, role))?;
+        Ok(Model {
+            config,
+            weights,
+            backend,
+        })
+    }
+
+    /// A fresh sequence with room for `n_ctx` positions (at most the training context).
+    pub fn new_state(&self, n_ctx: usize) -> Result<State<B>> {
+        let c = &self.config;
+        if n_ctx == 0 || n_ctx > c.n_ctx_train {
+            return Err(Error::InvalidArgument(format!(
+                "context size {n_ctx} must be between 1 and the model's training context {}",
+                c.n_ctx_train
+            )));
+        }
+        let b = &self.backend;
+        let mb = DEFAULT_BATCH.min(n_ctx);
+        Ok(State {
+            kv: b.kv_cache(c.n_layer, n_ctx, c.kv_dim(), c.v_dim()),
+            n_ctx,
+            n_past: 0,
+            max_batch: mb,
+            x: b.buf(mb * c.dim),
+            xn: b.buf(mb * c.dim.max(c.q_dim())),
+            q: b.buf(mb * c.q_dim()),
+            k: b.buf(mb * c.kv_dim()),
+            v: b.buf(mb * c.v_dim()),
+            attn: b.buf(mb * c.n_head * c.head_dim_v),
+            proj: b.buf(mb * c.dim),
+            gate: b.buf(mb * c.n_ff),
+            up: b.buf(mb * c.n_ff),
+            hidden: b.buf(mb * c.n_ff),
+            last: b.buf(c.dim),
+            logits: None,
+            out: Vec::new(),
+        })
+    }
+
+    /// Run `ids` at positions `state.n_past..` and return logits (`n_vocab` for `Last`,
+    /// `ids.len() * n_vocab` for `All`).
+    pub fn forward(&self, state: &mut State<B>, ids: &[u32], mode: Logits) -> Result<Vec<f32>> {
+        let c = &self.config;
+        if ids.is_empty() {
+            return Err(Error::InvalidArgument("no tokens to evaluate".into()));
+        }
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= c.n_vocab) {
+            return Err(Error::TokenOutOfRange {
+                id: bad as u64,
+                n_vocab: c.n_vocab,
+            });
+        }
+        let needed = state.n_past + ids.len();
+        if needed > state.n_ctx {
+            return Err(Error::ContextOverflow {
+                needed,
+                ctx: state.n_ctx,
+                max: c.n_ctx_train,
+            });
+        }
+        let mut result = Vec::with_capacity(match mode {
+            Logits::Last => c.n_vocab,
+            Logits::All => ids.len() * c.n_vocab,
+        });
+        let n_chunks = ids.len().div_ceil(state.max_batch);
+        for (i, chunk) in ids.chunks(state.max_batch).enumerate() {
+            let want = match mode {
+                Logits::All => Some(Logits::All),
+                Logits::Last if i + 1 == n_chunks => Some(Logits::Last),
+                Logits::Last => None,
+            };
+            self.backend.scope(|| self.step(state, chunk, want));
+            if want.is_some() {
+                result.extend_from_slice(&state.out);
+            }
+        }
+        Ok(result)
+    }
+
+    /// One batch through every layer; logits (if wanted) land in `state.out`.
+    fn step(&self, s: &mut State<B>, ids: &[u32], want: Option<Logits>) {
+        let (c, w, b) = (&self.config, &self.weights, &self.backend);
+        let arch = c.arch;
+        let n = ids.len();
+        let pos0 = s.n_past;
+        let (dim, ff) = (c.dim, c.n_ff);
+
+        b.embed(&w.tok_embd, ids, c.embed_scale, &mut s.x);
+        for (il, (lw, lc)) in w.layers.iter().zip(&c.layers).enumerate() {
+            // Attention block.
+            b.norm(
+                arch.norm,
+                &s.x,
+                &lw.attn_norm,
+                lw.attn_norm_b.as_ref(),
+                c.norm_eps,
+                n,
+                dim,
+                &mut s.xn,
+            );
+            b.matmul(&lw.wq, &s.xn, n, &mut s.q);
+            b.matmul(&lw.wk, &s.xn, n, &mut s.k);
+            b.matmul(&lw.wv, &s.xn, n, &mut s.v);
+            if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
+                b.norm_inplace(
+                    arch.norm,
+                    &mut s.q,
+                    qn,
+                    c.norm_eps,
+                    n * c.n_head,
+                    c.head_dim,
+                );
+                b.norm_inplace(
+                    arch.norm,
+                    &mut s.k,
+                    kn,
+                    c.norm_eps,
+                    n * c.n_head_kv,
+                    c.head_dim,
+                );
+            }
+            b.rope(
+                &mut s.q,
+                n,
+                c.n_head,
+                c.head_dim,
+                pos0,
+                arch.rope_layout,
+                &lc.rope,
+            );
+            b.rope(
+                &mut s.k,
+                n,
+                c.n_head_kv,
+                c.head_dim,
+                pos0,
+                arch.rope_layout,
+                &lc.rope,
+            );
+            b.kv_store(&mut s.kv, il, pos0, n, &s.k, &s.v);
+            let shape = AttnShape {
+                n_head: c.n_head,
+                n_head_kv: c.n_head_kv,
+                head_dim: c.head_dim,
+                head_dim_v: c.head_dim_v,
+                scale: c.attn_scale,
+                window: lc.window,
+            };
+            b.attention(&s.q, &s.kv, il, pos0, n, &shape, &mut s.attn);
+            b.matmul(&lw.wo, &s.attn, n, &mut s.proj);
+            self.residual(&mut s.x, &s.proj, lw.post_attn_norm.as_ref(), n, &mut s.xn);
+
+            // Feed-forward block.
+            b.norm(
+                arch.norm,
+                &s.x,
+                &lw.ffn_norm,
+                lw.ffn_norm_b.as_ref(),
+                c.norm_eps,
+                n,
+                dim,
+                &mut s.xn,
+            );
+            b.matmul(&lw.gate, &s.xn, n, &mut s.gate);
+            b.matmul(&lw.up, &s.xn, n, &mut s.up);
+            b.glu(arch.activation, &s.gate, &s.up, n * ff, &mut s.hidden);
+            b.matmul(&lw.down, &s.hidden, n, &mut s.proj);
+            self.residual(&mut s.x, &s.proj, lw.post_ffn_norm.as_ref(), n, &mut s.xn);
+        }
+        s.n_past += n;
+
+        let Some(mode) = want else { return };
+        let (src, rows) = match mode {
+            Logits::All => (&s.x, n),
+            Logits::Last => {
+                b.copy_row(&s.x, n - 1, dim, &mut s.last);
+                (&s.last, 1)
+            }
+        };
+        b.norm(
+            arch.norm,
+            src,
+            &w.output_norm,
+            w.output_norm_b.as_ref(),
+            c.norm_eps,
+            rows,
+            dim,
+            &mut s.xn,
+        );
+        let len = rows * c.n_vocab;
+        if s.logits.as_ref().is_none_or(|l| b.buf_len(l) < len) {
+            // Sized once for the mode's largest batch, not per call.
+            let cap = match mode {
+                Logits::All => s.max_batch * c.n_vocab,
+                Logits::Last => c.n_vocab,
+            };
+            s.logits = Some(b.buf(cap.max(len)));
+        }
+        let logits = s.logits.as_mut().expect("allocated above");
+        b.matmul(&w.output, &s.xn, rows, logits);
+        if let Some(cap) = c.final_softcap {
+            b.softcap(logits, cap, len);
+        }
+        b.read(logits, len, &mut s.out);
+    }
+
+    /// `x += post_norm(y)` (Gemma's post-norms) or `x += y`.
+    fn residual(
+        &self,
+        x: &mut B::Buf,
+        y: &B::Buf,
+        post_norm: Option<&B::Weight>,
+        n: usize,
+        tmp: &mut B::Buf,
+    ) {
+        let (c, b) = (&self.config, &self.backend);
+        match post_norm {
+            Some(pw) => {
+                b.norm(c.arch.norm, y, pw, None, c.norm_eps, n, c.dim, tmp);
+                b.add(x, tmp, n * c.dim);
+            }
+            None => b.add(x, y, n * c.dim),
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! Tokenizers built from GGUF metadata: GPT-2 byte-level BPE and SentencePiece.
+//!
+//! The goal is token ids identical to llama.cpp's for the same GGUF file, so the pipeline
+//! mirrors llama.cpp's `llama_vocab::tokenize`:
+//!
+//! 1. `special`: split the text around special tokens (CONTROL / USER_DEFINED / UNKNOWN
+//!    token texts, longest first) when `parse_special` is set;
+//! 2. per raw fragment, either `spm` (escape spaces to U+2581, score-driven bigram merges,
+//!    byte fallback) or `bpe` (pre-tokenizer regex list from `pretokenize`, GPT-2 byte
+//!    alphabet, rank-driven merges);
+//! 3. BOS/EOS as the vocabulary asks.
+//!
+//! Vocabulary-level rules that llama.cpp applies at load time (default special ids, roles
+//! detected from token text, the end-of-generation set) live in `vocab`.
+
+mod bpe;
+mod hash;
+mod pretokenize;
+mod special;
+mod spm;
+mod stream;
+mod unicode;
+mod unicode_data;
+mod vocab;
+
+pub use pretokenize::PreType;
+
+use special::{Fragment, SpecialMatcher};
+use vocab::{attr, Kind, Vocab};
+
+/// Everything the tokenizer needs, read from GGUF `tokenizer.ggml.*` metadata by the loader.
+#[derive(Clone, Debug, Default)]
+pub struct VocabSpec {
+    /// `tokenizer.ggml.model`: "gpt2" or "llama".
+    pub model: String,
+    /// `tokenizer.ggml.pre`.
+    pub pre: Option<String>,
+    pub tokens: Vec<String>,
+    pub scores: Option<Vec<f32>>,
+    /// `tokenizer.ggml.token_type` (1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte).
+    pub token_types: Option<Vec<i32>>,
+    pub merges: Option<Vec<String>>,
+    pub bos_id: Option<u32>,
+    pub eos_id: Option<u32>,
+    pub eot_id: Option<u32>,
+    pub eom_id: Option<u32>,
+    pub unk_id: Option<u32>,
+    pub pad_id: Option<u32>,
+    pub add_bos: Option<bool>,
+    pub add_eos: Option<bool>,
+    pub add_space_prefix: Option<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("unsupported tokenizer model '{0}' (supported: gpt2, llama)")]
+    UnsupportedModel(String),
+    #[error("invalid tokenizer metadata: {0}")]
+    Invalid(String),
+}
+
+enum Model {
+    Spm,
+    Bpe(Box<bpe::Bpe>),
+}
+
+pub struct Tokenizer {
+    vocab: Vocab,
+    model: Model,
+    special: SpecialMatcher,
+    /// GPT-2 byte alphabet, codepoint → byte (BPE rendering).
+    unicode_to_byte: Vec<Option<u8>>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("kind", &self.vocab.kind)
+            .field("n_vocab", &self.vocab.n_tokens())
+            .field("bos", &self.vocab.bos)
+            .field("eos", &self.vocab.eos)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tokenizer {
+    pub fn from_spec(mut spec: VocabSpec) -> Result<Self, TokenizerError> {
+        let merges = spec.merges.take();
+        let vocab = Vocab::build(spec)?;
+        let model = match vocab.kind {
+            Kind::Spm => Model::Spm,
+            Kind::Bpe(opts) => {
+                let merges = merges.ok_or_else(|| {
+                    TokenizerError::Invalid("gpt2 tokenizer without merges".into())
+                })?;
+                Model::Bpe(Box::new(bpe::Bpe::build(&vocab, opts, &merges)?))
+            }
+        };
+        let special = SpecialMatcher::build(&vocab);
+        Ok(Tokenizer {
+            vocab,
+            model,
+            special,
+            unicode_to_byte: unicode::unicode_to_byte_table(),
+        })
+    }
+
+    /// Token ids for `text`. `add_special`: add BOS/EOS as the model asks; `parse_special`: text
+    /// like `<|im_start|>` becomes its special token (llama-tokenize's defaults are both true).
+    pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
+        let v = &self.vocab;
+        let fragments = self.special.partition(v, text, parse_special);
+        let mut out = Vec::with_capacity(text.len() / 3 + 2);
+        if add_special && v.add_bos {
+            out.extend(v.bos);
+        }
+        match &self.model {
+            Model::Spm => {
+                // A leading space is added to text that starts the input or follows a special
+                // token, when the vocabulary asks for a space prefix.
+                let mut prev_special = true;
+                let mut buf = String::new();
+                for f in &fragments {
+                    match f {
+                        Fragment::Text(r) => {
+                            buf.clear();
+                            if v.add_space_prefix && prev_special {
+                                buf.push(' ');
+                            }
+                            buf.push_str(text.get(r.clone()).unwrap_or_default());
+                            let escaped = buf.replace(' ', "\u{2581}");
+                            spm::tokenize(v, &escaped, &mut out);
+                            prev_special = false;
+                        }
+                        Fragment::Token(id) => {
+                            out.push(*id);
+                            prev_special = true;
+                        }
+                    }
+                }
+            }
+            Model::Bpe(bpe) => {
+                for f in &fragments {
+                    match f {
+                        Fragment::Text(r) => {
+                            bpe.tokenize(v, text.get(r.clone()).unwrap_or_default(), &mut out)
+                        }
+                        Fragment::Token(id) => out.push(*id),
+                    }
+                }
+            }
+        }
+        if add_special && v.add_eos {
+            out.extend(v.eos);
+        }
+        out
+    }
+
+    /// The BPE pre-tokenizer family (`None` for SentencePiece).
+    pub fn pre_type(&self) -> Option<PreType> {
+        match self.vocab.kind {
+            Kind::Spm => None,
+            Kind::Bpe(opts) => Some(opts.pre),
+        }
+    }
+    pub fn n_vocab(&self) -> usize {
+        self.vocab.n_tokens()
+    }
+    pub fn bos_id(&self) -> Option<u32> {
+        self.vocab.bos
+    }
+    pub fn eos_id(&self) -> Option<u32> {
+        self.vocab.eos
+    }
+    /// End-of-turn token (from the metadata, or detected from its text as llama.cpp does).
+    pub fn eot_id(&self) -> Option<u32> {
+        self.vocab.eot
+    }
+    pub fn pad_id(&self) -> Option<u32> {
+        self.vocab.pad
+    }
+    pub fn add_bos(&self) -> bool {
+        self.vocab.add_bos
+    }
+    pub fn add_eos(&self) -> bool {
+        self.vocab.add_eos
+    }
+    /// End-of-generation tokens (EOS, EOT, ...).
+    pub fn is_eog(&self, id: u32) -> bool {
+        self.vocab.eog.binary_search(&id).is_ok()
+    }
+    /// All end-of-generation ids, ascending.
+    pub fn eog_ids(&self) -> &[u32] {
+        &self.vocab.eog
+    }
+    /// The stored text of a token (GPT-2 byte alphabet / U+2581 spaces, not rendered).
+    pub fn token_text(&self, id: u32) -> Option<&str> {
+        self.vocab.texts.get(id as usize).map(String::as_str)
+    }
+    /// The id whose stored text is exactly `text`.
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        self.vocab.text_to_token(text.as_bytes())
+    }
+    /// Whether a token is a control token (rendered only when special tokens are shown).
+    pub fn is_control(&self, id: u32) -> bool {
+        self.vocab.attr(id) & attr::CONTROL != 0
+    }
+
+    /// The bytes a token renders to (special tokens render as their text).
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        let v = &self.vocab;
+        let Some(text) = v.texts.get(id as usize) else {
+            return Vec::new();
+        };
+        let a = v.attr(id);
+        if a & (attr::UNKNOWN | attr::CONTROL | attr::USER_DEFINED) != 0 {
+            return text.as_bytes().to_vec();
+        }
+        if a & attr::NORMAL != 0 {
+            return match self.model {
+                Model::Spm => text.replace('\u{2581}', " ").into_bytes(),
+                Model::Bpe(_) => self.gpt2_unmap(text),
+            };
+        }
+        if a & attr::BYTE != 0 {
+            return v.token_to_byte(id).map(|b| vec![b]).unwrap_or_default();
+        }
+        // UNUSED-only and undefined tokens render as nothing.
+        Vec::new()
+    }
+
+    /// Undoes the GPT-2 byte alphabet. A character outside it is rendered the way llama.cpp
+    /// does (`[UNK_BYTE_0x..<token>]`) so output stays byte-identical to the reference.
+    fn gpt2_unmap(&self, text: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(text.len());
+        for c in text.chars() {
+            match self.unicode_to_byte.get(c as usize).copied().flatten() {
+                Some(b) => out.push(b),
+                None => {
+                    out.extend_from_slice(b"[UNK_BYTE_0x");
+                    let mut buf = [0u8; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        out.extend_from_slice(format!("{b:02x}").as_bytes());
+                    }
+                    out.extend_from_slice(text.as_bytes());
+                    out.push(b']');
+                }
+            }
+        }
+        out
+    }
+
+    /// Text of `ids` like llama.cpp's `llama_detokenize(.., remove_special=false,
+    /// unparse_special=true)`: special tokens as their text, the space-prefix of SPM
+    /// vocabularies removed from the first token, and the vocabulary's
+    /// clean-up-tokenization-spaces rule applied. Unknown ids are skipped; invalid UTF-8
+    /// becomes U+FFFD.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let mut bytes = Vec::new();
+        let mut remove_space = self.vocab.add_space_prefix;
+        for &id in ids {
+            let piece = self.token_bytes(id);
+            let piece = if remove_space && piece.first() == Some(&b' ') {
+                &piece[1..]
+            } else {
+                &piece[..]
+            };
+            bytes.extend_from_slice(piece);
+            remove_space = false;
+        }
+        if self.vocab.clean_spaces {
+            clean_up_spaces(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// llama.cpp's `clean_spaces` post-processing of detokenized text: drop the space before
+/// `? ! . ,`, around a lone `'`, and before the contractions `'s 'm 're 've`.
+fn clean_up_spaces(text: &mut Vec<u8>) {
+    // Pass 1: " ?", " !", " .", " ,".
+    let n = text.len();
+    let mut total = usize::from(n > 0);
+    for i in 1..n {
+        let x = text[i];
+        if text[i - 1] == b' ' && matches!(x, b'?' | b'!' | b'.' | b',') {
+            total -= 1;
+        }
+        text[total] = x;
+        total += 1;
+    }
+    text.truncate(total);
+
+    // Pass 2: " ' " → "'".
+    let n = text.len();
+    let mut total = usize::from(n > 0);
+    let mut i = 1;
+    while i < n {
+        let x = text[i];
+        if x == b'\'' && i + 1 < n && text[i - 1] == b' ' && text[i + 1] == b' ' {
+            total -= 1;
+            i += 1;
+            text[i] = 0; // the reference blanks the skipped space in place
+        }
+        text[total] = x;
+        total += 1;
+        i += 1;
+    }
+    text.truncate(total);
+
+    // Pass 3: " 's", " 'm", " 're", " 've" lose their space.
+    let n = text.len();
+    let mut total = usize::from(n > 0);
+    for i in 1..n {
+        let x = text[i];
+        if text[i - 1] == b' ' && x == b'\'' && i + 1 < n {
+            let x1 = text[i + 1];
+            if x1 == b's' || x1 == b'm' {
+                total -= 1;
+            } else if x1 != b't' && x1 != b'd' && i + 2 < n {
+                let x2 = text[i + 2];
+                if (x1 == b'r' || x1 == b'v') && x2 == b'e' {
+                    total -= 1;
+                }
+            }
+        }
+        text[total] = x;
+        total += 1;
+    }
+    text.truncate(total);
+}
+
+/// Streams decoded text, emitting only whole UTF-8 characters.
+#[derive(Default)]
+pub struct StreamDecoder {
+    pending: Vec<u8>,
+}
+
+impl StreamDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Feed one token; returns the text that became complete.
+    pub fn push(&mut self, tok: &Tokenizer, id: u32) -> String {
+        self.pending.extend_from_slice(&tok.token_bytes(id));
+        let mut out = String::new();
+        stream::drain_complete(&mut self.pending, &mut out);
+        out
+    }
+    /// Whatever is left at the end (invalid bytes become U+FFFD).
+    pub fn finish(&mut self) -> String {
+        let out = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_spaces_matches_reference_rules() {
+        let mut t = b"Hello , world ! It 's a ' b ' test 've".to_vec();
+        clean_up_spaces(&mut t);
+        assert_eq!(
+            String::from_utf8_lossy(&t),
+            "Hello, world! It's a'b'test've"
+        );
+    }
+}
