@@ -5,21 +5,43 @@ mod common;
 use common::*;
 
 fn stdout(o: &std::process::Output) -> String {
-    assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
 #[test]
 fn run_greedy_is_deterministic_and_streams_text() {
     let m = model(SMOLLM2);
-    let args = ["run", "--model", m.to_str().unwrap(), "--prompt", "The capital of France is", "-n", "12", "--temp", "0", "--threads", "2"];
+    let args = [
+        "run",
+        "--model",
+        m.to_str().unwrap(),
+        "--prompt",
+        "The capital of France is",
+        "-n",
+        "12",
+        "--temp",
+        "0",
+        "--threads",
+        "2",
+    ];
     let a = torchless(&args);
     let b = torchless(&args);
     let text = stdout(&a);
     assert_eq!(text, stdout(&b));
-    assert!(text.contains("Paris"), "unexpected greedy continuation: {text:?}");
+    assert!(
+        text.contains("Paris"),
+        "unexpected greedy continuation: {text:?}"
+    );
     let err = String::from_utf8_lossy(&a.stderr);
-    assert!(err.contains("tok/s") && err.contains("first token"), "no summary on stderr: {err}");
+    assert!(
+        err.contains("tok/s") && err.contains("first token"),
+        "no summary on stderr: {err}"
+    );
 }
 
 #[test]
@@ -27,7 +49,17 @@ fn run_sampling_is_reproducible_with_a_seed() {
     let m = model(GEMMA3);
     let run = |seed: &str| {
         stdout(&torchless(&[
-            "run", "--model", m.to_str().unwrap(), "--prompt", "Once upon a time", "-n", "16", "--temp", "1.0", "--seed", seed,
+            "run",
+            "--model",
+            m.to_str().unwrap(),
+            "--prompt",
+            "Once upon a time",
+            "-n",
+            "16",
+            "--temp",
+            "1.0",
+            "--seed",
+            seed,
         ]))
     };
     assert_eq!(run("7"), run("7"));
@@ -36,7 +68,12 @@ fn run_sampling_is_reproducible_with_a_seed() {
 #[test]
 fn tokenize_prints_json_ids_on_the_last_line() {
     let m = model(GEMMA3);
-    let out = stdout(&torchless(&["tokenize", "--model", m.to_str().unwrap(), "Hello world<end_of_turn>"]));
+    let out = stdout(&torchless(&[
+        "tokenize",
+        "--model",
+        m.to_str().unwrap(),
+        "Hello world<end_of_turn>",
+    ]));
     let last = out.lines().last().unwrap();
     let ids: Vec<u32> = serde_json::from_str(last).unwrap();
     // BOS (2) is added, and the special token is parsed to its id (106).
@@ -47,7 +84,12 @@ fn tokenize_prints_json_ids_on_the_last_line() {
 #[test]
 fn info_json_describes_the_model() {
     let m = model(GEMMA3);
-    let out = stdout(&torchless(&["info", "--model", m.to_str().unwrap(), "--json"]));
+    let out = stdout(&torchless(&[
+        "info",
+        "--model",
+        m.to_str().unwrap(),
+        "--json",
+    ]));
     let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(v["architecture"], "gemma3");
     assert_eq!(v["head_dim"], 256);
@@ -55,7 +97,9 @@ fn info_json_describes_the_model() {
     assert_eq!(v["tensor_types"]["Q4_K"]["count"], 27);
     assert_eq!(v["tensor_bytes"], 246_587_904u64);
     let windows = v["window_per_layer"].as_array().unwrap();
-    let global: Vec<usize> = (0..windows.len()).filter(|&i| windows[i].is_null()).collect();
+    let global: Vec<usize> = (0..windows.len())
+        .filter(|&i| windows[i].is_null())
+        .collect();
     assert_eq!(global, vec![5, 11, 17]);
     assert_eq!(v["rope_base_per_layer"][5], 1_000_000.0);
     assert_eq!(v["rope_base_per_layer"][0], 10_000.0);
@@ -65,7 +109,15 @@ fn info_json_describes_the_model() {
 fn logits_writes_npy_of_every_position() {
     let m = model(SMOLLM2);
     let out = std::env::temp_dir().join(format!("torchless-logits-{}.npy", std::process::id()));
-    let o = torchless(&["logits", "--model", m.to_str().unwrap(), "--ids", "1,504,2365", "--out", out.to_str().unwrap()]);
+    let o = torchless(&[
+        "logits",
+        "--model",
+        m.to_str().unwrap(),
+        "--ids",
+        "1,504,2365",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     stdout(&o);
     let (shape, data) = torchless::npy::read_f32(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(shape, vec![3, 49152]);
@@ -76,7 +128,15 @@ fn logits_writes_npy_of_every_position() {
 fn perplexity_needs_two_chunks_of_text() {
     let m = model(SMOLLM2);
     let txt = write_temp("short.txt", b"Just a few words.");
-    let o = torchless(&["perplexity", "--model", m.to_str().unwrap(), "--file", txt.to_str().unwrap(), "--ctx", "64"]);
+    let o = torchless(&[
+        "perplexity",
+        "--model",
+        m.to_str().unwrap(),
+        "--file",
+        txt.to_str().unwrap(),
+        "--ctx",
+        "64",
+    ]);
     assert_one_line_error(&o, &["needs at least 128"]);
 }
 
@@ -91,7 +151,10 @@ fn run_without_model_fetches_the_default_into_the_cache() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
-    assert!(err.contains("fetching it with"), "does not say it fetches: {err}");
+    assert!(
+        err.contains("fetching it with"),
+        "does not say it fetches: {err}"
+    );
     assert!(dir.join(SMOLLM2).is_file());
     // Second use: found in the cache, nothing fetched.
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_torchless"))

@@ -7,7 +7,9 @@ use torchless::model::arch::{Activation, NormKind, RopeLayout};
 use torchless::model::config::RopeParams;
 
 fn lcg(seed: &mut u64) -> f32 {
-    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
 }
 
@@ -31,10 +33,15 @@ fn rms_and_layer_norm_match_the_formula() {
         let mut want = vec![0.0; x.len()];
         for r in 0..3 {
             let row = &x[r * dim..(r + 1) * dim];
-            let mean = if kind == NormKind::Layer { row.iter().sum::<f32>() / dim as f32 } else { 0.0 };
+            let mean = if kind == NormKind::Layer {
+                row.iter().sum::<f32>() / dim as f32
+            } else {
+                0.0
+            };
             let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / dim as f32;
             for i in 0..dim {
-                want[r * dim + i] = (row[i] - mean) / (var + 1e-5).sqrt() * w[i] + bias.map_or(0.0, |b| b[i]);
+                want[r * dim + i] =
+                    (row[i] - mean) / (var + 1e-5).sqrt() * w[i] + bias.map_or(0.0, |b| b[i]);
             }
         }
         close(&out, &want, 1e-5);
@@ -49,7 +56,11 @@ fn rms_and_layer_norm_match_the_formula() {
 #[test]
 fn rope_rotates_the_right_pairs() {
     let (heads, hd, n_rot) = (2, 8, 6);
-    let p = RopeParams { base: 100.0, n_rot, freq_scale: 1.0 };
+    let p = RopeParams {
+        base: 100.0,
+        n_rot,
+        freq_scale: 1.0,
+    };
     let mut s = 3;
     let x: Vec<f32> = (0..heads * hd).map(|_| lcg(&mut s)).collect();
     for layout in [RopeLayout::Adjacent, RopeLayout::Halves] {
@@ -64,7 +75,11 @@ fn rope_rotates_the_right_pairs() {
                     RopeLayout::Halves => (i, i + n_rot / 2),
                 };
                 let (c, sn) = (th.cos() as f32, th.sin() as f32);
-                close(&[yh[a], yh[b]], &[xh[a] * c - xh[b] * sn, xh[a] * sn + xh[b] * c], 1e-5);
+                close(
+                    &[yh[a], yh[b]],
+                    &[xh[a] * c - xh[b] * sn, xh[a] * sn + xh[b] * c],
+                    1e-5,
+                );
             }
             // Dimensions past n_rot are untouched (partial rotary).
             assert_eq!(&yh[n_rot..], &xh[n_rot..]);
@@ -86,7 +101,14 @@ fn attention_is_causal_grouped_and_windowed() {
     kv.store(0, 0, n, &k, &v);
     let f16r = |x: f32| half::f16::from_f32(x).to_f32();
     for window in [None, Some(2), Some(1)] {
-        let shape = AttnShape { n_head, n_head_kv: n_kv, head_dim: hd, head_dim_v: hd, scale: 0.5, window };
+        let shape = AttnShape {
+            n_head,
+            n_head_kv: n_kv,
+            head_dim: hd,
+            head_dim_v: hd,
+            scale: 0.5,
+            window,
+        };
         let mut out = vec![0.0; n * n_head * hd];
         attention::attention(&q, &kv, 0, 0, n, &shape, &mut out);
         for t in 0..n {
@@ -95,13 +117,23 @@ fn attention_is_causal_grouped_and_windowed() {
                 let lo = window.map_or(0, |w| (t + 1).saturating_sub(w));
                 let qh = &q[(t * n_head + h) * hd..][..hd];
                 let sc: Vec<f32> = (lo..=t)
-                    .map(|j| (0..hd).map(|d| f16r(qh[d]) * f16r(k[(j * n_kv + g) * hd + d])).sum::<f32>() * 0.5)
+                    .map(|j| {
+                        (0..hd)
+                            .map(|d| f16r(qh[d]) * f16r(k[(j * n_kv + g) * hd + d]))
+                            .sum::<f32>()
+                            * 0.5
+                    })
                     .collect();
                 let m = sc.iter().cloned().fold(f32::MIN, f32::max);
                 let e: Vec<f32> = sc.iter().map(|x| (x - m).exp()).collect();
                 let z: f32 = e.iter().sum();
                 let want: Vec<f32> = (0..hd)
-                    .map(|d| (lo..=t).zip(&e).map(|(j, p)| p / z * f16r(v[(j * n_kv + g) * hd + d])).sum())
+                    .map(|d| {
+                        (lo..=t)
+                            .zip(&e)
+                            .map(|(j, p)| p / z * f16r(v[(j * n_kv + g) * hd + d]))
+                            .sum()
+                    })
                     .collect();
                 close(&out[(t * n_head + h) * hd..][..hd], &want, 1e-5);
             }

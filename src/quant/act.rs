@@ -18,6 +18,17 @@ use super::blocks::{BlockQ8_0, BlockQ8_1, BlockQ8_K, QK8_0, QK8_1, QK_K};
 use super::types::ActKind;
 use half::f16;
 
+/// Quantize one 32-value block to `qs` with scale `amax / 127`; returns that scale (f32).
+fn quantize_block_q8(xb: &[f32], qs: &mut [i8; 32]) -> f32 {
+    let amax = xb.iter().fold(0.0f32, |m, &v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    for (q, &v) in qs.iter_mut().zip(xb) {
+        *q = (v * id).round() as i8;
+    }
+    d
+}
+
 /// Reference Q8_0 quantization of `x` (a multiple of 32 long) into `y` (`x.len() / 32` blocks).
 pub fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
     assert_eq!(
@@ -26,16 +37,7 @@ pub fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
         "quantize_row_q8_0: length mismatch"
     );
     for (xb, yb) in x.chunks_exact(QK8_0).zip(y.iter_mut()) {
-        let mut amax = 0.0f32;
-        for &v in xb {
-            amax = amax.max(v.abs());
-        }
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        yb.d = f16::from_f32(d);
-        for (q, &v) in yb.qs.iter_mut().zip(xb) {
-            *q = (v * id).round() as i8;
-        }
+        yb.d = f16::from_f32(quantize_block_q8(xb, &mut yb.qs));
     }
 }
 
@@ -47,18 +49,9 @@ pub fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
         "quantize_row_q8_1: length mismatch"
     );
     for (xb, yb) in x.chunks_exact(QK8_1).zip(y.iter_mut()) {
-        let mut amax = 0.0f32;
-        for &v in xb {
-            amax = amax.max(v.abs());
-        }
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let d = quantize_block_q8(xb, &mut yb.qs);
         yb.d = f16::from_f32(d);
-        let mut sum: i32 = 0;
-        for (q, &v) in yb.qs.iter_mut().zip(xb) {
-            *q = (v * id).round() as i8;
-            sum += *q as i32;
-        }
+        let sum: i32 = yb.qs.iter().map(|&q| q as i32).sum();
         yb.s = f16::from_f32(sum as f32 * d);
     }
 }

@@ -121,7 +121,9 @@ impl Backend for CpuBackend {
             role: role.name(),
         };
         match role {
-            Role::Norm if v.ty != GgmlType::F32 || !v.start.is_multiple_of(4) => return Err(unsupported()),
+            Role::Norm if v.ty != GgmlType::F32 || !v.start.is_multiple_of(4) => {
+                return Err(unsupported())
+            }
             // Q8_1 and Q8_K are activation formats; ggml never stores weights in them.
             Role::Matmul | Role::Embedding if matches!(v.ty, GgmlType::Q8_1 | GgmlType::Q8_K) => {
                 return Err(unsupported())
