@@ -195,3 +195,21 @@ fn prompt_longer_than_context() {
     ]);
     assert_one_line_error(&out, &["context overflow"]);
 }
+
+#[test]
+fn absurd_thread_count() {
+    let m = model(SMOLLM2);
+    let out = torchless(&["run", "--model", m.to_str().unwrap(), "--prompt", "hi", "--threads", "100000"]);
+    assert_one_line_error(&out, &["--threads 100000"]);
+}
+
+#[test]
+fn forced_kernel_path_must_exist() {
+    let m = model(SMOLLM2);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_torchless"))
+        .args(["run", "--model", m.to_str().unwrap(), "--prompt", "hi", "-n", "1"])
+        .env("TORCHLESS_CPU", "sse9")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, &["sse9"]);
+}

@@ -21,4 +21,14 @@ if cargo clippy --version >/dev/null 2>&1; then
 else
     echo "test.sh: clippy is not installed; skipping lints" >&2
 fi
-cargo test --release -- --test-threads=2
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --release -- --test-threads=2 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary (cargo's last line is the doc-test binary's alone).
+passed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ passed' | awk '{s += $1} END {print s + 0}')
+failed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ failed' | awk '{s += $1} END {print s + 0}')
+echo "tests: $passed passed, $failed failed"
+exit "$status"

@@ -23,6 +23,9 @@ use crate::model::config::RopeParams;
 use crate::model::weights::{Role, WeightView};
 use crate::quant::{self, Acts, GgmlType};
 
+/// More threads than this is a typo, not a machine: refuse before spawning them.
+const MAX_THREADS: usize = 1024;
+
 /// A weight kept as a view into the file map: no copy, no conversion.
 pub struct CpuWeight {
     pub name: String,
@@ -70,6 +73,11 @@ impl CpuBackend {
         } else {
             threads
         };
+        if threads > MAX_THREADS {
+            return Err(Error::InvalidArgument(format!(
+                "--threads {threads} is more than {MAX_THREADS}; use at most one per core"
+            )));
+        }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("torchless-cpu-{i}"))
