@@ -199,7 +199,15 @@ fn prompt_longer_than_context() {
 #[test]
 fn absurd_thread_count() {
     let m = model(SMOLLM2);
-    let out = torchless(&["run", "--model", m.to_str().unwrap(), "--prompt", "hi", "--threads", "100000"]);
+    let out = torchless(&[
+        "run",
+        "--model",
+        m.to_str().unwrap(),
+        "--prompt",
+        "hi",
+        "--threads",
+        "100000",
+    ]);
     assert_one_line_error(&out, &["--threads 100000"]);
 }
 
@@ -207,7 +215,15 @@ fn absurd_thread_count() {
 fn forced_kernel_path_must_exist() {
     let m = model(SMOLLM2);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_torchless"))
-        .args(["run", "--model", m.to_str().unwrap(), "--prompt", "hi", "-n", "1"])
+        .args([
+            "run",
+            "--model",
+            m.to_str().unwrap(),
+            "--prompt",
+            "hi",
+            "-n",
+            "1",
+        ])
         .env("TORCHLESS_CPU", "sse9")
         .output()
         .unwrap();
