@@ -50,7 +50,7 @@ fn mutated_headers_never_panic() {
         let mut spots = Vec::new();
         for _ in 0..n {
             let r = xorshift(&mut seed);
-            let pos = if r % 2 == 0 {
+            let pos = if r.is_multiple_of(2) {
                 (r >> 8) as usize % 4096
             } else {
                 (r >> 8) as usize % header_len
