@@ -409,6 +409,64 @@ proptest! {
     }
 }
 
+/// `dot_tokens` over `count` tokens starting at `t0` equals `dot` per token, bit for bit, on
+/// every kernel path (including a misaligned weight row).
+fn check_dot_tokens(ty: GgmlType, nb: usize, t0: usize, count: usize, rng: &mut StdRng) {
+    let n = if ty.block_len() == 1 {
+        nb * 37
+    } else {
+        nb * ty.block_len()
+    };
+    let w = random_row(ty, n / ty.block_len(), rng);
+    let (buf, range) = misaligned(&w);
+    let x = random_acts((t0 + count) * n, rng);
+    for k in kernel_sets() {
+        let mut acts = Acts::new();
+        k.quantize(ty.act_kind(), &x, n, &mut acts);
+        let mut out = vec![f32::NAN; count];
+        k.dot_tokens(ty, &buf[range.clone()], &acts, t0, &mut out);
+        for (i, o) in out.iter().enumerate() {
+            let want = k.dot(ty, &w, acts.row(t0 + i), n);
+            assert_eq!(
+                o.to_bits(),
+                want.to_bits(),
+                "{ty} {} nb={nb} t0={t0} count={count} token {i}: {o} vs {want}",
+                k.path()
+            );
+        }
+    }
+}
+
+#[test]
+fn dot_tokens_bit_identical_to_dot() {
+    let mut rng = StdRng::seed_from_u64(4242);
+    for ty in GgmlType::ALL {
+        let nbs: &[usize] = if ty.block_len() >= 256 {
+            &[1, 2, 3]
+        } else {
+            &[1, 2, 3, 5, 7, 8]
+        };
+        for &nb in nbs {
+            for count in 1..=9 {
+                for t0 in [0usize, 1] {
+                    check_dot_tokens(ty, nb, t0, count, &mut rng);
+                }
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn dot_tokens_matches_dot_prop(ty_idx in 0usize..15, nb in 1usize..=9, t0 in 0usize..3, count in 1usize..=9, seed in any::<u64>()) {
+        let ty = GgmlType::ALL[ty_idx];
+        let mut rng = StdRng::seed_from_u64(seed);
+        check_dot_tokens(ty, nb, t0, count, &mut rng);
+    }
+}
+
 #[test]
 fn matvec_matches_dot() {
     let mut rng = StdRng::seed_from_u64(99);

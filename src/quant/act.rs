@@ -244,8 +244,18 @@ impl Acts {
 
     pub fn row(&self, r: usize) -> ActRow<'_> {
         assert!(r < self.rows, "activation row {r} out of {}", self.rows);
+        self.rows_span(r, 1)
+    }
+
+    /// Rows `r0 .. r0 + count` as one contiguous `ActRow` of `count * n` values (row-major).
+    pub fn rows_span(&self, r0: usize, count: usize) -> ActRow<'_> {
+        assert!(
+            r0.checked_add(count).is_some_and(|end| end <= self.rows),
+            "activation rows {r0}..{r0}+{count} out of {}",
+            self.rows
+        );
         let per = self.n / self.kind.block_len();
-        let range = r * per..(r + 1) * per;
+        let range = r0 * per..(r0 + count) * per;
         match self.kind {
             ActKind::F32 => ActRow::F32(&self.f32s[range]),
             ActKind::Q8_0 => ActRow::Q8_0(&self.q8_0[range]),

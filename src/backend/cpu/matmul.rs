@@ -51,9 +51,7 @@ pub fn matmul(
             for (i, orow) in chunk.chunks_mut(n_tok).enumerate() {
                 let r = r0 + i;
                 let wr = &data[r * row_bytes..(r + 1) * row_bytes];
-                for (t, o) in orow.iter_mut().enumerate() {
-                    *o = k.dot(w.ty, wr, acts.row(t), cols);
-                }
+                k.dot_tokens(w.ty, wr, acts, 0, orow);
             }
         });
     for r in 0..rows {

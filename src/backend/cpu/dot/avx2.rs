@@ -31,6 +31,13 @@ pub(super) unsafe fn install(k: &mut DotKernels) {
     k.quant_q8_0 = quant_q8_0_impl;
     k.quant_q8_1 = quant_q8_1_impl;
     k.quant_q8_k = quant_q8_k_impl;
+    k.q4_0_n = Some(q4_0_multi);
+    k.q4_1_n = Some(q4_1_multi);
+    k.q5_0_n = Some(q5_0_multi);
+    k.q5_1_n = Some(q5_1_multi);
+    k.q8_0_n = Some(q8_0_multi);
+    k.q4_k_n = Some(q4_k_multi);
+    k.q6_k_n = Some(q6_k_multi);
 }
 
 // ---------------------------------------------------------------------------
@@ -154,6 +161,14 @@ fn mul_sum_i8_f32(x: __m256i, y: __m256i) -> __m256 {
     let ax = _mm256_sign_epi8(x, x);
     let sy = _mm256_sign_epi8(y, x);
     mul_sum_u8i8_f32(ax, sy)
+}
+
+/// [`mul_sum_i8_f32`] with `ax = |x|` (`_mm256_sign_epi8(x, x)`) computed by the caller, so a
+/// multi-token kernel takes it once per weight block; the same instructions otherwise.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn mul_sum_i8_f32_abs(ax: __m256i, x: __m256i, y: __m256i) -> __m256 {
+    mul_sum_u8i8_f32(ax, _mm256_sign_epi8(y, x))
 }
 
 /// Sum of products of unsigned bytes `u` with signed bytes `s`, per 4 adjacent bytes, as f32.
@@ -403,6 +418,211 @@ fn q8_0_impl(w: &[u8], y: &[BlockQ8_0]) -> f32 {
 }
 
 // ---------------------------------------------------------------------------
+// Multi-token 32-wide quant dots
+//
+// Each decodes a weight block once and dots it with N (1 to 4) token rows, which `y` holds
+// back to back. Per token they perform exactly the operations of the single-token kernel
+// above, in the same order (same accumulators, same fma chain, same final sum), so every
+// result is bit-identical to it.
+// ---------------------------------------------------------------------------
+
+/// Split `y` (N rows of `nb` blocks, back to back) into its rows; panics on a length mismatch.
+#[inline(always)]
+pub(super) fn token_rows<const N: usize, T>(y: &[T], nb: usize) -> [&[T]; N] {
+    assert_eq!(
+        y.len(),
+        nb * N,
+        "multi-token dot: activation length mismatch"
+    );
+    std::array::from_fn(|t| &y[t * nb..(t + 1) * nb])
+}
+
+/// A multi-token entry point (`out.len()` tokens, 1 to 4) over the const-generic kernel
+/// `$kern::<N>`, with the target features `$feat`.
+macro_rules! multi_entry {
+    ($name:ident, $kern:ident, $yt:ty, $feat:literal) => {
+        #[target_feature(enable = $feat)]
+        fn $name(w: &[u8], y: &[$yt], out: &mut [f32]) {
+            match out.len() {
+                1 => $kern::<1>(w, y, out.try_into().unwrap()),
+                2 => $kern::<2>(w, y, out.try_into().unwrap()),
+                3 => $kern::<3>(w, y, out.try_into().unwrap()),
+                4 => $kern::<4>(w, y, out.try_into().unwrap()),
+                n => panic!("multi-token dot: {n} tokens (1 to 4 per call)"),
+            }
+        }
+    };
+}
+pub(super) use multi_entry;
+
+/// The multi-token form of a Q8_0-activation loop that pairs blocks into two accumulators
+/// (`acc0` / `acc1`, odd tail into `acc0`), with `$dot(|qx|, qx, qy)` the per-block product.
+/// (`acc0` / `acc1`, odd tail into `acc0`), with `$dot(qx, qy)` the per-block product.
+macro_rules! q8_0_pair_loop_n {
+    ($n:ident, $dot:ident, $x:expr, $y:expr, $out:expr, |$b:ident| $qx:expr) => {{
+        let (x, y, out): (_, _, &mut [f32; $n]) = ($x, $y, $out);
+        let nb = x.len();
+        let ys: [&[BlockQ8_0]; $n] = token_rows(y, nb);
+        let mut acc0 = [_mm256_setzero_ps(); $n];
+        let mut acc1 = [_mm256_setzero_ps(); $n];
+        for i in 0..nb / 2 {
+            let (xb0, xb1) = (&x[2 * i], &x[2 * i + 1]);
+            let (dx0, dx1) = f16x2(u16::from_le_bytes(xb0.d), u16::from_le_bytes(xb1.d));
+            let q0 = {
+                let $b = xb0;
+                $qx
+            };
+            let q1 = {
+                let $b = xb1;
+                $qx
+            };
+            let (a0, a1) = (_mm256_sign_epi8(q0, q0), _mm256_sign_epi8(q1, q1));
+            for t in 0..$n {
+                let (yb0, yb1) = (&ys[t][2 * i], &ys[t][2 * i + 1]);
+                let (dy0, dy1) = f16x2(yb0.d.to_bits(), yb1.d.to_bits());
+                let p0 = $dot(a0, q0, load32i(&yb0.qs));
+                let p1 = $dot(a1, q1, load32i(&yb1.qs));
+                acc0[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx0 * dy0), p0, acc0[t]);
+                acc1[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx1 * dy1), p1, acc1[t]);
+            }
+        }
+        if nb % 2 == 1 {
+            let xb = &x[nb - 1];
+            let q = {
+                let $b = xb;
+                $qx
+            };
+            let a = _mm256_sign_epi8(q, q);
+            for t in 0..$n {
+                let yb = &ys[t][nb - 1];
+                let (dx, dy) = f16x2(u16::from_le_bytes(xb.d), yb.d.to_bits());
+                let p = $dot(a, q, load32i(&yb.qs));
+                acc0[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy), p, acc0[t]);
+            }
+        }
+        for t in 0..$n {
+            out[t] = hsum_ps(_mm256_add_ps(acc0[t], acc1[t]));
+        }
+    }};
+}
+pub(super) use q8_0_pair_loop_n;
+
+/// Multi-token form of the single-accumulator Q8_0-activation loop (`q4_0_impl`, `q5_0_impl`).
+macro_rules! q8_0_single_loop_n {
+    ($n:ident, $x:expr, $y:expr, $out:expr, |$b:ident| $qx:expr) => {{
+        let (x, y, out): (_, _, &mut [f32; $n]) = ($x, $y, $out);
+        let nb = x.len();
+        let ys: [&[BlockQ8_0]; $n] = token_rows(y, nb);
+        let mut acc = [_mm256_setzero_ps(); $n];
+        for (i, xb) in x.iter().enumerate() {
+            let q = {
+                let $b = xb;
+                $qx
+            };
+            let a = _mm256_sign_epi8(q, q);
+            for t in 0..$n {
+                let yb = &ys[t][i];
+                let (dx, dy) = f16x2(u16::from_le_bytes(xb.d), yb.d.to_bits());
+                let p = mul_sum_i8_f32_abs(a, q, load32i(&yb.qs));
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy), p, acc[t]);
+            }
+        }
+        for t in 0..$n {
+            out[t] = hsum_ps(acc[t]);
+        }
+    }};
+}
+
+/// Multi-token form of the single-accumulator Q8_1-activation loop (`q4_1_impl`, `q5_1_impl`).
+macro_rules! q8_1_single_loop_n {
+    ($n:ident, $x:expr, $y:expr, $out:expr, |$b:ident| $qx:expr) => {{
+        let (x, y, out): (_, _, &mut [f32; $n]) = ($x, $y, $out);
+        let nb = x.len();
+        let ys: [&[BlockQ8_1]; $n] = token_rows(y, nb);
+        let mut acc = [_mm256_setzero_ps(); $n];
+        let mut acc_m = [_mm_setzero_ps(); $n];
+        for (i, xb) in x.iter().enumerate() {
+            let q = {
+                let $b = xb;
+                $qx
+            };
+            for t in 0..$n {
+                let yb = &ys[t][i];
+                let v = _mm_cvtph_ps(_mm_set_epi16(
+                    0,
+                    0,
+                    0,
+                    0,
+                    yb.s.to_bits() as i16,
+                    yb.d.to_bits() as i16,
+                    u16::from_le_bytes(xb.m) as i16,
+                    u16::from_le_bytes(xb.d) as i16,
+                ));
+                let prod = _mm_mul_ps(v, _mm_movehl_ps(v, v));
+                acc_m[t] = _mm_add_ps(acc_m[t], prod);
+                let p = mul_sum_u8i8_f32(q, load32i(&yb.qs));
+                acc[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(prod), p, acc[t]);
+            }
+        }
+        for t in 0..$n {
+            let m = _mm_cvtss_f32(_mm_movehdup_ps(acc_m[t]));
+            out[t] = hsum_ps(acc[t]) + m;
+        }
+    }};
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_0_n<const N: usize>(w: &[u8], y: &[BlockQ8_0], out: &mut [f32; N]) {
+    let x: &[WBlockQ4_0] = weight_blocks(w);
+    q8_0_single_loop_n!(N, x, y, out, |b| _mm256_sub_epi8(
+        nibbles32(&b.qs),
+        _mm256_set1_epi8(8)
+    ))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_0_n<const N: usize>(w: &[u8], y: &[BlockQ8_0], out: &mut [f32; N]) {
+    let x: &[WBlockQ5_0] = weight_blocks(w);
+    q8_0_single_loop_n!(N, x, y, out, |b| _mm256_or_si256(
+        nibbles32(&b.qs),
+        _mm256_andnot_si256(
+            bytes_from_bits32(u32::from_le_bytes(b.qh)),
+            _mm256_set1_epi8(0xF0u8 as i8),
+        )
+    ))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q8_0_n<const N: usize>(w: &[u8], y: &[BlockQ8_0], out: &mut [f32; N]) {
+    let x: &[WBlockQ8_0] = weight_blocks(w);
+    q8_0_pair_loop_n!(N, mul_sum_i8_f32_abs, x, y, out, |b| load32i(&b.qs))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_1_n<const N: usize>(w: &[u8], y: &[BlockQ8_1], out: &mut [f32; N]) {
+    let x: &[WBlockQ4_1] = weight_blocks(w);
+    q8_1_single_loop_n!(N, x, y, out, |b| nibbles32(&b.qs))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_1_n<const N: usize>(w: &[u8], y: &[BlockQ8_1], out: &mut [f32; N]) {
+    let x: &[WBlockQ5_1] = weight_blocks(w);
+    q8_1_single_loop_n!(N, x, y, out, |b| _mm256_or_si256(
+        nibbles32(&b.qs),
+        _mm256_and_si256(
+            bytes_from_bits32(u32::from_le_bytes(b.qh)),
+            _mm256_set1_epi8(0x10)
+        )
+    ))
+}
+
+multi_entry!(q4_0_multi, q4_0_n, BlockQ8_0, "avx2,fma,f16c");
+multi_entry!(q5_0_multi, q5_0_n, BlockQ8_0, "avx2,fma,f16c");
+multi_entry!(q8_0_multi, q8_0_n, BlockQ8_0, "avx2,fma,f16c");
+multi_entry!(q4_1_multi, q4_1_n, BlockQ8_1, "avx2,fma,f16c");
+multi_entry!(q5_1_multi, q5_1_n, BlockQ8_1, "avx2,fma,f16c");
+
+// ---------------------------------------------------------------------------
 // K-quants
 // ---------------------------------------------------------------------------
 
@@ -498,6 +718,117 @@ fn q6_k_impl(w: &[u8], y: &[BlockQ8_K]) -> f32 {
     }
     hsum_ps(acc)
 }
+
+/// Multi-token [`q4_k_impl`]: per token the same float operations in the same order; the
+/// integer sums are exact, so interleaving the tokens does not change them.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_k_n<const N: usize>(w: &[u8], y: &[BlockQ8_K], out: &mut [f32; N]) {
+    let x: &[WBlockQ4_K] = weight_blocks(w);
+    let nb = x.len();
+    let ys: [&[BlockQ8_K]; N] = token_rows(y, nb);
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc_m = [_mm_setzero_ps(); N];
+    for (i, xb) in x.iter().enumerate() {
+        let (xd, xmin) = f16x2(u16::from_le_bytes(xb.d), u16::from_le_bytes(xb.dmin));
+        let (sc, mn) = unpack_scales_k4(&xb.scales);
+        let mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(i64::from_le_bytes(mn)));
+        let mut d = [0.0f32; N];
+        let mut sumi = [_mm256_setzero_si256(); N];
+        for t in 0..N {
+            let yb = &ys[t][i];
+            d[t] = yb.d * xd;
+            let dmin = -yb.d * xmin;
+            let bs = load_bsums(&yb.bsums);
+            let bs8 = _mm_hadd_epi16(
+                _mm256_castsi256_si128(bs),
+                _mm256_extracti128_si256::<1>(bs),
+            );
+            let pm = _mm_madd_epi16(mins, bs8);
+            acc_m[t] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(pm), acc_m[t]);
+        }
+        for j in 0..4 {
+            let q4 = load32(sub::<32, u8>(&xb.qs, 32 * j));
+            let q4l = _mm256_and_si256(q4, m4);
+            let q4h = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
+            let sl = _mm256_set1_epi16(sc[2 * j] as i16);
+            let sh = _mm256_set1_epi16(sc[2 * j + 1] as i16);
+            for t in 0..N {
+                let yb = &ys[t][i];
+                let q8l = load32i(sub::<32, i8>(&yb.qs, 64 * j));
+                let q8h = load32i(sub::<32, i8>(&yb.qs, 64 * j + 32));
+                let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(q4l, q8l), sl);
+                let ph = _mm256_madd_epi16(_mm256_maddubs_epi16(q4h, q8h), sh);
+                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(pl, ph));
+            }
+        }
+        for t in 0..N {
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d[t]), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+        }
+    }
+    for t in 0..N {
+        out[t] = hsum_ps(acc[t]) + hsum_ps128(acc_m[t]);
+    }
+}
+
+/// Multi-token [`q6_k_impl`] (integer sums exact, float steps per token as there).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6_k_n<const N: usize>(w: &[u8], y: &[BlockQ8_K], out: &mut [f32; N]) {
+    let x: &[WBlockQ6_K] = weight_blocks(w);
+    let nb = x.len();
+    let ys: [&[BlockQ8_K]; N] = token_rows(y, nb);
+    let m3 = _mm256_set1_epi8(3);
+    let m15 = _mm256_set1_epi8(15);
+    let shuf0 = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for (i, xb) in x.iter().enumerate() {
+        let xd = f16_le(xb.d);
+        // SAFETY: `scales` is 16 readable bytes; `loadu` has no alignment requirement.
+        let scales = unsafe { _mm_loadu_si128(xb.scales.as_ptr() as *const __m128i) };
+        let scales16 = _mm256_cvtepi8_epi16(scales);
+        let mut sumi = [_mm256_setzero_si256(); N];
+        for h in 0..2 {
+            let ql1 = load32(sub::<32, u8>(&xb.ql, 64 * h));
+            let ql2 = load32(sub::<32, u8>(&xb.ql, 64 * h + 32));
+            let qh = load32(sub::<32, u8>(&xb.qh, 32 * h));
+
+            let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m3));
+            let h1 = _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(12)));
+            let h2 = _mm256_and_si256(qh, _mm256_set1_epi8(48));
+            let h3 = _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(-64)));
+
+            let q = [
+                _mm256_or_si256(_mm256_and_si256(ql1, m15), h0),
+                _mm256_or_si256(_mm256_and_si256(ql2, m15), h1),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m15), h2),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql2), m15), h3),
+            ];
+            for (k, &qk) in q.iter().enumerate() {
+                let g = (4 * h + k) as i8;
+                let sv = _mm_shuffle_epi8(scales, _mm_add_epi8(shuf0, _mm_set1_epi8(2 * g)));
+                let sv16 = _mm256_cvtepi8_epi16(sv);
+                for t in 0..N {
+                    let q8 = load32i(sub::<32, i8>(&ys[t][i].qs, 128 * h + 32 * k));
+                    let p = _mm256_maddubs_epi16(qk, q8);
+                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(sv16, p));
+                }
+            }
+        }
+        for t in 0..N {
+            let yb = &ys[t][i];
+            let d = yb.d * xd;
+            let sub32 = _mm256_slli_epi32::<5>(_mm256_madd_epi16(load_bsums(&yb.bsums), scales16));
+            let s = _mm256_sub_epi32(sumi[t], sub32);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[t]);
+        }
+    }
+    for t in 0..N {
+        out[t] = hsum_ps(acc[t]);
+    }
+}
+
+multi_entry!(q4_k_multi, q4_k_n, BlockQ8_K, "avx2,fma,f16c");
+multi_entry!(q6_k_multi, q6_k_n, BlockQ8_K, "avx2,fma,f16c");
 
 // ---------------------------------------------------------------------------
 // Activation quantizers (bit-identical to crate::quant::act's references)

@@ -9,7 +9,10 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{bytes_from_bits32, f16x2, hsum_ps, load32i, nibbles32};
+use super::avx2::{
+    bytes_from_bits32, f16x2, hsum_ps, load32i, multi_entry, nibbles32, q8_0_pair_loop_n,
+    token_rows,
+};
 use super::DotKernels;
 use crate::quant::blocks::*;
 
@@ -24,6 +27,11 @@ pub(super) unsafe fn install(k: &mut DotKernels) {
         k.q5_0 = q5_0_impl;
         k.q5_1 = q5_1_impl;
         k.q8_0 = q8_0_impl;
+        k.q4_0_n = Some(q4_0_multi);
+        k.q4_1_n = Some(q4_1_multi);
+        k.q5_0_n = Some(q5_0_multi);
+        k.q5_1_n = Some(q5_1_multi);
+        k.q8_0_n = Some(q8_0_multi);
     }
 }
 
@@ -39,6 +47,14 @@ fn dot_u8i8(u: __m256i, s: __m256i) -> __m256 {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn dot_i8i8(x: __m256i, y: __m256i) -> __m256 {
     dot_u8i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+}
+
+/// [`dot_i8i8`] with `ax = |x|` (`_mm256_sign_epi8(x, x)`) computed by the caller, so a
+/// multi-token kernel takes it once per weight block; the same instructions otherwise.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn dot_i8i8_abs(ax: __m256i, x: __m256i, y: __m256i) -> __m256 {
+    dot_u8i8(ax, _mm256_sign_epi8(y, x))
 }
 
 /// The shared loop of the Q8_0-activation dots: `qx(block)` gives the 32 signed weight
@@ -177,3 +193,148 @@ fn q5_1_impl(w: &[u8], y: &[BlockQ8_1]) -> f32 {
         _mm256_and_si256(bytes_from_bits32(u32::from_le_bytes(b.qh)), h)
     ))
 }
+
+// ---------------------------------------------------------------------------
+// Multi-token forms: each weight block is decoded once and dotted with N (1 to 4) token rows
+// (back to back in `y`). Per token they perform exactly the operations of the single-token
+// kernels above in the same order, so every result is bit-identical to them.
+// ---------------------------------------------------------------------------
+
+/// Multi-token form of [`q8_1_loop`].
+macro_rules! q8_1_loop_n {
+    ($n:ident, $x:expr, $y:expr, $out:expr, |$b:ident| $qx:expr) => {{
+        let (x, y, out): (_, _, &mut [f32; $n]) = ($x, $y, $out);
+        let nb = x.len();
+        let ys: [&[BlockQ8_1]; $n] = token_rows(y, nb);
+        let mut acc0 = [_mm256_setzero_ps(); $n];
+        let mut acc1 = [_mm256_setzero_ps(); $n];
+        let mut acc_m = [_mm_setzero_ps(); $n];
+        for i in 0..nb / 2 {
+            let (xb0, xb1) = (&x[2 * i], &x[2 * i + 1]);
+            let q0 = {
+                let $b = xb0;
+                $qx
+            };
+            let q1 = {
+                let $b = xb1;
+                $qx
+            };
+            for t in 0..$n {
+                let (yb0, yb1) = (&ys[t][2 * i], &ys[t][2 * i + 1]);
+                // [dx0, mx0, dy0, sy0, dx1, mx1, dy1, sy1]
+                let v = _mm256_cvtph_ps(_mm_setr_epi16(
+                    u16::from_le_bytes(xb0.d) as i16,
+                    u16::from_le_bytes(xb0.m) as i16,
+                    yb0.d.to_bits() as i16,
+                    yb0.s.to_bits() as i16,
+                    u16::from_le_bytes(xb1.d) as i16,
+                    u16::from_le_bytes(xb1.m) as i16,
+                    yb1.d.to_bits() as i16,
+                    yb1.s.to_bits() as i16,
+                ));
+                let lo = _mm256_castps256_ps128(v);
+                let hi = _mm256_extractf128_ps::<1>(v);
+                let p_lo = _mm_mul_ps(lo, _mm_movehl_ps(lo, lo));
+                let p_hi = _mm_mul_ps(hi, _mm_movehl_ps(hi, hi));
+                acc_m[t] = _mm_add_ps(acc_m[t], _mm_add_ps(p_lo, p_hi));
+                let s0 = dot_u8i8(q0, load32i(&yb0.qs));
+                let s1 = dot_u8i8(q1, load32i(&yb1.qs));
+                acc0[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(p_lo), s0, acc0[t]);
+                acc1[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(p_hi), s1, acc1[t]);
+            }
+        }
+        let mut tail_m = [0.0f32; $n];
+        if nb % 2 == 1 {
+            let xb = &x[nb - 1];
+            let q = {
+                let $b = xb;
+                $qx
+            };
+            for t in 0..$n {
+                let yb = &ys[t][nb - 1];
+                let (dx, dy) = f16x2(u16::from_le_bytes(xb.d), yb.d.to_bits());
+                let (mx, sy) = f16x2(u16::from_le_bytes(xb.m), yb.s.to_bits());
+                tail_m[t] += mx * sy;
+                let s = dot_u8i8(q, load32i(&yb.qs));
+                acc0[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy), s, acc0[t]);
+            }
+        }
+        for t in 0..$n {
+            let m = _mm_cvtss_f32(_mm_movehdup_ps(acc_m[t])) + tail_m[t];
+            out[t] = hsum_ps(_mm256_add_ps(acc0[t], acc1[t])) + m;
+        }
+    }};
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_0_n<const N: usize>(w: &[u8], y: &[BlockQ8_0], out: &mut [f32; N]) {
+    let x: &[WBlockQ4_0] = weight_blocks(w);
+    let eight = _mm256_set1_epi8(8);
+    q8_0_pair_loop_n!(N, dot_i8i8_abs, x, y, out, |b| _mm256_sub_epi8(
+        nibbles32(&b.qs),
+        eight
+    ))
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q5_0_n<const N: usize>(w: &[u8], y: &[BlockQ8_0], out: &mut [f32; N]) {
+    let x: &[WBlockQ5_0] = weight_blocks(w);
+    let f0 = _mm256_set1_epi8(0xF0u8 as i8);
+    q8_0_pair_loop_n!(N, dot_i8i8_abs, x, y, out, |b| _mm256_or_si256(
+        nibbles32(&b.qs),
+        _mm256_andnot_si256(bytes_from_bits32(u32::from_le_bytes(b.qh)), f0)
+    ))
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q8_0_n<const N: usize>(w: &[u8], y: &[BlockQ8_0], out: &mut [f32; N]) {
+    let x: &[WBlockQ8_0] = weight_blocks(w);
+    q8_0_pair_loop_n!(N, dot_i8i8_abs, x, y, out, |b| load32i(&b.qs))
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_1_n<const N: usize>(w: &[u8], y: &[BlockQ8_1], out: &mut [f32; N]) {
+    let x: &[WBlockQ4_1] = weight_blocks(w);
+    q8_1_loop_n!(N, x, y, out, |b| nibbles32(&b.qs))
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q5_1_n<const N: usize>(w: &[u8], y: &[BlockQ8_1], out: &mut [f32; N]) {
+    let x: &[WBlockQ5_1] = weight_blocks(w);
+    let h = _mm256_set1_epi8(0x10);
+    q8_1_loop_n!(N, x, y, out, |b| _mm256_or_si256(
+        nibbles32(&b.qs),
+        _mm256_and_si256(bytes_from_bits32(u32::from_le_bytes(b.qh)), h)
+    ))
+}
+
+multi_entry!(
+    q4_0_multi,
+    q4_0_n,
+    BlockQ8_0,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+);
+multi_entry!(
+    q5_0_multi,
+    q5_0_n,
+    BlockQ8_0,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+);
+multi_entry!(
+    q8_0_multi,
+    q8_0_n,
+    BlockQ8_0,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+);
+multi_entry!(
+    q4_1_multi,
+    q4_1_n,
+    BlockQ8_1,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+);
+multi_entry!(
+    q5_1_multi,
+    q5_1_n,
+    BlockQ8_1,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+);

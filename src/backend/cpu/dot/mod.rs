@@ -13,6 +13,12 @@
 //!   Q8_0 / Q8_1 / Q8_K activation quantizers (bit-identical to the reference).
 //! - AVX-512 (with AVX512-VNNI): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 via 256-bit `vpdpbusd`; every
 //!   other type (and CPUs without VNNI) uses the AVX2 kernel.
+//!
+//! [`DotKernels::dot_tokens`] dots one weight row with several token rows, decoding each
+//! weight block once per group of up to [`MAX_TOKENS`] tokens. AVX2 and AVX-512 have
+//! multi-token kernels for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (AVX-512 with VNNI: its own; AVX2:
+//! also Q4_K and Q6_K, used on both paths); they are bit-identical per token to the path's
+//! single-token kernel. Other types and the scalar path loop the single-token kernel.
 
 use crate::backend::cpu::caps::{CpuCaps, KernelPath};
 use crate::quant::act::rows_of;
@@ -51,6 +57,17 @@ type Q8_0DotFn = unsafe fn(&[u8], &[BlockQ8_0]) -> f32;
 type Q8_1DotFn = unsafe fn(&[u8], &[BlockQ8_1]) -> f32;
 /// Dot of a quantized weight row with Q8_K activation blocks.
 type Q8KDotFn = unsafe fn(&[u8], &[BlockQ8_K]) -> f32;
+/// Multi-token dot: `out[t] = dot(w, token t)` where `y` holds `out.len()` (1 to
+/// [`MAX_TOKENS`]) consecutive activation rows of as many blocks as `w`; bit-identical to
+/// the path's single-token kernel for every token.
+type Q8_0DotNFn = unsafe fn(&[u8], &[BlockQ8_0], &mut [f32]);
+/// Multi-token dot with Q8_1 activations (see [`Q8_0DotNFn`]).
+type Q8_1DotNFn = unsafe fn(&[u8], &[BlockQ8_1], &mut [f32]);
+/// Multi-token dot with Q8_K activations (see [`Q8_0DotNFn`]).
+type Q8KDotNFn = unsafe fn(&[u8], &[BlockQ8_K], &mut [f32]);
+
+/// Most tokens one multi-token kernel call handles.
+pub const MAX_TOKENS: usize = 4;
 
 /// The CPU kernel table. Cheap to copy; build it once with [`DotKernels::select`].
 #[derive(Clone, Copy, Debug)]
@@ -74,6 +91,14 @@ pub struct DotKernels {
     quant_q8_0: unsafe fn(&[f32], &mut [BlockQ8_0]),
     quant_q8_1: unsafe fn(&[f32], &mut [BlockQ8_1]),
     quant_q8_k: unsafe fn(&[f32], &mut [BlockQ8_K]),
+    // Multi-token kernels; `None` means `dot_tokens` loops the single-token kernel.
+    q4_0_n: Option<Q8_0DotNFn>,
+    q5_0_n: Option<Q8_0DotNFn>,
+    q8_0_n: Option<Q8_0DotNFn>,
+    q4_1_n: Option<Q8_1DotNFn>,
+    q5_1_n: Option<Q8_1DotNFn>,
+    q4_k_n: Option<Q8KDotNFn>,
+    q6_k_n: Option<Q8KDotNFn>,
 }
 
 impl DotKernels {
@@ -144,6 +169,13 @@ impl DotKernels {
             quant_q8_0: quantize_row_q8_0,
             quant_q8_1: quantize_row_q8_1,
             quant_q8_k: quantize_row_q8_k,
+            q4_0_n: None,
+            q5_0_n: None,
+            q8_0_n: None,
+            q4_1_n: None,
+            q5_1_n: None,
+            q4_k_n: None,
+            q6_k_n: None,
         }
     }
 
@@ -186,6 +218,67 @@ impl DotKernels {
                 (GgmlType::Q8_K, ActRow::Q8_K(y)) => (self.q8_k)(w_row, y),
                 (ty, a) => wrong_kind(ty, a),
             }
+        }
+    }
+
+    /// `out[i] = dot(ty, w_row, acts.row(t0 + i), acts.n())` for every `i < out.len()`,
+    /// bit-identical to [`DotKernels::dot`] on the same path. Where this path has a
+    /// multi-token kernel for `ty`, each weight block is decoded once per group of up to
+    /// [`MAX_TOKENS`] tokens; otherwise this loops the single-token kernel.
+    ///
+    /// Panics like `dot`, and when `t0 + out.len()` exceeds `acts.rows()`.
+    pub fn dot_tokens(&self, ty: GgmlType, w_row: &[u8], acts: &Acts, t0: usize, out: &mut [f32]) {
+        let n = acts.n();
+        for (g, chunk) in out.chunks_mut(MAX_TOKENS).enumerate() {
+            let t = t0 + g * MAX_TOKENS;
+            let a = acts.rows_span(t, chunk.len());
+            // SAFETY: as in `dot`, every installed kernel's target features are present; the
+            // multi-token kernels check that `a` holds `chunk.len()` rows of `w_row`'s blocks.
+            unsafe {
+                match (
+                    a,
+                    self.multi_q8_0(ty),
+                    self.multi_q8_1(ty),
+                    self.multi_q8_k(ty),
+                ) {
+                    (ActRow::Q8_0(y), Some(f), _, _) => f(w_row, y, chunk),
+                    (ActRow::Q8_1(y), _, Some(f), _) => f(w_row, y, chunk),
+                    (ActRow::Q8_K(y), _, _, Some(f)) => f(w_row, y, chunk),
+                    _ => {
+                        for (i, o) in chunk.iter_mut().enumerate() {
+                            *o = self.dot(ty, w_row, acts.row(t + i), n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn multi_q8_0(&self, ty: GgmlType) -> Option<Q8_0DotNFn> {
+        match ty {
+            GgmlType::Q4_0 => self.q4_0_n,
+            GgmlType::Q5_0 => self.q5_0_n,
+            GgmlType::Q8_0 => self.q8_0_n,
+            _ => None,
+        }
+    }
+
+    #[inline]
+    fn multi_q8_1(&self, ty: GgmlType) -> Option<Q8_1DotNFn> {
+        match ty {
+            GgmlType::Q4_1 => self.q4_1_n,
+            GgmlType::Q5_1 => self.q5_1_n,
+            _ => None,
+        }
+    }
+
+    #[inline]
+    fn multi_q8_k(&self, ty: GgmlType) -> Option<Q8KDotNFn> {
+        match ty {
+            GgmlType::Q4_K => self.q4_k_n,
+            GgmlType::Q6_K => self.q6_k_n,
+            _ => None,
         }
     }
 
