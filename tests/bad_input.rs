@@ -139,93 +139,49 @@ fn unsupported_architecture() {
 
 #[test]
 fn out_of_range_token_id() {
-    let m = model(SMOLLM2);
-    let out_file = std::env::temp_dir().join("torchless-oob.npy");
-    let out = torchless(&[
+    let out = smollm2(&[
         "logits",
-        "--model",
-        m.to_str().unwrap(),
         "--ids",
         "1,2,49152",
         "--out",
-        out_file.to_str().unwrap(),
+        "/tmp/torchless-oob.npy",
     ]);
     assert_one_line_error(&out, &["token id 49152 is out of range", "49152 tokens"]);
-    let out = torchless(&[
-        "logits",
-        "--model",
-        m.to_str().unwrap(),
-        "--ids",
-        "1,x",
-        "--out",
-        "/tmp/x.npy",
-    ]);
+    let out = smollm2(&["logits", "--ids", "1,x", "--out", "/tmp/torchless-oob.npy"]);
     assert_one_line_error(&out, &["'x' is not a token id"]);
 }
 
 #[test]
 fn unknown_backend() {
-    let m = model(SMOLLM2);
-    let out = torchless(&[
-        "run",
-        "--model",
-        m.to_str().unwrap(),
-        "--prompt",
-        "hi",
-        "--backend",
-        "tpu",
-    ]);
+    let out = smollm2(&["run", "--prompt", "hi", "--backend", "tpu"]);
     assert_one_line_error(&out, &["unknown backend 'tpu'"]);
 }
 
 #[test]
 fn prompt_longer_than_context() {
-    let m = model(SMOLLM2);
     let long = "word ".repeat(200);
-    let out = torchless(&[
-        "run",
-        "--model",
-        m.to_str().unwrap(),
-        "--prompt",
-        &long,
-        "--ctx",
-        "64",
-        "-n",
-        "4",
-    ]);
+    let out = smollm2(&["run", "--prompt", &long, "--ctx", "64", "-n", "4"]);
     assert_one_line_error(&out, &["context overflow"]);
 }
 
 #[test]
 fn absurd_thread_count() {
-    let m = model(SMOLLM2);
-    let out = torchless(&[
-        "run",
-        "--model",
-        m.to_str().unwrap(),
-        "--prompt",
-        "hi",
-        "--threads",
-        "100000",
-    ]);
+    let out = smollm2(&["run", "--prompt", "hi", "--threads", "100000"]);
     assert_one_line_error(&out, &["--threads 100000"]);
 }
 
 #[test]
 fn forced_kernel_path_must_exist() {
     let m = model(SMOLLM2);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_torchless"))
-        .args([
-            "run",
-            "--model",
-            m.to_str().unwrap(),
-            "--prompt",
-            "hi",
-            "-n",
-            "1",
-        ])
-        .env("TORCHLESS_CPU", "sse9")
-        .output()
-        .unwrap();
+    let args = [
+        "run",
+        "--model",
+        m.to_str().unwrap(),
+        "--prompt",
+        "hi",
+        "-n",
+        "1",
+    ];
+    let out = torchless_env(&args, &[("TORCHLESS_CPU", "sse9")]);
     assert_one_line_error(&out, &["sse9"]);
 }

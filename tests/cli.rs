@@ -144,11 +144,9 @@ fn perplexity_needs_two_chunks_of_text() {
 fn run_without_model_fetches_the_default_into_the_cache() {
     let dir = std::env::temp_dir().join(format!("torchless-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_torchless"))
-        .args(["run", "--prompt", "Hi", "-n", "4", "--temp", "0"])
-        .env("TORCHLESS_MODELS_DIR", &dir)
-        .output()
-        .unwrap();
+    let args = ["run", "--prompt", "Hi", "-n", "4", "--temp", "0"];
+    let env = [("TORCHLESS_MODELS_DIR", dir.to_str().unwrap())];
+    let o = torchless_env(&args, &env);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(
@@ -157,11 +155,7 @@ fn run_without_model_fetches_the_default_into_the_cache() {
     );
     assert!(dir.join(SMOLLM2).is_file());
     // Second use: found in the cache, nothing fetched.
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_torchless"))
-        .args(["run", "--prompt", "Hi", "-n", "4", "--temp", "0"])
-        .env("TORCHLESS_MODELS_DIR", &dir)
-        .output()
-        .unwrap();
+    let o = torchless_env(&args, &env);
     assert!(o.status.success());
     assert!(!String::from_utf8_lossy(&o.stderr).contains("fetching"));
     let _ = std::fs::remove_dir_all(&dir);

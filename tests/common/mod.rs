@@ -30,10 +30,24 @@ pub fn fixture(rel: &str) -> PathBuf {
 }
 
 pub fn torchless(args: &[&str]) -> Output {
+    torchless_env(args, &[])
+}
+
+/// Run the binary with extra environment variables.
+pub fn torchless_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_torchless"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("spawn torchless")
+}
+
+/// `torchless SUBCOMMAND --model <SmolLM2> REST...`.
+pub fn smollm2(args: &[&str]) -> Output {
+    let m = model(SMOLLM2);
+    let mut all = vec![args[0], "--model", m.to_str().unwrap()];
+    all.extend_from_slice(&args[1..]);
+    torchless(&all)
 }
 
 /// Assert a failed run with exactly one line on stderr that contains every `needles`.
