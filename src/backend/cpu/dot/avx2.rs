@@ -184,6 +184,57 @@ fn mul_sum_u8i8_f32(u: __m256i, s: __m256i) -> __m256 {
 // Float weights
 // ---------------------------------------------------------------------------
 
+/// The 32 signed quants of a Q4_0 block (nibble - 8).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q4_0_quants(b: &WBlockQ4_0) -> __m256i {
+    _mm256_sub_epi8(nibbles32(&b.qs), _mm256_set1_epi8(8))
+}
+
+/// The 32 signed quants of a Q5_0 block (q - 16): where the 5th bit is clear,
+/// q - 16 = nibble | 0xF0 as i8.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q5_0_quants(b: &WBlockQ5_0) -> __m256i {
+    let hi = _mm256_andnot_si256(
+        bytes_from_bits32(u32::from_le_bytes(b.qh)),
+        _mm256_set1_epi8(0xF0u8 as i8),
+    );
+    _mm256_or_si256(nibbles32(&b.qs), hi)
+}
+
+/// The 32 unsigned quants of a Q5_1 block (nibble plus the 5th bit).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q5_1_quants(b: &WBlockQ5_1) -> __m256i {
+    let hi = _mm256_and_si256(
+        bytes_from_bits32(u32::from_le_bytes(b.qh)),
+        _mm256_set1_epi8(0x10),
+    );
+    _mm256_or_si256(nibbles32(&b.qs), hi)
+}
+
+/// The four 32-quant groups (unsigned, q + 32) of half `h` (0 or 1) of a Q6_K block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6_k_quants(xb: &WBlockQ6_K, h: usize) -> [__m256i; 4] {
+    let (m3, m15) = (_mm256_set1_epi8(3), _mm256_set1_epi8(15));
+    let ql1 = load32(sub::<32, u8>(&xb.ql, 64 * h));
+    let ql2 = load32(sub::<32, u8>(&xb.ql, 64 * h + 32));
+    let qh = load32(sub::<32, u8>(&xb.qh, 32 * h));
+
+    let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m3));
+    let h1 = _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(12)));
+    let h2 = _mm256_and_si256(qh, _mm256_set1_epi8(48));
+    let h3 = _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(-64)));
+    [
+        _mm256_or_si256(_mm256_and_si256(ql1, m15), h0),
+        _mm256_or_si256(_mm256_and_si256(ql2, m15), h1),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m15), h2),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql2), m15), h3),
+    ]
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 fn f32_impl(w: &[u8], x: &[f32]) -> f32 {
     let n = x.len();
@@ -308,7 +359,7 @@ fn q4_0_impl(w: &[u8], y: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
         let (dx, dy) = f16x2(u16::from_le_bytes(xb.d), yb.d.to_bits());
-        let qx = _mm256_sub_epi8(nibbles32(&xb.qs), _mm256_set1_epi8(8));
+        let qx = q4_0_quants(xb);
         let p = mul_sum_i8_f32(qx, load32i(&yb.qs));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy), p, acc);
     }
@@ -350,12 +401,7 @@ fn q5_0_impl(w: &[u8], y: &[BlockQ8_0]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (xb, yb) in x.iter().zip(y) {
         let (dx, dy) = f16x2(u16::from_le_bytes(xb.d), yb.d.to_bits());
-        // Where the 5th bit is clear, q - 16 = nibble | 0xF0 as i8.
-        let hi = _mm256_andnot_si256(
-            bytes_from_bits32(u32::from_le_bytes(xb.qh)),
-            _mm256_set1_epi8(0xF0u8 as i8),
-        );
-        let qx = _mm256_or_si256(nibbles32(&xb.qs), hi);
+        let qx = q5_0_quants(xb);
         let p = mul_sum_i8_f32(qx, load32i(&yb.qs));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy), p, acc);
     }
@@ -381,11 +427,7 @@ fn q5_1_impl(w: &[u8], y: &[BlockQ8_1]) -> f32 {
         ));
         let prod = _mm_mul_ps(v, _mm_movehl_ps(v, v));
         acc_m = _mm_add_ps(acc_m, prod);
-        let hi = _mm256_and_si256(
-            bytes_from_bits32(u32::from_le_bytes(xb.qh)),
-            _mm256_set1_epi8(0x10),
-        );
-        let qx = _mm256_or_si256(nibbles32(&xb.qs), hi);
+        let qx = q5_1_quants(xb);
         let p = mul_sum_u8i8_f32(qx, load32i(&yb.qs));
         acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(prod), p, acc);
     }
@@ -574,22 +616,13 @@ macro_rules! q8_1_single_loop_n {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q4_0_n<const N: usize>(w: &[u8], y: &[BlockQ8_0], out: &mut [f32; N]) {
     let x: &[WBlockQ4_0] = weight_blocks(w);
-    q8_0_single_loop_n!(N, x, y, out, |b| _mm256_sub_epi8(
-        nibbles32(&b.qs),
-        _mm256_set1_epi8(8)
-    ))
+    q8_0_single_loop_n!(N, x, y, out, |b| q4_0_quants(b))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q5_0_n<const N: usize>(w: &[u8], y: &[BlockQ8_0], out: &mut [f32; N]) {
     let x: &[WBlockQ5_0] = weight_blocks(w);
-    q8_0_single_loop_n!(N, x, y, out, |b| _mm256_or_si256(
-        nibbles32(&b.qs),
-        _mm256_andnot_si256(
-            bytes_from_bits32(u32::from_le_bytes(b.qh)),
-            _mm256_set1_epi8(0xF0u8 as i8),
-        )
-    ))
+    q8_0_single_loop_n!(N, x, y, out, |b| q5_0_quants(b))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -607,13 +640,7 @@ fn q4_1_n<const N: usize>(w: &[u8], y: &[BlockQ8_1], out: &mut [f32; N]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q5_1_n<const N: usize>(w: &[u8], y: &[BlockQ8_1], out: &mut [f32; N]) {
     let x: &[WBlockQ5_1] = weight_blocks(w);
-    q8_1_single_loop_n!(N, x, y, out, |b| _mm256_or_si256(
-        nibbles32(&b.qs),
-        _mm256_and_si256(
-            bytes_from_bits32(u32::from_le_bytes(b.qh)),
-            _mm256_set1_epi8(0x10)
-        )
-    ))
+    q8_1_single_loop_n!(N, x, y, out, |b| q5_1_quants(b))
 }
 
 multi_entry!(q4_0_multi, q4_0_n, BlockQ8_0, "avx2,fma,f16c");
@@ -675,8 +702,6 @@ fn q4_k_impl(w: &[u8], y: &[BlockQ8_K]) -> f32 {
 fn q6_k_impl(w: &[u8], y: &[BlockQ8_K]) -> f32 {
     let x: &[WBlockQ6_K] = weight_blocks(w);
     assert_eq!(x.len(), y.len());
-    let m3 = _mm256_set1_epi8(3);
-    let m15 = _mm256_set1_epi8(15);
     // Byte shuffle giving [s[2g] x 8, s[2g+1] x 8] for g = 0: add 2g for the others.
     let shuf0 = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     let mut acc = _mm256_setzero_ps();
@@ -690,21 +715,7 @@ fn q6_k_impl(w: &[u8], y: &[BlockQ8_K]) -> f32 {
 
         let mut sumi = _mm256_setzero_si256();
         for h in 0..2 {
-            let ql1 = load32(sub::<32, u8>(&xb.ql, 64 * h));
-            let ql2 = load32(sub::<32, u8>(&xb.ql, 64 * h + 32));
-            let qh = load32(sub::<32, u8>(&xb.qh, 32 * h));
-
-            let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m3));
-            let h1 = _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(12)));
-            let h2 = _mm256_and_si256(qh, _mm256_set1_epi8(48));
-            let h3 = _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(-64)));
-
-            let q = [
-                _mm256_or_si256(_mm256_and_si256(ql1, m15), h0),
-                _mm256_or_si256(_mm256_and_si256(ql2, m15), h1),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m15), h2),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql2), m15), h3),
-            ];
+            let q = q6_k_quants(xb, h);
             for (k, &qk) in q.iter().enumerate() {
                 let q8 = load32i(sub::<32, i8>(&yb.qs, 128 * h + 32 * k));
                 let p = _mm256_maddubs_epi16(qk, q8);
@@ -777,8 +788,6 @@ fn q6_k_n<const N: usize>(w: &[u8], y: &[BlockQ8_K], out: &mut [f32; N]) {
     let x: &[WBlockQ6_K] = weight_blocks(w);
     let nb = x.len();
     let ys: [&[BlockQ8_K]; N] = token_rows(y, nb);
-    let m3 = _mm256_set1_epi8(3);
-    let m15 = _mm256_set1_epi8(15);
     let shuf0 = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     let mut acc = [_mm256_setzero_ps(); N];
     for (i, xb) in x.iter().enumerate() {
@@ -788,21 +797,7 @@ fn q6_k_n<const N: usize>(w: &[u8], y: &[BlockQ8_K], out: &mut [f32; N]) {
         let scales16 = _mm256_cvtepi8_epi16(scales);
         let mut sumi = [_mm256_setzero_si256(); N];
         for h in 0..2 {
-            let ql1 = load32(sub::<32, u8>(&xb.ql, 64 * h));
-            let ql2 = load32(sub::<32, u8>(&xb.ql, 64 * h + 32));
-            let qh = load32(sub::<32, u8>(&xb.qh, 32 * h));
-
-            let h0 = _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m3));
-            let h1 = _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(12)));
-            let h2 = _mm256_and_si256(qh, _mm256_set1_epi8(48));
-            let h3 = _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(-64)));
-
-            let q = [
-                _mm256_or_si256(_mm256_and_si256(ql1, m15), h0),
-                _mm256_or_si256(_mm256_and_si256(ql2, m15), h1),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m15), h2),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql2), m15), h3),
-            ];
+            let q = q6_k_quants(xb, h);
             for (k, &qk) in q.iter().enumerate() {
                 let g = (4 * h + k) as i8;
                 let sv = _mm_shuffle_epi8(scales, _mm_add_epi8(shuf0, _mm_set1_epi8(2 * g)));

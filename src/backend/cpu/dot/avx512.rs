@@ -10,8 +10,8 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{
-    bytes_from_bits32, f16x2, hsum_ps, load32i, multi_entry, nibbles32, q8_0_pair_loop_n,
-    token_rows,
+    f16x2, hsum_ps, load32i, multi_entry, nibbles32, q4_0_quants, q5_0_quants, q5_1_quants,
+    q8_0_pair_loop_n, token_rows,
 };
 use super::DotKernels;
 use crate::quant::blocks::*;
@@ -157,19 +157,13 @@ macro_rules! q8_1_loop {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn q4_0_impl(w: &[u8], y: &[BlockQ8_0]) -> f32 {
     let x: &[WBlockQ4_0] = weight_blocks(w);
-    let eight = _mm256_set1_epi8(8);
-    q8_0_loop!(x, y, |b| _mm256_sub_epi8(nibbles32(&b.qs), eight))
+    q8_0_loop!(x, y, |b| q4_0_quants(b))
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn q5_0_impl(w: &[u8], y: &[BlockQ8_0]) -> f32 {
     let x: &[WBlockQ5_0] = weight_blocks(w);
-    let f0 = _mm256_set1_epi8(0xF0u8 as i8);
-    // Where the 5th bit is clear, q - 16 = nibble | 0xF0 as i8.
-    q8_0_loop!(x, y, |b| _mm256_or_si256(
-        nibbles32(&b.qs),
-        _mm256_andnot_si256(bytes_from_bits32(u32::from_le_bytes(b.qh)), f0)
-    ))
+    q8_0_loop!(x, y, |b| q5_0_quants(b))
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -187,11 +181,7 @@ fn q4_1_impl(w: &[u8], y: &[BlockQ8_1]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn q5_1_impl(w: &[u8], y: &[BlockQ8_1]) -> f32 {
     let x: &[WBlockQ5_1] = weight_blocks(w);
-    let h = _mm256_set1_epi8(0x10);
-    q8_1_loop!(x, y, |b| _mm256_or_si256(
-        nibbles32(&b.qs),
-        _mm256_and_si256(bytes_from_bits32(u32::from_le_bytes(b.qh)), h)
-    ))
+    q8_1_loop!(x, y, |b| q5_1_quants(b))
 }
 
 // ---------------------------------------------------------------------------
@@ -269,21 +259,13 @@ macro_rules! q8_1_loop_n {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn q4_0_n<const N: usize>(w: &[u8], y: &[BlockQ8_0], out: &mut [f32; N]) {
     let x: &[WBlockQ4_0] = weight_blocks(w);
-    let eight = _mm256_set1_epi8(8);
-    q8_0_pair_loop_n!(N, dot_i8i8_abs, x, y, out, |b| _mm256_sub_epi8(
-        nibbles32(&b.qs),
-        eight
-    ))
+    q8_0_pair_loop_n!(N, dot_i8i8_abs, x, y, out, |b| q4_0_quants(b))
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn q5_0_n<const N: usize>(w: &[u8], y: &[BlockQ8_0], out: &mut [f32; N]) {
     let x: &[WBlockQ5_0] = weight_blocks(w);
-    let f0 = _mm256_set1_epi8(0xF0u8 as i8);
-    q8_0_pair_loop_n!(N, dot_i8i8_abs, x, y, out, |b| _mm256_or_si256(
-        nibbles32(&b.qs),
-        _mm256_andnot_si256(bytes_from_bits32(u32::from_le_bytes(b.qh)), f0)
-    ))
+    q8_0_pair_loop_n!(N, dot_i8i8_abs, x, y, out, |b| q5_0_quants(b))
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -301,11 +283,7 @@ fn q4_1_n<const N: usize>(w: &[u8], y: &[BlockQ8_1], out: &mut [f32; N]) {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn q5_1_n<const N: usize>(w: &[u8], y: &[BlockQ8_1], out: &mut [f32; N]) {
     let x: &[WBlockQ5_1] = weight_blocks(w);
-    let h = _mm256_set1_epi8(0x10);
-    q8_1_loop_n!(N, x, y, out, |b| _mm256_or_si256(
-        nibbles32(&b.qs),
-        _mm256_and_si256(bytes_from_bits32(u32::from_le_bytes(b.qh)), h)
-    ))
+    q8_1_loop_n!(N, x, y, out, |b| q5_1_quants(b))
 }
 
 multi_entry!(
