@@ -8,7 +8,8 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
-use torchless::backend::cpu::caps::CpuCaps;
+use torchless::backend::cpu::caps::{self, CpuCaps};
+use torchless::backend::cpu::dot::DotKernels;
 use torchless::backend::BackendKind;
 use torchless::model::{GgufFile, ModelConfig};
 use torchless::sampling::SamplerConfig;
@@ -274,8 +275,11 @@ fn cmd_info(path: &Path, as_json: bool) -> Result<()> {
     }
     let total: u64 = types.values().map(|v| v.1).sum();
     let caps = CpuCaps::detect();
-    let cpu_path = torchless::backend::cpu::CpuBackend::new(1).map(|b| b.kernel_path().to_string());
-    let cpu_path = cpu_path.unwrap_or_else(|e| format!("unavailable: {e}"));
+    // The path `run` would pick: the best this CPU has, unless TORCHLESS_CPU asks for another.
+    let cpu_path = caps::requested_path()
+        .map_err(|e| e.to_string())
+        .and_then(|req| DotKernels::select(&caps, req).map_err(|e| e.to_string()))
+        .map_or_else(|e| format!("unavailable: {e}"), |k| k.path().to_string());
     let windows: Vec<Option<usize>> = c.layers.iter().map(|l| l.window).collect();
     let rope_bases: Vec<f32> = c.layers.iter().map(|l| l.rope.base).collect();
     let info = json!({
