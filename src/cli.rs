@@ -11,9 +11,10 @@ use serde_json::json;
 use torchless::backend::cpu::caps::{self, CpuCaps};
 use torchless::backend::cpu::dot::DotKernels;
 use torchless::backend::BackendKind;
+use torchless::chat::{ChatTemplate, Message};
 use torchless::model::{GgufFile, ModelConfig};
-use torchless::sampling::SamplerConfig;
-use torchless::{Engine, Error, LoadOptions, Result};
+use torchless::server::ServeOptions;
+use torchless::{Error, GenerateOptions, LoadOptions, Model, Result, SamplerConfig};
 
 /// The model `run` uses when no `--model` is given.
 const DEFAULT_MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -48,6 +49,63 @@ impl Exec {
     }
 }
 
+/// The sampling pipeline's knobs (llama.cpp's names and defaults).
+#[derive(clap::Args)]
+struct SamplingArgs {
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temp: f32,
+    /// Keep the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p (1 = off).
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Drop tokens less likely than this fraction of the best one (0 = off).
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    /// Repetition penalty over the last --repeat-last-n tokens (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// How many recent tokens the penalties look at.
+    #[arg(long, default_value_t = 64)]
+    repeat_last_n: usize,
+    /// Presence penalty (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    presence_penalty: f32,
+    /// Frequency penalty (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f32,
+    /// Random seed: the same seed, model and settings give the same text.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop before this string (repeatable).
+    #[arg(long = "stop")]
+    stop: Vec<String>,
+}
+
+impl SamplingArgs {
+    fn options(&self, max_tokens: usize) -> Result<GenerateOptions> {
+        let sampler = SamplerConfig {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            penalty_last_n: self.repeat_last_n,
+            seed: self.seed,
+        };
+        sampler.validate().map_err(Error::InvalidArgument)?;
+        Ok(GenerateOptions {
+            max_tokens,
+            sampler,
+            stop: self.stop.clone(),
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Generate text from a prompt, streaming it to stdout.
@@ -57,17 +115,67 @@ enum Command {
         model: Option<PathBuf>,
         #[arg(long)]
         prompt: String,
-        /// Tokens to generate.
+        /// Tokens to generate at most.
         #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
         n: usize,
-        /// Sampling temperature; 0 = greedy.
-        #[arg(long, default_value_t = 0.8)]
-        temp: f32,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
         /// Context size (default: prompt + n, at most the model's training context).
         #[arg(long)]
         ctx: Option<usize>,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+        #[command(flatten)]
+        exec: Exec,
+    },
+    /// Chat with a model: one user turn per line of stdin, replies streamed to stdout.
+    /// `/reset` starts a new conversation, `/exit` (or end of input) quits.
+    Chat {
+        /// GGUF model file (default: SmolLM2-135M, fetched into the model cache on first use).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// A system prompt for the conversation.
+        #[arg(long)]
+        system: Option<String>,
+        /// Chat template: a built-in name (chatml, gemma, llama3, llama2, phi3) or a Jinja
+        /// file (default: the model's own, else the built-in one for its family).
+        #[arg(long)]
+        chat_template: Option<String>,
+        /// Tokens per reply at most.
+        #[arg(short = 'n', long = "n-predict", default_value_t = 512)]
+        n: usize,
+        /// Context size of the conversation (default: 4096, at most the training context).
+        #[arg(long)]
+        ctx: Option<usize>,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+        #[command(flatten)]
+        exec: Exec,
+    },
+    /// Serve the model over an OpenAI-compatible HTTP API.
+    Serve {
+        /// GGUF model file (default: SmolLM2-135M, fetched into the model cache on first use).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port (0 = any free port; the chosen one is printed).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Requests generated at the same time, each with its own KV cache.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Context size per request slot (at most the training context).
+        #[arg(long, default_value_t = 4096)]
+        ctx: usize,
+        /// Requests that may wait for a free slot before new ones get 503.
+        #[arg(long, default_value_t = 64)]
+        queue: usize,
+        /// Largest request body in bytes.
+        #[arg(long, default_value_t = 1 << 20)]
+        max_body: usize,
+        /// Chat template: a built-in name or a Jinja file (default: the model's own, else the
+        /// built-in one for its family).
+        #[arg(long)]
+        chat_template: Option<String>,
         #[command(flatten)]
         exec: Exec,
     },
@@ -80,11 +188,14 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         backend: String,
     },
-    /// Print the token ids of TEXT as a JSON array (BOS when the model adds one, specials parsed).
+    /// Print the tokens of TEXT (BOS when the model adds one, specials parsed): one
+    /// `id<TAB>piece` line per token, or with --json one JSON array of ids.
     Tokenize {
         #[arg(long)]
         model: PathBuf,
         text: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Evaluate ids as one sequence and write every position's logits as float32 .npy.
     Logits {
@@ -121,17 +232,67 @@ pub fn run(cli: Cli) -> Result<()> {
             model,
             prompt,
             n,
-            temp,
-            seed,
             ctx,
+            sampling,
             exec,
         } => {
-            let opts = exec.options()?;
-            let path = match model {
-                Some(p) => p,
-                None => default_model()?,
+            let load = exec.options()?;
+            let gen = sampling.options(n)?;
+            let path = model_or_default(model)?;
+            cmd_run(&path, &prompt, &gen, ctx, &load)
+        }
+        Command::Chat {
+            model,
+            system,
+            chat_template,
+            n,
+            ctx,
+            sampling,
+            exec,
+        } => {
+            let load = exec.options()?;
+            let gen = sampling.options(n)?;
+            let path = model_or_default(model)?;
+            let model = load_model(&path, &load)?;
+            let template = ChatTemplate::for_model(&model, chat_template.as_deref())?;
+            let ctx = ctx.unwrap_or(4096).min(model.config().n_ctx_train);
+            cmd_chat(&model, &template, system, &gen, ctx)
+        }
+        Command::Serve {
+            model,
+            host,
+            port,
+            parallel,
+            ctx,
+            queue,
+            max_body,
+            chat_template,
+            exec,
+        } => {
+            let load = exec.options()?;
+            if parallel == 0 || queue == 0 {
+                return Err(Error::InvalidArgument(
+                    "--parallel and --queue must be at least 1".into(),
+                ));
+            }
+            let path = model_or_default(model)?;
+            let model = load_model(&path, &load)?;
+            let template = ChatTemplate::for_model(&model, chat_template.as_deref())?;
+            let opts = ServeOptions {
+                host,
+                port,
+                slots: parallel,
+                n_ctx: ctx,
+                queue,
+                max_body,
             };
-            cmd_run(&path, &prompt, n, temp, seed, ctx, &opts)
+            let name = model.name();
+            let origin = template.origin.clone();
+            torchless::server::serve(model, template, &opts, |addr| {
+                eprintln!(
+                    "torchless serve: {name} on http://{addr} ({parallel} slots of {ctx} tokens, chat template {origin})"
+                );
+            })
         }
         Command::Info {
             model,
@@ -141,9 +302,17 @@ pub fn run(cli: Cli) -> Result<()> {
             backend.parse::<BackendKind>()?;
             cmd_info(&model, json)
         }
-        Command::Tokenize { model, text } => {
-            let engine = load_tokenizer_only(&model)?;
-            println!("{}", json!(engine.encode(&text, true, true)));
+        Command::Tokenize { model, text, json } => {
+            let tok = load_tokenizer_only(&model)?;
+            let ids = tok.encode(&text, true, true);
+            if json {
+                println!("{}", serde_json::json!(ids));
+            } else {
+                for id in ids {
+                    let piece = String::from_utf8_lossy(&tok.token_bytes(id)).into_owned();
+                    println!("{id}\t{piece:?}");
+                }
+            }
             Ok(())
         }
         Command::Logits {
@@ -154,10 +323,10 @@ pub fn run(cli: Cli) -> Result<()> {
         } => {
             let opts = exec.options()?;
             let ids = parse_ids(&ids)?;
-            let engine = Engine::load(&model, &opts)?;
+            let engine = load_model(&model, &opts)?;
             let logits = engine.logits(&ids)?;
             let f = std::fs::File::create(&out).map_err(|e| io_err(&out, e))?;
-            let shape = [ids.len(), engine.model.config.n_vocab];
+            let shape = [ids.len(), engine.config().n_vocab];
             torchless::npy::write_f32(std::io::BufWriter::new(f), &shape, &logits)
                 .map_err(|e| io_err(&out, e))?;
             eprintln!(
@@ -177,7 +346,7 @@ pub fn run(cli: Cli) -> Result<()> {
         } => {
             let opts = exec.options()?;
             let text = std::fs::read_to_string(&file).map_err(|e| io_err(&file, e))?;
-            let engine = Engine::load(&model, &opts)?;
+            let engine = load_model(&model, &opts)?;
             let t0 = Instant::now();
             let r = engine.perplexity(&text, ctx, chunks, |i, n, ppl| {
                 eprintln!("[{i}/{n}] ppl {ppl:.4}");
@@ -230,37 +399,143 @@ fn load_tokenizer_only(path: &Path) -> Result<torchless::tokenizer::Tokenizer> {
     )?)
 }
 
+fn model_or_default(model: Option<PathBuf>) -> Result<PathBuf> {
+    match model {
+        Some(p) => Ok(p),
+        None => default_model(),
+    }
+}
+
+/// Loads a model with a progress bar on stderr (shown only when stderr is a terminal).
+fn load_model(path: &Path, opts: &LoadOptions) -> Result<Model> {
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let model = Model::load_with_progress(path, opts, |done, total| {
+        let b = bar.get_or_insert_with(|| {
+            let b = indicatif::ProgressBar::with_draw_target(
+                Some(total),
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "loading {msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})",
+            ) {
+                b.set_style(style.progress_chars("=> "));
+            }
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            b.set_message(name.into_owned());
+            b
+        });
+        b.set_position(done);
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    model
+}
+
 fn cmd_run(
     path: &Path,
     prompt: &str,
-    n: usize,
-    temp: f32,
-    seed: u64,
+    gen: &GenerateOptions,
     ctx: Option<usize>,
     opts: &LoadOptions,
 ) -> Result<()> {
-    let engine = Engine::load(path, opts)?;
-    let sampler = SamplerConfig {
-        temperature: temp,
-        seed,
-        ..Default::default()
-    };
+    let model = load_model(path, opts)?;
+    let ids = model.tokenize(prompt);
+    if ids.is_empty() {
+        return Err(Error::InvalidArgument(
+            "the prompt produced no tokens".into(),
+        ));
+    }
+    let max = model.config().n_ctx_train;
+    let ctx = ctx.unwrap_or_else(|| (ids.len() + gen.max_tokens).min(max));
+    if ids.len() + gen.max_tokens > ctx {
+        return Err(Error::ContextOverflow {
+            needed: ids.len() + gen.max_tokens,
+            ctx,
+            max,
+        });
+    }
+    let mut session = model.session(ctx)?;
     let mut out = std::io::stdout().lock();
-    let stats = engine.generate(prompt, n, sampler, ctx, |piece| {
+    let stats = session.generate(&ids, gen, |piece| {
         // A closed pipe (e.g. `| head`) just ends the output; it is not an error worth a panic.
         let _ = out.write_all(piece.as_bytes());
         let _ = out.flush();
     })?;
     let _ = writeln!(out);
     let _ = out.flush();
-    let pp = stats.prompt_tokens as f64 / stats.prompt_time.as_secs_f64().max(1e-9);
-    let tg = stats.generated_tokens as f64 / stats.gen_time.as_secs_f64().max(1e-9);
-    eprintln!(
-        "prompt {} tokens at {pp:.1} tok/s (first token after {:.0} ms), generated {} tokens at {tg:.1} tok/s",
-        stats.prompt_tokens,
-        stats.prompt_time.as_secs_f64() * 1e3,
-        stats.generated_tokens,
-    );
+    eprintln!("{}", stats.summary());
+    Ok(())
+}
+
+/// Interactive (or piped) multi-turn chat. The session keeps its KV cache between turns: each
+/// turn renders the whole conversation, and only the part after the longest prefix already in
+/// the cache is evaluated.
+fn cmd_chat(
+    model: &Model,
+    template: &ChatTemplate,
+    system: Option<String>,
+    gen: &GenerateOptions,
+    ctx: usize,
+) -> Result<()> {
+    use std::io::{BufRead, IsTerminal};
+    let interactive = std::io::stdin().is_terminal();
+    let mut session = model.session(ctx)?;
+    let start: Vec<Message> = system
+        .into_iter()
+        .map(|s| Message::new("system", s))
+        .collect();
+    let mut history = start.clone();
+    if interactive {
+        eprintln!(
+            "chatting with {} (template {}, context {ctx}); /reset starts over, /exit quits",
+            model.name(),
+            template.origin
+        );
+    }
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    let mut out = std::io::stdout();
+    loop {
+        if interactive {
+            eprint!("> ");
+        }
+        let Some(line) = lines.next() else { break };
+        let line = line.map_err(|e| io_err(Path::new("<stdin>"), e))?;
+        let line = line.trim_end_matches(['\r', '\n']);
+        match line.trim() {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/reset" => {
+                history = start.clone();
+                session.reset();
+                eprintln!("(conversation reset)");
+                continue;
+            }
+            _ => {}
+        }
+        history.push(Message::new("user", line));
+        let ids = template.tokens(model, &history)?;
+        if ids.len() >= session.n_ctx() {
+            history.pop();
+            eprintln!(
+                "error: the conversation needs {} tokens but the context holds {}; /reset to start over or raise --ctx",
+                ids.len(),
+                session.n_ctx()
+            );
+            continue;
+        }
+        let mut reply = String::new();
+        let stats = session.generate(&ids, gen, |piece| {
+            reply.push_str(piece);
+            let _ = out.write_all(piece.as_bytes());
+            let _ = out.flush();
+        })?;
+        let _ = writeln!(out);
+        let _ = out.flush();
+        eprintln!("{}", stats.summary());
+        history.push(Message::new("assistant", reply));
+    }
     Ok(())
 }
 

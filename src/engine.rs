@@ -1,20 +1,23 @@
-//! The library's front door: load a model file with its tokenizer onto a backend, then generate
-//! text, evaluate logits, or measure perplexity.
+//! The library's front door: [`Model::load`] a model file with its tokenizer onto a backend,
+//! then open [`Session`]s on it to feed text and generate, or evaluate logits and perplexity.
+//!
+//! A `Model` is immutable once loaded and is `Send + Sync`: share it (e.g. in an `Arc`) between
+//! threads, each with its own sessions. There is no global state.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use crate::backend::cpu::CpuBackend;
 use crate::backend::BackendKind;
 use crate::error::{Error, Result};
-use crate::graph::{Logits, Model, State};
-use crate::model::{vocab_spec, GgufFile};
-use crate::sampling::{Sampler, SamplerConfig};
-use crate::tokenizer::{StreamDecoder, Tokenizer};
+use crate::graph::{Executor, Logits, State};
+use crate::model::{vocab_spec, GgufFile, ModelConfig};
+use crate::session::{GenStats, GenerateOptions, Session};
+use crate::tokenizer::Tokenizer;
 
 /// How to load a model.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
+    /// Which backend runs the model.
     pub backend: BackendKind,
     /// CPU threads; 0 = one per core.
     pub threads: usize,
@@ -30,54 +33,95 @@ impl Default for LoadOptions {
 }
 
 /// A model file, loaded: weights bound to a backend, and its tokenizer.
-pub struct Engine {
-    pub file: GgufFile,
-    pub model: Model<CpuBackend>,
-    pub tokenizer: Tokenizer,
-}
-
-/// Timings of one generation.
-#[derive(Clone, Debug, Default)]
-pub struct GenStats {
-    pub prompt_tokens: usize,
-    pub generated_tokens: usize,
-    pub prompt_time: Duration,
-    pub gen_time: Duration,
+pub struct Model {
+    file: GgufFile,
+    exec: Executor<CpuBackend>,
+    tokenizer: Tokenizer,
 }
 
 /// Perplexity over a text, computed the way llama-perplexity does.
 #[derive(Clone, Debug)]
 pub struct Perplexity {
+    /// exp(mean negative log-likelihood) over the scored tokens.
     pub ppl: f64,
     /// Standard error of the estimate (llama-perplexity's "+/-").
     pub stderr: f64,
+    /// Chunks evaluated.
     pub chunks: usize,
+    /// Tokens whose likelihood was scored.
     pub scored_tokens: usize,
 }
 
-impl Engine {
-    pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Engine> {
+impl Model {
+    /// Loads a GGUF file: parses it, binds every weight (zero-copy from the memory map) and builds
+    /// its tokenizer.
+    pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Model> {
+        Self::load_with_progress(path, opts, |_, _| {})
+    }
+
+    /// Like [`Model::load`], and also reads every weight page once so the first forward pass
+    /// does not stall on disk, calling `progress(bytes_done, bytes_total)` as it goes.
+    pub fn load_with_progress(
+        path: impl AsRef<Path>,
+        opts: &LoadOptions,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<Model> {
         let file = GgufFile::open(path)?;
         let tokenizer = Tokenizer::from_spec(vocab_spec(&file)?)?;
         let backend = match opts.backend {
             BackendKind::Cpu => CpuBackend::new(opts.threads)?,
         };
-        let model = Model::load(&file, backend)?;
-        if tokenizer.n_vocab() != model.config.n_vocab {
+        let exec = Executor::load(&file, backend)?;
+        if tokenizer.n_vocab() != exec.config.n_vocab {
             return Err(Error::BadKey {
                 key: "tokenizer.ggml.tokens".into(),
                 why: format!(
                     "{} tokens but the embedding has {} rows",
                     tokenizer.n_vocab(),
-                    model.config.n_vocab
+                    exec.config.n_vocab
                 ),
             });
         }
-        Ok(Engine {
+        prefault(&file, &mut progress);
+        Ok(Model {
             file,
-            model,
+            exec,
             tokenizer,
         })
+    }
+
+    /// Hyper-parameters and the architecture row.
+    pub fn config(&self) -> &ModelConfig {
+        &self.exec.config
+    }
+
+    /// The model's tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The parsed model file (metadata and tensor table).
+    pub fn file(&self) -> &GgufFile {
+        &self.file
+    }
+
+    /// The model's name from its metadata, else its file name.
+    pub fn name(&self) -> String {
+        if !self.config().name.is_empty() {
+            return self.config().name.clone();
+        }
+        self.file
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The Jinja chat template stored in the model (`tokenizer.chat_template`), if any.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.file
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.as_str())
     }
 
     /// Tokens for `text` as llama-tokenize makes them (BOS if the model adds one, specials parsed).
@@ -85,25 +129,33 @@ impl Engine {
         self.tokenizer.encode(text, true, true)
     }
 
-    pub fn new_state(&self, n_ctx: usize) -> Result<State<CpuBackend>> {
-        self.model.new_state(n_ctx)
+    /// A new, empty session with room for `n_ctx` tokens (at most the training context).
+    pub fn session(&self, n_ctx: usize) -> Result<Session<'_>> {
+        Session::new(self, n_ctx)
+    }
+
+    /// The graph executor (for code that drives forward passes itself).
+    pub fn executor(&self) -> &Executor<CpuBackend> {
+        &self.exec
+    }
+
+    pub(crate) fn new_state(&self, n_ctx: usize) -> Result<State<CpuBackend>> {
+        self.exec.new_state(n_ctx)
     }
 
     /// Logits of every position of `ids`, evaluated as one sequence: `[ids.len() * n_vocab]`.
     pub fn logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
-        let mut st = self.new_state(ids.len().max(1).min(self.model.config.n_ctx_train))?;
-        self.model.forward(&mut st, ids, Logits::All)
+        let mut st = self.new_state(ids.len().max(1).min(self.config().n_ctx_train))?;
+        self.exec.forward(&mut st, ids, Logits::All)
     }
 
-    /// Generate up to `n` tokens after `prompt`, calling `on_text` with each piece of whole
-    /// UTF-8 characters as it is produced. Stops at an end-of-generation token.
+    /// Generates after `prompt` in a fresh session sized for the prompt plus
+    /// `opts.max_tokens`, calling `on_text` with each piece of whole UTF-8 characters.
     pub fn generate(
         &self,
         prompt: &str,
-        n: usize,
-        sampler: SamplerConfig,
-        n_ctx: Option<usize>,
-        mut on_text: impl FnMut(&str),
+        opts: &GenerateOptions,
+        on_text: impl FnMut(&str),
     ) -> Result<GenStats> {
         let ids = self.tokenize(prompt);
         if ids.is_empty() {
@@ -111,47 +163,17 @@ impl Engine {
                 "the prompt produced no tokens".into(),
             ));
         }
-        let max = self.model.config.n_ctx_train;
-        let ctx = n_ctx.unwrap_or_else(|| (ids.len() + n).min(max));
-        if ids.len() + n > ctx {
+        let max = self.config().n_ctx_train;
+        let ctx = (ids.len() + opts.max_tokens).min(max);
+        if ids.len() >= ctx {
             return Err(Error::ContextOverflow {
-                needed: ids.len() + n,
+                needed: ids.len() + 1,
                 ctx,
                 max,
             });
         }
-        let mut st = self.new_state(ctx)?;
-        let mut sampler = Sampler::new(sampler);
-        let mut dec = StreamDecoder::new();
-        let mut stats = GenStats {
-            prompt_tokens: ids.len(),
-            ..Default::default()
-        };
-        let t0 = Instant::now();
-        let mut logits = self.model.forward(&mut st, &ids, Logits::Last)?;
-        stats.prompt_time = t0.elapsed();
-        let t1 = Instant::now();
-        for _ in 0..n {
-            let tok = sampler.sample(&logits);
-            if self.tokenizer.is_eog(tok) {
-                break;
-            }
-            stats.generated_tokens += 1;
-            let piece = dec.push(&self.tokenizer, tok);
-            if !piece.is_empty() {
-                on_text(&piece);
-            }
-            if stats.generated_tokens == n {
-                break;
-            }
-            logits = self.model.forward(&mut st, &[tok], Logits::Last)?;
-        }
-        let rest = dec.finish();
-        if !rest.is_empty() {
-            on_text(&rest);
-        }
-        stats.gen_time = t1.elapsed();
-        Ok(stats)
+        let mut s = self.session(ctx)?;
+        s.generate(&ids, opts, on_text)
     }
 
     /// Perplexity of `text` with chunks of `ctx` tokens, as llama-perplexity computes it: one
@@ -188,7 +210,7 @@ impl Engine {
             n_chunks = n_chunks.min(m);
         }
         let bos = self.tokenizer.bos_id().filter(|_| self.tokenizer.add_bos());
-        let n_vocab = self.model.config.n_vocab;
+        let n_vocab = self.config().n_vocab;
         let first = ctx / 2;
         let mut st = self.new_state(ctx)?;
         let (mut nll, mut nll2, mut count) = (0f64, 0f64, 0usize);
@@ -199,7 +221,7 @@ impl Engine {
                 batch[0] = b;
             }
             st.n_past = 0;
-            let logits = self.model.forward(&mut st, &batch, Logits::All)?;
+            let logits = self.exec.forward(&mut st, &batch, Logits::All)?;
             for j in first..ctx - 1 {
                 let row = &logits[j * n_vocab..(j + 1) * n_vocab];
                 let v = neg_log_softmax(row, tokens[start + j + 1] as usize);
@@ -221,9 +243,46 @@ impl Engine {
     }
 }
 
+/// Reads one byte of every page of tensor data, reporting progress every 16 MiB.
+fn prefault(file: &GgufFile, progress: &mut impl FnMut(u64, u64)) {
+    const PAGE: usize = 4096;
+    const REPORT: u64 = 16 << 20;
+    let total: u64 = file.tensors().iter().map(|t| t.len as u64).sum();
+    let (mut done, mut last) = (0u64, 0u64);
+    progress(0, total);
+    let mut sink = 0u8;
+    for t in file.tensors() {
+        let data = file.tensor_data(t);
+        for page in data.chunks(PAGE) {
+            sink = sink.wrapping_add(page[0]);
+            done += page.len() as u64;
+            if done - last >= REPORT {
+                progress(done, total);
+                last = done;
+            }
+        }
+    }
+    std::hint::black_box(sink);
+    progress(total, total);
+}
+
 /// -log softmax(row)[target], in f64.
 pub fn neg_log_softmax(row: &[f32], target: usize) -> f64 {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let sum: f64 = row.iter().map(|&l| (l as f64 - max).exp()).sum();
     sum.ln() + max - row[target] as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>() {}
+
+    #[test]
+    fn model_is_shareable_and_sessions_can_move() {
+        assert_send_sync::<Model>();
+        assert_send::<Session<'static>>();
+    }
 }

@@ -6,54 +6,108 @@ use std::path::PathBuf;
 use crate::model::gguf::GgufError;
 use crate::tokenizer::TokenizerError;
 
+/// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Everything that can go wrong, each variant naming what it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the OS said.
         source: std::io::Error,
     },
+    /// A directory was given where a model file was expected.
     #[error("{}: is a directory, expected a model file (.gguf)", .0.display())]
     IsDirectory(PathBuf),
+    /// The GGUF file is malformed (the error carries the offset).
     #[error("{}: {source}", path.display())]
-    Gguf { path: PathBuf, source: GgufError },
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        source: GgufError,
+    },
+    /// A required metadata key is absent.
     #[error("model metadata: missing key '{0}'")]
     MissingKey(String),
+    /// A metadata key has a value of the wrong type or out of range.
     #[error("model metadata: key '{key}' has an invalid value: {why}")]
-    BadKey { key: String, why: String },
+    BadKey {
+        /// The key.
+        key: String,
+        /// What is wrong with its value.
+        why: String,
+    },
+    /// The file's architecture has no row in the architecture table.
     #[error("architecture '{found}' is not supported (supported: {supported})")]
-    UnsupportedArch { found: String, supported: String },
+    UnsupportedArch {
+        /// `general.architecture` as found.
+        found: String,
+        /// The architectures that are supported.
+        supported: String,
+    },
+    /// A tensor the architecture needs is not in the file.
     #[error("architecture '{arch}': missing tensor '{name}'")]
-    MissingTensor { arch: String, name: String },
+    MissingTensor {
+        /// The architecture.
+        arch: String,
+        /// The tensor's GGUF name.
+        name: String,
+    },
+    /// A tensor's shape does not match the config.
     #[error("tensor '{name}': expected shape {expected:?}, found {found:?}")]
     TensorShape {
+        /// The tensor's GGUF name.
         name: String,
+        /// The shape the config implies (ggml order).
         expected: Vec<u64>,
+        /// The shape in the file.
         found: Vec<u64>,
     },
+    /// The backend has no kernel for this tensor's type in this role.
     #[error("tensor '{name}': type {ty} is not supported by {backend} for {role}")]
     UnsupportedType {
+        /// The tensor's GGUF name.
         name: String,
+        /// Its ggml type.
         ty: &'static str,
+        /// The backend.
         backend: &'static str,
+        /// What the tensor is used for (matmul, norm, embedding).
         role: &'static str,
     },
+    /// The tokenizer metadata is unusable.
     #[error("tokenizer: {0}")]
     Tokenizer(#[from] TokenizerError),
+    /// A token id is not in the vocabulary.
     #[error("token id {id} is out of range (the vocabulary has {n_vocab} tokens)")]
-    TokenOutOfRange { id: u64, n_vocab: usize },
+    TokenOutOfRange {
+        /// The id.
+        id: u64,
+        /// The vocabulary size.
+        n_vocab: usize,
+    },
+    /// More tokens than the context holds.
     #[error("context overflow: {needed} tokens needed but the context holds {ctx} (raise --ctx, max {max})")]
     ContextOverflow {
+        /// Tokens needed.
         needed: usize,
+        /// The context size in use.
         ctx: usize,
+        /// The model's training context (the largest allowed).
         max: usize,
     },
+    /// `--backend` names no known backend.
     #[error("unknown backend '{0}' (available: cpu)")]
     UnknownBackend(String),
+    /// The requested CPU kernel path is not available on this CPU.
     #[error("cpu kernels: {0}")]
     CpuKernels(String),
+    /// An argument or setting is out of range or inconsistent.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 }

@@ -66,13 +66,14 @@ fn run_sampling_is_reproducible_with_a_seed() {
 }
 
 #[test]
-fn tokenize_prints_json_ids_on_the_last_line() {
+fn tokenize_json_prints_ids_on_the_last_line() {
     let m = model(GEMMA3);
     let out = stdout(&torchless(&[
         "tokenize",
         "--model",
         m.to_str().unwrap(),
         "Hello world<end_of_turn>",
+        "--json",
     ]));
     let last = out.lines().last().unwrap();
     let ids: Vec<u32> = serde_json::from_str(last).unwrap();
@@ -159,4 +160,124 @@ fn run_without_model_fetches_the_default_into_the_cache() {
     assert!(o.status.success());
     assert!(!String::from_utf8_lossy(&o.stderr).contains("fetching"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn run_stops_before_a_stop_string() {
+    let m = model(SMOLLM2);
+    let args = |stop: Option<&str>| {
+        let mut a = vec![
+            "run",
+            "--model",
+            m.to_str().unwrap(),
+            "--prompt",
+            "The capital of France is",
+            "-n",
+            "12",
+            "--temp",
+            "0",
+        ];
+        if let Some(s) = stop {
+            a.extend(["--stop", s]);
+        }
+        stdout(&torchless(&a))
+    };
+    let full = args(None);
+    let cut = args(Some("."));
+    let at = full.find('.').expect("the greedy text has a period");
+    assert_eq!(cut.trim_end_matches('\n'), &full[..at]);
+}
+
+#[test]
+fn tokenize_without_json_prints_one_token_per_line() {
+    let m = model(SMOLLM2);
+    let out = stdout(&torchless(&[
+        "tokenize",
+        "--model",
+        m.to_str().unwrap(),
+        "Hello world",
+    ]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[1].ends_with("\"world\"") || lines[1].ends_with("\" world\""),
+        "{out}"
+    );
+}
+
+/// `torchless chat` with stdin piped: one turn per line.
+fn chat(model_name: &str, input: &str, extra: &[&str]) -> (String, String) {
+    use std::io::Write;
+    let m = model(model_name);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_torchless"))
+        .args(["chat", "--model", m.to_str().unwrap(), "--temp", "0"])
+        .args(["--threads", "2"])
+        .args(extra)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = stdout(&out);
+    (stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn chat_reuses_the_kv_cache_across_turns() {
+    let (out, err) = chat(
+        SMOLLM2,
+        "What is the capital of France?\nAnd of Italy?\n/exit\nnever read\n",
+        &["-n", "24"],
+    );
+    let summaries: Vec<&str> = err.lines().filter(|l| l.contains("tok/s")).collect();
+    assert_eq!(summaries.len(), 2, "{err}");
+    assert!(!summaries[0].contains("reused"), "{err}");
+    // The second turn re-evaluates only what follows the first turn's tokens.
+    assert!(summaries[1].contains("reused from cache"), "{err}");
+    assert!(!out.contains("<|im_"), "chat markup leaked: {out:?}");
+    assert!(!out.contains("never read"));
+}
+
+#[test]
+fn chat_reset_starts_a_new_conversation() {
+    let (out, err) = chat(
+        SMOLLM2,
+        "Name a fruit.\n/reset\nName a fruit.\n",
+        &["--system", "You answer in one word.", "-n", "24"],
+    );
+    let replies: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+    assert!(replies.len() >= 2, "{out:?}");
+    // Greedy, same conversation after the reset: the same reply.
+    let half = out.len() / 2;
+    assert_eq!(&out[..half], &out[half..], "{out:?}");
+    assert!(err.contains("conversation reset"), "{err}");
+    assert!(!err.lines().any(|l| l.contains("reused")), "{err}");
+}
+
+#[test]
+fn chat_uses_a_builtin_template_for_gemma() {
+    // The gemma-3 GGUF has no chat template: the built-in Gemma one renders its turns.
+    let (out, err) = chat(GEMMA3, "Say hello.\n", &["-n", "40"]);
+    assert!(
+        !out.contains("<end_of_turn>") && !out.contains("<start_of_turn>"),
+        "{out:?}"
+    );
+    assert!(err.contains("tok/s"), "{err}");
+    // An unknown template name is a one-line error.
+    let m = model(GEMMA3);
+    let o = torchless(&[
+        "chat",
+        "--model",
+        m.to_str().unwrap(),
+        "--chat-template",
+        "nonesuch",
+    ]);
+    assert_one_line_error(&o, &["nonesuch", "chatml"]);
 }

@@ -5,10 +5,10 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use torchless::{Engine, LoadOptions};
+use torchless::{LoadOptions, Model};
 
-fn load(name: &str) -> Engine {
-    Engine::load(
+fn load(name: &str) -> Model {
+    Model::load(
         model(name),
         &LoadOptions {
             threads: 2,
@@ -55,7 +55,7 @@ fn logits_parity(fixture_name: &str, model_name: &str) {
     )
     .unwrap();
     let engine = load(model_name);
-    let n_vocab = engine.model.config.n_vocab;
+    let n_vocab = engine.config().n_vocab;
     assert_eq!(shape, vec![positions.len(), n_vocab]);
     assert!(
         ids.len() >= 64,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The one test command: installs what the tests need (the two real models), checks formatting and
-# lints, then runs every test. `.ci/run` calls exactly this.
+# The one test command: installs what the tests need (the two real models, the openai Python
+# client), checks formatting and lints, then runs every test. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +9,14 @@ export TORCHLESS_MODELS_DIR="${TORCHLESS_MODELS_DIR:-$PWD/models}"
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 
 bash tools/fetch-models.sh
+
+# The server test talks to `torchless serve` with the official OpenAI Python client.
+PYTHON="${PYTHON:-python3}"
+OPENAI_PIN="openai==3.54.0"
+if ! "$PYTHON" -c 'import openai, sys; sys.exit(openai.__version__ != "3.54.0")' 2>/dev/null; then
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check "$OPENAI_PIN" \
+        || "$PYTHON" -m pip install --quiet --disable-pip-version-check --break-system-packages "$OPENAI_PIN"
+fi
 
 # Lints run wherever the toolchain has them (rustup's default profile does).
 if cargo fmt --version >/dev/null 2>&1; then

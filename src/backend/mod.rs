@@ -16,6 +16,7 @@ use crate::model::weights::{Role, WeightView};
 /// Which backend to run on (`--backend`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendKind {
+    /// [`cpu::CpuBackend`]: `--backend cpu`.
     Cpu,
 }
 
@@ -32,9 +33,13 @@ impl FromStr for BackendKind {
 /// The shape of one attention call.
 #[derive(Clone, Copy, Debug)]
 pub struct AttnShape {
+    /// Query heads.
     pub n_head: usize,
+    /// K/V heads; divides `n_head` (query head `h` reads K/V head `h / (n_head / n_head_kv)`).
     pub n_head_kv: usize,
+    /// Width of each query and key head.
     pub head_dim: usize,
+    /// Width of each value head (and of each output head).
     pub head_dim_v: usize,
     /// Multiplies q·k before the softmax.
     pub scale: f32,
@@ -42,6 +47,9 @@ pub struct AttnShape {
     pub window: Option<usize>,
 }
 
+/// A compute backend: owns weights, activation buffers and the KV cache, and implements every op
+/// the graph executor composes. Sizes are trusted (the executor derives them from a validated
+/// config); an op may panic on a buffer shorter than the sizes it is given.
 pub trait Backend: Send + Sync {
     /// A weight in the backend's own form (the CPU keeps a view of the file map).
     type Weight: Send + Sync;
@@ -50,16 +58,21 @@ pub trait Backend: Send + Sync {
     /// Per-layer K and V for every position of the context.
     type KvCache: Send;
 
+    /// Short name as accepted by `--backend` (e.g. `"cpu"`).
     fn name(&self) -> &'static str;
     /// One line on what the backend detected and chose (kernel path, threads, device).
     fn describe(&self) -> String;
 
     /// Wrap a checked tensor view. Errors when the backend has no kernel for its type in `role`.
     fn weight(&self, view: WeightView<'_>, role: Role) -> Result<Self::Weight>;
+    /// A zeroed activation buffer of `len` f32 values.
     fn buf(&self, len: usize) -> Self::Buf;
+    /// Capacity of `buf` in f32 values.
     fn buf_len(&self, buf: &Self::Buf) -> usize;
-    /// Copy the first `len` values out.
+    /// Copy the first `len` values out into `out` (replacing its contents).
     fn read(&self, buf: &Self::Buf, len: usize, out: &mut Vec<f32>);
+    /// A KV cache for `n_layer` layers of `n_ctx` positions; each position holds `k_width`
+    /// key values and `v_width` value values (all K/V heads side by side).
     fn kv_cache(
         &self,
         n_layer: usize,

@@ -15,18 +15,25 @@ pub enum Logits {
     All,
 }
 
-/// A loaded model: its config and its weights in the backend's form.
-pub struct Model<B: Backend> {
+/// A loaded model as the executor sees it: its config and its weights in the backend's form.
+pub struct Executor<B: Backend> {
+    /// Hyper-parameters and the architecture row that steers the forward pass.
     pub config: ModelConfig,
+    /// Every weight, bound to the backend (zero-copy on the CPU).
     pub weights: ModelWeights<B::Weight>,
+    /// The backend that runs the ops.
     pub backend: B,
 }
 
 /// Per-sequence state: the KV cache, how much of it is filled, and scratch buffers sized for the
 /// largest batch.
 pub struct State<B: Backend> {
+    /// Keys and values of every layer for positions `0..n_past`.
     pub kv: B::KvCache,
+    /// Positions the KV cache has room for.
     pub n_ctx: usize,
+    /// Positions evaluated so far; lowering it forgets the later ones (their cache entries are
+    /// overwritten by the next forward pass).
     pub n_past: usize,
     max_batch: usize,
     x: B::Buf,
@@ -48,11 +55,12 @@ pub struct State<B: Backend> {
 /// tokens, small enough that the all-positions logits buffer stays modest (128 × vocab floats).
 pub const DEFAULT_BATCH: usize = 128;
 
-impl<B: Backend> Model<B> {
+impl<B: Backend> Executor<B> {
+    /// Reads the config from `file` and binds its weights to `backend` (shapes checked).
     pub fn load(file: &GgufFile, backend: B) -> Result<Self> {
         let config = ModelConfig::from_gguf(file)?;
         let weights = ModelWeights::bind(file, &config, |view, role| backend.weight(view, role))?;
-        Ok(Model {
+        Ok(Executor {
             config,
             weights,
             backend,

@@ -14,6 +14,7 @@ pub enum NormKind {
 /// The gate activation of the feed-forward block (`act(gate) * up`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Activation {
+    /// SiLU, `x * sigmoid(x)` (SwiGLU: Llama).
     Silu,
     /// GELU, tanh approximation (Gemma's GeGLU).
     GeluTanh,
@@ -22,9 +23,9 @@ pub enum Activation {
 /// How RoPE pairs the dimensions of a head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum RopeLayout {
-    /// ggml "NORM": adjacent pairs (x[2i], x[2i+1]). llama's converter permutes Q/K for this.
+    /// ggml "NORM": adjacent pairs (`x[2i]`, `x[2i+1]`). llama's converter permutes Q/K for this.
     Adjacent,
-    /// ggml "NEOX": halves (x[i], x[i + n_rot/2]).
+    /// ggml "NEOX": halves (`x[i]`, `x[i + n_rot/2]`).
     Halves,
 }
 
@@ -40,8 +41,11 @@ pub enum AttnScale {
 pub struct ArchRow {
     /// `general.architecture` value.
     pub name: &'static str,
+    /// Normalisation of every norm in the model.
     pub norm: NormKind,
+    /// Gate activation of the FFN.
     pub activation: Activation,
+    /// RoPE dimension pairing.
     pub rope_layout: RopeLayout,
     /// Extra norm on the attention output before the residual add (Gemma 2/3).
     pub post_attn_norm: bool,
@@ -56,8 +60,10 @@ pub struct ArchRow {
     pub default_swa_pattern: Option<u32>,
     /// RoPE base for windowed layers when the file has no `rope.freq_base_swa`.
     pub default_rope_base_swa: Option<f32>,
+    /// Attention score scaling.
     pub attn_scale: AttnScale,
-    /// Tensors every layer must have; optional ones are looked up by the loader.
+    /// Tensors every layer must have, as the name between `blk.N.` and `.weight`; optional ones
+    /// are looked up by the loader.
     pub layer_tensors: &'static [&'static str],
 }
 
@@ -89,6 +95,7 @@ const GEMMA3_LAYER: &[&str] = &[
     "post_ffw_norm",
 ];
 
+/// Every supported family (`llama`, `gemma3`).
 pub static ARCHITECTURES: &[ArchRow] = &[
     ArchRow {
         name: "llama",
@@ -121,10 +128,12 @@ pub static ARCHITECTURES: &[ArchRow] = &[
     },
 ];
 
+/// The row whose `name` equals a `general.architecture` value exactly, if supported.
 pub fn find(name: &str) -> Option<&'static ArchRow> {
     ARCHITECTURES.iter().find(|a| a.name == name)
 }
 
+/// The supported architecture names, comma-separated (for error messages).
 pub fn supported_names() -> String {
     ARCHITECTURES
         .iter()

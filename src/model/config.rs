@@ -10,40 +10,60 @@ use crate::error::{Error, Result};
 /// RoPE parameters of one layer.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct RopeParams {
+    /// Frequency base θ (`rope.freq_base`, or `rope.freq_base_swa` on windowed layers).
     pub base: f32,
     /// Rotated dimensions per head (`rope.dimension_count`, at most head_dim).
     pub n_rot: usize,
-    /// Linear position scale (1.0 = none).
+    /// Linear position scale, `1 / rope.scaling.factor` (1.0 = none; always 1.0 on windowed layers).
     pub freq_scale: f32,
 }
 
+/// The per-layer choices of a model (they differ between layers in sliding-window models).
 #[derive(Clone, Debug, Serialize)]
 pub struct LayerConfig {
     /// Attend only to the last `window` positions (sliding-window layers).
     pub window: Option<usize>,
+    /// RoPE parameters for Q and K of this layer.
     pub rope: RopeParams,
 }
 
+/// Everything the forward pass needs to know about a model's shape, resolved from GGUF metadata
+/// by [`ModelConfig::from_gguf`]. Keys are `{arch}.*`; sizes are range-checked (non-zero and below
+/// fixed caps) so a hostile file cannot request absurd buffers.
 #[derive(Clone, Debug, Serialize)]
 pub struct ModelConfig {
+    /// The architecture row for `general.architecture`.
     pub arch: &'static ArchRow,
+    /// `general.name` (empty when absent).
     pub name: String,
+    /// Transformer blocks (`block_count`).
     pub n_layer: usize,
+    /// Residual stream width (`embedding_length`).
     pub dim: usize,
+    /// FFN hidden width (`feed_forward_length`).
     pub n_ff: usize,
+    /// Query heads (`attention.head_count`).
     pub n_head: usize,
+    /// K/V heads (`attention.head_count_kv`, default `n_head`); divides `n_head`.
     pub n_head_kv: usize,
     /// Per-head size of Q and K (`attention.key_length`; dim / n_head only when absent).
     pub head_dim: usize,
-    /// Per-head size of V (`attention.value_length`).
+    /// Per-head size of V (`attention.value_length`; `head_dim` when absent).
     pub head_dim_v: usize,
+    /// Vocabulary size: length of `tokenizer.ggml.tokens`, else `{arch}.vocab_size`.
     pub n_vocab: usize,
+    /// Context length the model was trained with (`context_length`, default 4096).
     pub n_ctx_train: usize,
+    /// Epsilon of every norm (`attention.layer_norm_rms_epsilon` or `layer_norm_epsilon` by
+    /// norm kind; default 1e-5).
     pub norm_eps: f32,
+    /// Factor applied to token embeddings: `sqrt(dim)` for Gemma, else 1.0.
     pub embed_scale: f32,
+    /// Factor applied to q·k before the softmax (`1 / sqrt(head_dim)`).
     pub attn_scale: f32,
     /// `final_logit_softcapping` (Gemma 2): logits = c * tanh(logits / c).
     pub final_softcap: Option<f32>,
+    /// One entry per layer (`n_layer` of them).
     pub layers: Vec<LayerConfig>,
 }
 
@@ -54,6 +74,12 @@ const MAX_LAYERS: u64 = 4096;
 const MAX_HEADS: u64 = 1 << 14;
 
 impl ModelConfig {
+    /// Resolve the config from the metadata of `f`.
+    ///
+    /// Errors on an unsupported or missing architecture, a missing required key, a value out
+    /// of range, `n_head` not a multiple of `n_head_kv`, or an odd / too large
+    /// `rope.dimension_count`. Sliding-window layers follow llama.cpp: with pattern N, layer
+    /// `il` is windowed unless `il % N == N - 1`.
     pub fn from_gguf(f: &GgufFile) -> Result<ModelConfig> {
         let arch_name = f
             .get_str("general.architecture")?
@@ -175,12 +201,15 @@ impl ModelConfig {
         })
     }
 
+    /// Width of the Q projection output (`n_head * head_dim`).
     pub fn q_dim(&self) -> usize {
         self.n_head * self.head_dim
     }
+    /// Width of the K projection output (`n_head_kv * head_dim`).
     pub fn kv_dim(&self) -> usize {
         self.n_head_kv * self.head_dim
     }
+    /// Width of the V projection output (`n_head_kv * head_dim_v`).
     pub fn v_dim(&self) -> usize {
         self.n_head_kv * self.head_dim_v
     }

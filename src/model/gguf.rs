@@ -24,81 +24,157 @@ const MAX_DIMS: u32 = 4;
 /// Nested arrays deeper than this are refused (GGUF writers never nest at all in practice).
 const MAX_ARRAY_DEPTH: u32 = 4;
 
+/// What is wrong with a GGUF file's structure. Wrapped with the file's path in
+/// [`Error::Gguf`] by [`GgufFile::open`]. Offsets are byte offsets from the
+/// start of the file; `len` fields are the file's total size in bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
+    /// The first four bytes (shown) are not `GGUF`.
     #[error("not a GGUF file (magic {0:02x?}, expected \"GGUF\")")]
     BadMagic([u8; 4]),
+    /// A GGUF version other than 2 or 3.
     #[error("unsupported GGUF version {0} (supported: 2, 3)")]
     BadVersion(u32),
+    /// The file ends before a field it declares (or the aligned data section start overflows).
     #[error(
         "truncated: needed {needed} bytes at offset {offset} while reading {what}, file has {len}"
     )]
     Truncated {
+        /// The field being read.
         what: String,
+        /// Where the read started.
         offset: u64,
+        /// Bytes the read needed.
         needed: u64,
+        /// File size.
         len: u64,
     },
+    /// A tensor, metadata or array count larger than the rest of the file could encode, even at
+    /// the minimum size per item; refused before allocating for it.
     #[error("{what} count {count} at offset {offset} cannot fit in the file ({len} bytes)")]
     AbsurdCount {
+        /// What is being counted.
         what: String,
+        /// The count read from the file.
         count: u64,
+        /// Offset of the count field.
         offset: u64,
+        /// File size.
         len: u64,
     },
+    /// A key, tensor name or string value that is not UTF-8.
     #[error("string at offset {offset} is not valid UTF-8")]
-    BadUtf8 { offset: u64 },
+    BadUtf8 {
+        /// Offset of the string's bytes (after its length prefix).
+        offset: u64,
+    },
+    /// A metadata value (or array element) type id outside GGUF's 0..=12.
     #[error("metadata key '{key}': unknown value type {ty}")]
-    BadValueType { key: String, ty: u32 },
+    BadValueType {
+        /// The key whose value could not be read.
+        key: String,
+        /// The unknown type id.
+        ty: u32,
+    },
+    /// Arrays of arrays nested deeper than 4 levels.
     #[error("metadata key '{key}': arrays nested too deeply")]
-    NestedArray { key: String },
+    NestedArray {
+        /// The key holding the array.
+        key: String,
+    },
+    /// The same metadata key appears twice.
     #[error("duplicate metadata key '{0}'")]
     DuplicateKey(String),
+    /// A tensor with more than 4 dimensions (ggml's maximum).
     #[error("tensor '{name}': {n_dims} dimensions (max {MAX_DIMS})")]
-    TooManyDims { name: String, n_dims: u32 },
+    TooManyDims {
+        /// Tensor name.
+        name: String,
+        /// Declared dimension count.
+        n_dims: u32,
+    },
+    /// A tensor type id [`GgmlType::from_ggml_id`] does not know.
     #[error("tensor '{name}': unknown ggml type id {id}")]
-    UnknownType { name: String, id: u32 },
+    UnknownType {
+        /// Tensor name.
+        name: String,
+        /// The ggml type id.
+        id: u32,
+    },
+    /// A shape that cannot hold the type: rows not a whole number of blocks, or a size that
+    /// overflows u64.
     #[error("tensor '{name}': shape {dims:?} is invalid for type {ty} ({why})")]
     BadShape {
+        /// Tensor name.
         name: String,
+        /// Declared dimensions, fastest-first.
         dims: Vec<u64>,
+        /// Name of the tensor's type.
         ty: &'static str,
+        /// Which check failed.
         why: &'static str,
     },
+    /// A tensor whose data range `[start, end)` (absolute offsets) extends past the end of the file.
     #[error("tensor '{name}': data [{start}, {end}) lies outside the file ({len} bytes)")]
     TensorOutOfBounds {
+        /// Tensor name.
         name: String,
+        /// Absolute start offset (saturated on overflow).
         start: u64,
+        /// Absolute end offset, exclusive (saturated on overflow).
         end: u64,
+        /// File size.
         len: u64,
     },
+    /// A tensor data offset that is not a multiple of the file's alignment.
     #[error("tensor '{name}': offset {offset} is not a multiple of the alignment {alignment}")]
     Misaligned {
+        /// Tensor name.
         name: String,
+        /// Offset relative to the start of the data section.
         offset: u64,
+        /// The file's `general.alignment` (default 32).
         alignment: u64,
     },
+    /// The same tensor name appears twice.
     #[error("duplicate tensor name '{0}'")]
     DuplicateTensor(String),
+    /// `general.alignment` is zero, not a power of two, or not an unsigned integer (shown as 0).
     #[error("general.alignment {0} is not a non-zero power of two")]
     BadAlignment(u64),
 }
 
 /// A metadata value.
+///
+/// One variant per GGUF value type (type ids 0..=12); integer widths are kept as stored, so use
+/// the `as_*` accessors, which accept any width that fits.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
+    /// Type 0.
     U8(u8),
+    /// Type 1.
     I8(i8),
+    /// Type 2.
     U16(u16),
+    /// Type 3.
     I16(i16),
+    /// Type 4.
     U32(u32),
+    /// Type 5.
     I32(i32),
+    /// Type 10.
     U64(u64),
+    /// Type 11.
     I64(i64),
+    /// Type 6.
     F32(f32),
+    /// Type 12.
     F64(f64),
+    /// Type 7 (any non-zero byte is true).
     Bool(bool),
+    /// Type 8: UTF-8 with a u64 length prefix.
     String(String),
+    /// Type 9: elements of one type (nested at most 4 deep).
     Array(Vec<Value>),
 }
 
@@ -117,6 +193,7 @@ impl Value {
             _ => None,
         }
     }
+    /// The value as a signed integer, if it is an integer of any width that fits in i64.
     pub fn as_i64(&self) -> Option<i64> {
         match *self {
             Value::I8(v) => Some(v.into()),
@@ -126,6 +203,7 @@ impl Value {
             _ => self.as_u64().and_then(|v| i64::try_from(v).ok()),
         }
     }
+    /// The value as f32, if it is F32 or F64 (F64 is rounded). Integers are not converted.
     pub fn as_f32(&self) -> Option<f32> {
         match *self {
             Value::F32(v) => Some(v),
@@ -133,18 +211,21 @@ impl Value {
             _ => None,
         }
     }
+    /// The value, if it is a Bool.
     pub fn as_bool(&self) -> Option<bool> {
         match *self {
             Value::Bool(v) => Some(v),
             _ => None,
         }
     }
+    /// The value, if it is a String.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::String(s) => Some(s),
             _ => None,
         }
     }
+    /// The elements, if it is an Array.
     pub fn as_array(&self) -> Option<&[Value]> {
         match self {
             Value::Array(a) => Some(a),
@@ -172,17 +253,20 @@ impl Value {
 /// One entry of the tensor table, validated against the file.
 #[derive(Clone, Debug)]
 pub struct TensorInfo {
+    /// Tensor name, e.g. `blk.0.attn_q.weight`; unique within the file.
     pub name: String,
     /// Dimensions fastest-first, as GGUF stores them (`[576, 49152]` is 49152 rows of 576).
     pub dims: Vec<u64>,
+    /// Storage type; the first dimension is a whole number of its blocks.
     pub ty: GgmlType,
     /// Absolute byte offset of the data in the file.
     pub start: usize,
-    /// Bytes of data.
+    /// Bytes of data; `start + len` is within the file.
     pub len: usize,
 }
 
 impl TensorInfo {
+    /// Total elements (product of `dims`; 1 for zero dimensions). Checked not to overflow at parse.
     pub fn n_elements(&self) -> u64 {
         self.dims.iter().product()
     }
@@ -198,14 +282,18 @@ impl TensorInfo {
 
 /// A parsed, memory-mapped GGUF file.
 pub struct GgufFile {
+    /// The path it was opened from.
     pub path: PathBuf,
+    /// GGUF format version (2 or 3).
     pub version: u32,
     map: Arc<Mmap>,
     metadata: Vec<(String, Value)>,
     index: HashMap<String, usize>,
     tensors: Vec<TensorInfo>,
     tensor_index: HashMap<String, usize>,
+    /// Alignment of tensor data offsets (`general.alignment`, default 32; a power of two).
     pub alignment: u64,
+    /// Absolute offset of the tensor data section (end of the header, rounded up to `alignment`).
     pub data_offset: u64,
 }
 
@@ -369,15 +457,19 @@ impl GgufFile {
         })
     }
 
+    /// Every metadata entry, in file order (keys are unique).
     pub fn metadata(&self) -> &[(String, Value)] {
         &self.metadata
     }
+    /// The metadata value for `key`, if present.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.index.get(key).map(|&i| &self.metadata[i].1)
     }
+    /// Every tensor, in file order (names are unique).
     pub fn tensors(&self) -> &[TensorInfo] {
         &self.tensors
     }
+    /// The tensor called `name`, if present.
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])
     }
@@ -389,26 +481,35 @@ impl GgufFile {
     pub fn map(&self) -> &Arc<Mmap> {
         &self.map
     }
+    /// Size of the file in bytes.
     pub fn file_len(&self) -> u64 {
         self.map.len() as u64
     }
 
     // Typed metadata getters. `Ok(None)` when absent; an error when present with the wrong type.
+
+    /// `key` as an unsigned integer of any width ([`Value::as_u64`]). `Ok(None)` when absent;
+    /// [`Error::BadKey`] when present with another type or negative.
     pub fn get_u64(&self, key: &str) -> Result<Option<u64>> {
         self.typed(key, "an unsigned integer", Value::as_u64)
     }
+    /// `key` as f32 ([`Value::as_f32`]: F32 or F64). `Ok(None)` when absent; an error when
+    /// present with another type.
     pub fn get_f32(&self, key: &str) -> Result<Option<f32>> {
         self.typed(key, "a float", Value::as_f32)
     }
+    /// `key` as a bool. `Ok(None)` when absent; an error when present with another type.
     pub fn get_bool(&self, key: &str) -> Result<Option<bool>> {
         self.typed(key, "a bool", Value::as_bool)
     }
+    /// `key` as a string. `Ok(None)` when absent; an error when present with another type.
     pub fn get_str(&self, key: &str) -> Result<Option<&str>> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v.as_str().map(Some).ok_or_else(|| bad_key(key, "a string")),
         }
     }
+    /// `key` as an array. `Ok(None)` when absent; an error when present with another type.
     pub fn get_array(&self, key: &str) -> Result<Option<&[Value]>> {
         match self.get(key) {
             None => Ok(None),

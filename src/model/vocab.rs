@@ -4,6 +4,12 @@ use super::gguf::{GgufFile, Value};
 use crate::error::{Error, Result};
 use crate::tokenizer::VocabSpec;
 
+/// Collect the tokenizer metadata of `f` into a [`VocabSpec`] for
+/// [`Tokenizer::from_spec`](crate::tokenizer::Tokenizer::from_spec).
+///
+/// `tokenizer.ggml.model` and `tokenizer.ggml.tokens` are required; every other key is optional.
+/// Errors when a key has the wrong type, when `scores` / `token_type` do not have one entry per
+/// token, or when a special-token id is outside the vocabulary.
 pub fn vocab_spec(f: &GgufFile) -> Result<VocabSpec> {
     let model = f
         .get_str("tokenizer.ggml.model")?

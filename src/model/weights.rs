@@ -23,6 +23,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role as it reads in error messages.
     pub fn name(self) -> &'static str {
         match self {
             Role::Matmul => "matmul",
@@ -33,50 +34,87 @@ impl Role {
 }
 
 /// A tensor as stored in the file: `rows` rows of `cols` elements of type `ty`.
+///
+/// Produced only after the shape was checked against the config, so `len` is exactly
+/// `rows * ty.row_bytes(cols)` and `start..start + len` lies within the map. `start` has the
+/// file's alignment relative to the data section, not necessarily in memory.
 #[derive(Clone)]
 pub struct WeightView<'a> {
+    /// Tensor name in the file.
     pub name: &'a str,
+    /// Storage type.
     pub ty: GgmlType,
+    /// Rows (product of the GGUF dimensions after the first; 1 for a vector).
     pub rows: usize,
+    /// Elements per row (the first, contiguous GGUF dimension).
     pub cols: usize,
     /// The whole file map and this tensor's byte range in it, so a backend can keep a zero-copy
     /// reference that outlives the borrow.
     pub map: &'a Arc<Mmap>,
+    /// Absolute byte offset of the data in the map.
     pub start: usize,
+    /// Bytes of data.
     pub len: usize,
 }
 
 impl WeightView<'_> {
+    /// The tensor's bytes in the map.
     pub fn bytes(&self) -> &[u8] {
         &self.map[self.start..self.start + self.len]
     }
 }
 
+/// The weights of one transformer block, in the backend's form `W`. Tensor names are
+/// `blk.N.<name>.weight` (`.bias` for biases); shapes below are GGUF `[cols, rows]`.
+/// Optional norms are present exactly when the architecture row lists them; biases only for
+/// LayerNorm families, and only when the file has them.
 pub struct LayerWeights<W> {
+    /// Pre-attention norm weight (`attn_norm`), `[dim]`.
     pub attn_norm: W,
+    /// Pre-attention norm bias (LayerNorm families only).
     pub attn_norm_b: Option<W>,
+    /// Q projection (`attn_q`), `[dim, n_head * head_dim]`.
     pub wq: W,
+    /// K projection (`attn_k`), `[dim, n_head_kv * head_dim]`.
     pub wk: W,
+    /// V projection (`attn_v`), `[dim, n_head_kv * head_dim_v]`.
     pub wv: W,
+    /// Attention output projection (`attn_output`), `[n_head * head_dim_v, dim]`.
     pub wo: W,
+    /// Per-head Q norm (`attn_q_norm`), `[head_dim]`.
     pub q_norm: Option<W>,
+    /// Per-head K norm (`attn_k_norm`), `[head_dim]`.
     pub k_norm: Option<W>,
+    /// Norm of the attention output before the residual add (`post_attention_norm`), `[dim]`.
     pub post_attn_norm: Option<W>,
+    /// Pre-FFN norm weight (`ffn_norm`), `[dim]`.
     pub ffn_norm: W,
+    /// Pre-FFN norm bias (LayerNorm families only).
     pub ffn_norm_b: Option<W>,
+    /// FFN gate projection (`ffn_gate`), `[dim, n_ff]`.
     pub gate: W,
+    /// FFN up projection (`ffn_up`), `[dim, n_ff]`.
     pub up: W,
+    /// FFN down projection (`ffn_down`), `[n_ff, dim]`.
     pub down: W,
+    /// Norm of the FFN output before the residual add (`post_ffw_norm`), `[dim]`.
     pub post_ffn_norm: Option<W>,
 }
 
+/// Every weight of a model, in the backend's form `W`, bound by [`ModelWeights::bind`].
 pub struct ModelWeights<W> {
+    /// Token embedding table (`token_embd.weight`), `[dim, n_vocab]`, bound as [`Role::Embedding`].
     pub tok_embd: W,
+    /// Final norm weight (`output_norm.weight`), `[dim]`.
     pub output_norm: W,
+    /// Final norm bias (LayerNorm families only, when present).
     pub output_norm_b: Option<W>,
+    /// Logits projection (`output.weight`, `[dim, n_vocab]`), or `token_embd.weight` bound a
+    /// second time as [`Role::Matmul`] when the file has none (see `tied_output`).
     pub output: W,
     /// The output projection is the embedding table itself (no `output.weight` in the file).
     pub tied_output: bool,
+    /// One entry per layer.
     pub layers: Vec<LayerWeights<W>>,
 }
 
@@ -128,6 +166,9 @@ impl<'a, W, F: FnMut(WeightView<'_>, Role) -> Result<W>> Binder<'a, F> {
 
 impl<W> ModelWeights<W> {
     /// Bind every tensor the config needs. `load` turns a checked view into a backend weight.
+    ///
+    /// Errors when a required tensor is missing, when any bound tensor's dimensions differ from
+    /// what the config implies (trailing 1s ignored), or when `load` fails.
     pub fn bind(
         f: &GgufFile,
         c: &ModelConfig,

@@ -97,13 +97,18 @@ pub fn quantize_row_q8_k(x: &[f32], y: &mut [BlockQ8_K]) {
 #[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug)]
 pub enum ActRow<'a> {
+    /// Unquantized values.
     F32(&'a [f32]),
+    /// Q8_0 blocks of 32 values.
     Q8_0(&'a [BlockQ8_0]),
+    /// Q8_1 blocks of 32 values (with block sums).
     Q8_1(&'a [BlockQ8_1]),
+    /// Q8_K super-blocks of 256 values (with sums of each 16).
     Q8_K(&'a [BlockQ8_K]),
 }
 
 impl<'a> ActRow<'a> {
+    /// The format of the row.
     pub fn kind(&self) -> ActKind {
         match self {
             ActRow::F32(_) => ActKind::F32,
@@ -123,11 +128,12 @@ impl<'a> ActRow<'a> {
         }
     }
 
+    /// True when the row holds no values.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The values the row represents, as f32 (`out.len()` must equal `self.len()`).
+    /// The values the row represents, as f32. Panics unless `out.len() == self.len()`.
     pub fn dequantize(&self, out: &mut [f32]) {
         use super::dequant::*;
         match *self {
@@ -142,9 +148,13 @@ impl<'a> ActRow<'a> {
 /// Mutable storage of an `Acts`, as handed out by [`Acts::reset`] for a quantizer to fill.
 #[allow(non_camel_case_types)]
 pub enum ActBufMut<'a> {
+    /// `rows * n` values.
     F32(&'a mut [f32]),
+    /// `rows * n / 32` blocks.
     Q8_0(&'a mut [BlockQ8_0]),
+    /// `rows * n / 32` blocks.
     Q8_1(&'a mut [BlockQ8_1]),
+    /// `rows * n / 256` blocks.
     Q8_K(&'a mut [BlockQ8_K]),
 }
 
@@ -178,6 +188,7 @@ impl Default for Acts {
 }
 
 impl Acts {
+    /// An empty batch (0 rows of F32); allocates nothing.
     pub fn new() -> Self {
         Self::default()
     }
@@ -229,6 +240,7 @@ impl Acts {
         }
     }
 
+    /// Number of rows in the batch.
     pub fn rows(&self) -> usize {
         self.rows
     }
@@ -238,16 +250,19 @@ impl Acts {
         self.n
     }
 
+    /// The format every row is stored in.
     pub fn kind(&self) -> ActKind {
         self.kind
     }
 
+    /// Row `r`. Panics when `r >= self.rows()`.
     pub fn row(&self, r: usize) -> ActRow<'_> {
         assert!(r < self.rows, "activation row {r} out of {}", self.rows);
         self.rows_span(r, 1)
     }
 
     /// Rows `r0 .. r0 + count` as one contiguous `ActRow` of `count * n` values (row-major).
+    /// Panics when the range goes past `self.rows()`.
     pub fn rows_span(&self, r0: usize, count: usize) -> ActRow<'_> {
         assert!(
             r0.checked_add(count).is_some_and(|end| end <= self.rows),
@@ -265,7 +280,8 @@ impl Acts {
     }
 }
 
-/// Number of rows of `n` in `len` values; panics when `len` is not a multiple of `n`.
+/// Number of rows of `n` in `len` values; panics when `len` is not a multiple of `n`
+/// (`n == 0` gives 0 rows and requires `len == 0`).
 pub fn rows_of(len: usize, n: usize) -> usize {
     if n == 0 {
         assert!(len == 0, "rows of 0 values but {len} values given");

@@ -19,11 +19,13 @@ pub const QK8_1: usize = 32;
 /// Values per super-block of the K-quants.
 pub const QK_K: usize = 256;
 
+/// Decode a little-endian IEEE half (as stored in GGUF) to f32.
 #[inline(always)]
 pub fn f16_le(b: [u8; 2]) -> f32 {
     f16::from_le_bytes(b).to_f32()
 }
 
+/// Decode a little-endian bfloat16 (as stored in GGUF) to f32.
 #[inline(always)]
 pub fn bf16_le(b: [u8; 2]) -> f32 {
     bf16::from_le_bytes(b).to_f32()
@@ -37,7 +39,9 @@ pub fn bf16_le(b: [u8; 2]) -> f32 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
 pub struct BlockQ8_0 {
+    /// Scale: value `j` is `d * qs[j]`.
     pub d: f16,
+    /// The quants, in element order.
     pub qs: [i8; QK8_0],
 }
 
@@ -45,8 +49,12 @@ pub struct BlockQ8_0 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
 pub struct BlockQ8_1 {
+    /// Scale: value `j` is `d * qs[j]`.
     pub d: f16,
+    /// `sum(qs) * d` (with `d` before its f16 rounding), stored as f16; lets the Q4_1/Q5_1 dots
+    /// apply the weight min `m` once per block.
     pub s: f16,
+    /// The quants, in element order.
     pub qs: [i8; QK8_1],
 }
 
@@ -54,8 +62,12 @@ pub struct BlockQ8_1 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 pub struct BlockQ8_K {
+    /// Scale (f32, unlike the 32-wide formats): value `j` is `d * qs[j]`.
     pub d: f32,
+    /// The quants, in element order.
     pub qs: [i8; QK_K],
+    /// `bsums[g]` = sum of `qs[16 * g..16 * g + 16]`; the K-quant dots use them to apply the
+    /// per-sub-block mins without touching the quants again.
     pub bsums: [i16; QK_K / 16],
 }
 
@@ -73,7 +85,9 @@ impl Default for BlockQ8_K {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct WBlockQ4_0 {
+    /// f16 scale, little-endian (read with [`WBlockQ4_0::d()`]).
     pub d: [u8; 2],
+    /// 4-bit quants: low nibble of `qs[j]` is element `j`, high nibble is element `j + 16`.
     pub qs: [u8; 16],
 }
 
@@ -81,8 +95,11 @@ pub struct WBlockQ4_0 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct WBlockQ4_1 {
+    /// f16 scale, little-endian.
     pub d: [u8; 2],
+    /// f16 min (offset added to every element), little-endian.
     pub m: [u8; 2],
+    /// 4-bit quants, nibble layout as in [`WBlockQ4_0::qs`].
     pub qs: [u8; 16],
 }
 
@@ -90,8 +107,11 @@ pub struct WBlockQ4_1 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct WBlockQ5_0 {
+    /// f16 scale, little-endian.
     pub d: [u8; 2],
+    /// Little-endian u32 of 5th bits: bit `j` belongs to element `j` (0..32).
     pub qh: [u8; 4],
+    /// Low 4 bits of each quant, nibble layout as in [`WBlockQ4_0::qs`].
     pub qs: [u8; 16],
 }
 
@@ -99,9 +119,13 @@ pub struct WBlockQ5_0 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct WBlockQ5_1 {
+    /// f16 scale, little-endian.
     pub d: [u8; 2],
+    /// f16 min, little-endian.
     pub m: [u8; 2],
+    /// Little-endian u32 of 5th bits: bit `j` belongs to element `j` (0..32).
     pub qh: [u8; 4],
+    /// Low 4 bits of each quant, nibble layout as in [`WBlockQ4_0::qs`].
     pub qs: [u8; 16],
 }
 
@@ -109,7 +133,9 @@ pub struct WBlockQ5_1 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct WBlockQ8_0 {
+    /// f16 scale, little-endian; x = d * q.
     pub d: [u8; 2],
+    /// The quants, in element order.
     pub qs: [i8; 32],
 }
 
@@ -117,8 +143,11 @@ pub struct WBlockQ8_0 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct WBlockQ8_1 {
+    /// f16 scale, little-endian; x = d * q.
     pub d: [u8; 2],
+    /// f16 `d * sum(qs)`, little-endian.
     pub s: [u8; 2],
+    /// The quants, in element order.
     pub qs: [i8; 32],
 }
 
@@ -126,9 +155,14 @@ pub struct WBlockQ8_1 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct WBlockQ2_K {
+    /// Per sub-block of 16: low nibble is the scale (times `d`), high nibble the min (times `dmin`).
     pub scales: [u8; 16],
+    /// 2-bit quants. Each 128-element half `h` uses bytes `32h..32h + 32`; bit pair `2k` of byte
+    /// `32h + l` is element `128h + 32k + l`.
     pub qs: [u8; 64],
+    /// f16 super-block scale of the sub-block scales, little-endian.
     pub d: [u8; 2],
+    /// f16 super-block scale of the sub-block mins, little-endian.
     pub dmin: [u8; 2],
 }
 
@@ -136,9 +170,14 @@ pub struct WBlockQ2_K {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct WBlockQ3_K {
+    /// High bits: bit `k` of `hmask[l]` belongs to element `32k + l`; when it is *clear*, 4 is
+    /// subtracted from the 2-bit quant.
     pub hmask: [u8; 32],
+    /// Low 2 bits of each quant, same layout as [`WBlockQ2_K::qs`].
     pub qs: [u8; 64],
+    /// 16 packed 6-bit scales biased by 32; decode with [`unpack_scales_q3k`].
     pub scales: [u8; 12],
+    /// f16 super-block scale, little-endian.
     pub d: [u8; 2],
 }
 
@@ -146,9 +185,14 @@ pub struct WBlockQ3_K {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct WBlockQ4_K {
+    /// f16 super-block scale of the sub-block scales, little-endian.
     pub d: [u8; 2],
+    /// f16 super-block scale of the sub-block mins, little-endian.
     pub dmin: [u8; 2],
+    /// 8 six-bit scales and 8 six-bit mins, packed; decode with [`unpack_scales_k4`].
     pub scales: [u8; 12],
+    /// 4-bit quants: byte `32j + l` holds element `64j + l` in its low nibble and element
+    /// `64j + 32 + l` in its high nibble (`j` in 0..4).
     pub qs: [u8; 128],
 }
 
@@ -156,10 +200,15 @@ pub struct WBlockQ4_K {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct WBlockQ5_K {
+    /// f16 super-block scale of the sub-block scales, little-endian.
     pub d: [u8; 2],
+    /// f16 super-block scale of the sub-block mins, little-endian.
     pub dmin: [u8; 2],
+    /// 8 six-bit scales and 8 six-bit mins, packed; decode with [`unpack_scales_k4`].
     pub scales: [u8; 12],
+    /// 5th bits: bit `k` of `qh[l]` belongs to element `32k + l`.
     pub qh: [u8; 32],
+    /// Low 4 bits of each quant, same layout as [`WBlockQ4_K::qs`].
     pub qs: [u8; 128],
 }
 
@@ -167,9 +216,15 @@ pub struct WBlockQ5_K {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct WBlockQ6_K {
+    /// Low 4 bits. For 128-element half `h` and `l` in 0..32: `ql[64h + l]` holds elements
+    /// `128h + l` (low nibble) and `128h + 64 + l` (high nibble); `ql[64h + 32 + l]` holds
+    /// `128h + 32 + l` and `128h + 96 + l`.
     pub ql: [u8; 128],
+    /// High 2 bits: bit pair `2k` of `qh[32h + l]` belongs to element `128h + 32k + l`.
     pub qh: [u8; 64],
+    /// Signed scale per sub-block of 16 elements.
     pub scales: [i8; 16],
+    /// f16 super-block scale, little-endian.
     pub d: [u8; 2],
 }
 
@@ -177,8 +232,11 @@ pub struct WBlockQ6_K {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct WBlockQ8_K {
+    /// f32 scale, little-endian.
     pub d: [u8; 4],
+    /// The quants, in element order.
     pub qs: [i8; 256],
+    /// Little-endian i16 sums of each group of 16 quants.
     pub bsums: [[u8; 2]; 16],
 }
 
@@ -258,56 +316,66 @@ d_accessors!(
 );
 
 impl WBlockQ4_1 {
+    /// The f16 block min as f32.
     #[inline(always)]
     pub fn m(&self) -> f32 {
         f16_le(self.m)
     }
 }
 impl WBlockQ5_1 {
+    /// The f16 block min as f32.
     #[inline(always)]
     pub fn m(&self) -> f32 {
         f16_le(self.m)
     }
+    /// The 5th bits as a u32 (bit `j` for element `j`).
     #[inline(always)]
     pub fn qh(&self) -> u32 {
         u32::from_le_bytes(self.qh)
     }
 }
 impl WBlockQ5_0 {
+    /// The 5th bits as a u32 (bit `j` for element `j`).
     #[inline(always)]
     pub fn qh(&self) -> u32 {
         u32::from_le_bytes(self.qh)
     }
 }
 impl WBlockQ8_1 {
+    /// The f16 `d * sum(qs)` as f32.
     #[inline(always)]
     pub fn s(&self) -> f32 {
         f16_le(self.s)
     }
 }
 impl WBlockQ2_K {
+    /// The f16 super-block scale of the mins as f32.
     #[inline(always)]
     pub fn dmin(&self) -> f32 {
         f16_le(self.dmin)
     }
 }
 impl WBlockQ4_K {
+    /// The f16 super-block scale of the mins as f32.
     #[inline(always)]
     pub fn dmin(&self) -> f32 {
         f16_le(self.dmin)
     }
 }
 impl WBlockQ5_K {
+    /// The f16 super-block scale of the mins as f32.
     #[inline(always)]
     pub fn dmin(&self) -> f32 {
         f16_le(self.dmin)
     }
 }
 impl WBlockQ8_K {
+    /// The f32 block scale.
     #[inline(always)]
     pub fn d(&self) -> f32 {
         f32::from_le_bytes(self.d)
     }
+    /// Sum of quants `16 * j..16 * j + 16`. Panics when `j >= 16`.
     #[inline(always)]
     pub fn bsum(&self, j: usize) -> i16 {
         i16::from_le_bytes(self.bsums[j])

@@ -25,6 +25,8 @@ fn hsum8(acc: [f32; 8]) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
+/// F32 weight row (little-endian bytes) · f32 activations, accumulated in eight interleaved
+/// f32 partial sums (so the order differs from a plain left-to-right sum).
 pub fn dot_f32(w: &[u8], x: &[f32]) -> f32 {
     check(w.len() / 4, x.len());
     assert_eq!(w.len() % 4, 0);
@@ -44,6 +46,7 @@ pub fn dot_f32(w: &[u8], x: &[f32]) -> f32 {
     s
 }
 
+/// F16 weight row · f32 activations; each weight widened to f32, eight interleaved partial sums.
 pub fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
     check(w.len() / 2, x.len());
     assert_eq!(w.len() % 2, 0);
@@ -62,6 +65,7 @@ pub fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
     s
 }
 
+/// BF16 weight row · f32 activations; each weight widened to f32, eight interleaved partial sums.
 pub fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
     check(w.len() / 2, x.len());
     assert_eq!(w.len() % 2, 0);
@@ -81,6 +85,7 @@ pub fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
     s
 }
 
+/// Q4_0 weight row · Q8_0 activations: per block `d_w * d_a * Σ (q - 8) * a`.
 pub fn dot_q4_0(w: &[u8], y: &[BlockQ8_0]) -> f32 {
     let x: &[WBlockQ4_0] = weight_blocks(w);
     check(x.len(), y.len());
@@ -97,6 +102,7 @@ pub fn dot_q4_0(w: &[u8], y: &[BlockQ8_0]) -> f32 {
     sumf
 }
 
+/// Q4_1 weight row · Q8_1 activations: per block `d_w * d_a * Σ q * a + m * s_a`.
 pub fn dot_q4_1(w: &[u8], y: &[BlockQ8_1]) -> f32 {
     let x: &[WBlockQ4_1] = weight_blocks(w);
     check(x.len(), y.len());
@@ -113,6 +119,7 @@ pub fn dot_q4_1(w: &[u8], y: &[BlockQ8_1]) -> f32 {
     sumf
 }
 
+/// Q5_0 weight row · Q8_0 activations: per block `d_w * d_a * Σ (q - 16) * a`.
 pub fn dot_q5_0(w: &[u8], y: &[BlockQ8_0]) -> f32 {
     let x: &[WBlockQ5_0] = weight_blocks(w);
     check(x.len(), y.len());
@@ -132,6 +139,7 @@ pub fn dot_q5_0(w: &[u8], y: &[BlockQ8_0]) -> f32 {
     sumf
 }
 
+/// Q5_1 weight row · Q8_1 activations: per block `d_w * d_a * Σ q * a + m * s_a`.
 pub fn dot_q5_1(w: &[u8], y: &[BlockQ8_1]) -> f32 {
     let x: &[WBlockQ5_1] = weight_blocks(w);
     check(x.len(), y.len());
@@ -151,6 +159,7 @@ pub fn dot_q5_1(w: &[u8], y: &[BlockQ8_1]) -> f32 {
     sumf
 }
 
+/// Q8_0 weight row · Q8_0 activations: per block `d_w * d_a * Σ q * a`.
 pub fn dot_q8_0(w: &[u8], y: &[BlockQ8_0]) -> f32 {
     let x: &[WBlockQ8_0] = weight_blocks(w);
     check(x.len(), y.len());
@@ -165,6 +174,7 @@ pub fn dot_q8_0(w: &[u8], y: &[BlockQ8_0]) -> f32 {
     sumf
 }
 
+/// Q8_1 weight row · Q8_1 activations (the activation sum `s` is not needed: no weight min).
 pub fn dot_q8_1(w: &[u8], y: &[BlockQ8_1]) -> f32 {
     let x: &[WBlockQ8_1] = weight_blocks(w);
     check(x.len(), y.len());
@@ -179,6 +189,7 @@ pub fn dot_q8_1(w: &[u8], y: &[BlockQ8_1]) -> f32 {
     sumf
 }
 
+/// Q2_K weight row · Q8_K activations; the mins are applied through the activation `bsums`.
 pub fn dot_q2_k(w: &[u8], y: &[BlockQ8_K]) -> f32 {
     let x: &[WBlockQ2_K] = weight_blocks(w);
     check(x.len(), y.len());
@@ -214,6 +225,7 @@ pub fn dot_q2_k(w: &[u8], y: &[BlockQ8_K]) -> f32 {
     sumf
 }
 
+/// Q3_K weight row · Q8_K activations.
 pub fn dot_q3_k(w: &[u8], y: &[BlockQ8_K]) -> f32 {
     let x: &[WBlockQ3_K] = weight_blocks(w);
     check(x.len(), y.len());
@@ -246,6 +258,7 @@ pub fn dot_q3_k(w: &[u8], y: &[BlockQ8_K]) -> f32 {
     sumf
 }
 
+/// Q4_K weight row · Q8_K activations; the mins are applied through the activation `bsums`.
 pub fn dot_q4_k(w: &[u8], y: &[BlockQ8_K]) -> f32 {
     let x: &[WBlockQ4_K] = weight_blocks(w);
     check(x.len(), y.len());
@@ -275,6 +288,7 @@ pub fn dot_q4_k(w: &[u8], y: &[BlockQ8_K]) -> f32 {
     sumf
 }
 
+/// Q5_K weight row · Q8_K activations; the mins are applied through the activation `bsums`.
 pub fn dot_q5_k(w: &[u8], y: &[BlockQ8_K]) -> f32 {
     let x: &[WBlockQ5_K] = weight_blocks(w);
     check(x.len(), y.len());
@@ -308,6 +322,7 @@ pub fn dot_q5_k(w: &[u8], y: &[BlockQ8_K]) -> f32 {
     sumf
 }
 
+/// Q6_K weight row · Q8_K activations.
 pub fn dot_q6_k(w: &[u8], y: &[BlockQ8_K]) -> f32 {
     let x: &[WBlockQ6_K] = weight_blocks(w);
     check(x.len(), y.len());
@@ -341,6 +356,7 @@ pub fn dot_q6_k(w: &[u8], y: &[BlockQ8_K]) -> f32 {
     sumf
 }
 
+/// Q8_K weight row · Q8_K activations (not a GGUF weight type in practice; for completeness).
 pub fn dot_q8_k(w: &[u8], y: &[BlockQ8_K]) -> f32 {
     let x: &[WBlockQ8_K] = weight_blocks(w);
     check(x.len(), y.len());

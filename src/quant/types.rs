@@ -7,20 +7,37 @@ use std::fmt;
 #[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GgmlType {
+    /// IEEE f32, little-endian (id 0).
     F32,
+    /// IEEE half precision, little-endian (id 1).
     F16,
+    /// bfloat16, little-endian (id 30).
     BF16,
+    /// 32 4-bit quants with an f16 scale, x = d * (q - 8); 18 bytes per block (id 2).
     Q4_0,
+    /// 32 4-bit quants with f16 scale and min, x = d * q + m; 20 bytes per block (id 3).
     Q4_1,
+    /// 32 5-bit quants with an f16 scale, x = d * (q - 16); 22 bytes per block (id 6).
     Q5_0,
+    /// 32 5-bit quants with f16 scale and min, x = d * q + m; 24 bytes per block (id 7).
     Q5_1,
+    /// 32 int8 quants with an f16 scale; 34 bytes per block (id 8).
     Q8_0,
+    /// 32 int8 quants with f16 scale and scaled sum; 36 bytes per block (id 9).
+    /// An activation format in ggml, not seen as a model weight.
     Q8_1,
+    /// K-quant: 256 2-bit quants in 16 sub-blocks with 4-bit scales and mins; 84 bytes (id 10).
     Q2_K,
+    /// K-quant: 256 3-bit quants in 16 sub-blocks with 6-bit scales; 110 bytes (id 11).
     Q3_K,
+    /// K-quant: 256 4-bit quants in 8 sub-blocks with 6-bit scales and mins; 144 bytes (id 12).
     Q4_K,
+    /// K-quant: 256 5-bit quants in 8 sub-blocks with 6-bit scales and mins; 176 bytes (id 13).
     Q5_K,
+    /// K-quant: 256 6-bit quants in 16 sub-blocks with int8 scales; 210 bytes (id 14).
     Q6_K,
+    /// 256 int8 quants with an f32 scale and 16 group sums; 292 bytes (id 15).
+    /// An activation format in ggml, not seen as a model weight.
     Q8_K,
 }
 
@@ -28,9 +45,14 @@ pub enum GgmlType {
 #[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ActKind {
+    /// Plain f32 activations (for F32/F16/BF16 weights).
     F32,
+    /// [`BlockQ8_0`](super::BlockQ8_0) blocks (for Q4_0, Q5_0, Q8_0 weights).
     Q8_0,
+    /// [`BlockQ8_1`](super::BlockQ8_1) blocks, which carry the block sum the weight min
+    /// needs (for Q4_1, Q5_1 weights).
     Q8_1,
+    /// [`BlockQ8_K`](super::BlockQ8_K) super-blocks (for all K-quant weights).
     Q8_K,
 }
 
@@ -72,6 +94,8 @@ impl GgmlType {
         GgmlType::Q6_K,
     ];
 
+    /// The type with ggml id `id` (the `ggml_type` stored per tensor in GGUF), or None for
+    /// ids this crate does not support (removed types, IQ*, I8..I64, ...).
     pub fn from_ggml_id(id: u32) -> Option<GgmlType> {
         Some(match id {
             0 => GgmlType::F32,
@@ -93,6 +117,7 @@ impl GgmlType {
         })
     }
 
+    /// The ggml id (inverse of [`GgmlType::from_ggml_id`]).
     pub fn ggml_id(self) -> u32 {
         match self {
             GgmlType::F32 => 0,
@@ -219,6 +244,7 @@ impl ActKind {
         }
     }
 
+    /// Short display name, matching the corresponding [`GgmlType`] name.
     pub fn name(self) -> &'static str {
         match self {
             ActKind::F32 => "F32",

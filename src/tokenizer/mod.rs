@@ -33,28 +33,50 @@ use vocab::{attr, Kind, Vocab};
 pub struct VocabSpec {
     /// `tokenizer.ggml.model`: "gpt2" or "llama".
     pub model: String,
-    /// `tokenizer.ggml.pre`.
+    /// `tokenizer.ggml.pre`: the BPE pre-tokenizer name (ignored for "llama").
     pub pre: Option<String>,
+    /// `tokenizer.ggml.tokens`: token texts indexed by id, as stored (GPT-2 byte alphabet for
+    /// "gpt2", U+2581 for spaces for "llama"). Must be non-empty.
     pub tokens: Vec<String>,
+    /// `tokenizer.ggml.scores`: SentencePiece merge scores (higher merges first); at least one
+    /// per token when present, all 0.0 when absent.
     pub scores: Option<Vec<f32>>,
     /// `tokenizer.ggml.token_type` (1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte).
+    /// All tokens are normal when absent; otherwise at least one entry per token.
     pub token_types: Option<Vec<i32>>,
+    /// `tokenizer.ggml.merges`: BPE merges `"left right"` in rank order (required for "gpt2").
     pub merges: Option<Vec<String>>,
+    /// `tokenizer.ggml.bos_token_id`. For this and the other ids, `None` or an id outside the
+    /// vocabulary falls back to the model's default (llama: BOS 1, EOS 2, UNK 0; gpt2: BOS and
+    /// EOS 11; the other ids have none).
     pub bos_id: Option<u32>,
+    /// `tokenizer.ggml.eos_token_id`.
     pub eos_id: Option<u32>,
+    /// `tokenizer.ggml.eot_token_id` (end of turn); detected from token text when absent.
     pub eot_id: Option<u32>,
+    /// `tokenizer.ggml.eom_token_id` (end of message); detected from token text when absent.
     pub eom_id: Option<u32>,
+    /// `tokenizer.ggml.unknown_token_id`.
     pub unk_id: Option<u32>,
+    /// `tokenizer.ggml.padding_token_id`.
     pub pad_id: Option<u32>,
+    /// `tokenizer.ggml.add_bos_token`; default per model / pre-tokenizer.
     pub add_bos: Option<bool>,
+    /// `tokenizer.ggml.add_eos_token`; default false.
     pub add_eos: Option<bool>,
+    /// `tokenizer.ggml.add_space_prefix`: SPM prepends a space to text that starts the input or
+    /// follows a special token; default true for "llama".
     pub add_space_prefix: Option<bool>,
 }
 
+/// Why a [`Tokenizer`] could not be built from a [`VocabSpec`].
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
+    /// `tokenizer.ggml.model` is neither "gpt2" nor "llama".
     #[error("unsupported tokenizer model '{0}' (supported: gpt2, llama)")]
     UnsupportedModel(String),
+    /// The metadata is inconsistent (empty vocabulary, array lengths, unknown pre-tokenizer,
+    /// missing or malformed merges, ...); the message says which.
     #[error("invalid tokenizer metadata: {0}")]
     Invalid(String),
 }
@@ -64,6 +86,8 @@ enum Model {
     Bpe(Box<bpe::Bpe>),
 }
 
+/// A tokenizer for one GGUF vocabulary: SentencePiece ("llama") or GPT-2 byte-level BPE ("gpt2"),
+/// producing the same ids as llama.cpp. Immutable once built.
 pub struct Tokenizer {
     vocab: Vocab,
     model: Model,
@@ -84,6 +108,9 @@ impl std::fmt::Debug for Tokenizer {
 }
 
 impl Tokenizer {
+    /// Build from GGUF tokenizer metadata (see [`crate::model::vocab_spec`]). Applies llama.cpp's
+    /// load-time rules: per-model default special ids, control/EOG roles detected from token
+    /// text, and renaming of empty token texts to `[EMPTY_<id>]`.
     pub fn from_spec(mut spec: VocabSpec) -> Result<Self, TokenizerError> {
         let merges = spec.merges.take();
         let vocab = Vocab::build(spec)?;
@@ -163,12 +190,15 @@ impl Tokenizer {
             Kind::Bpe(opts) => Some(opts.pre),
         }
     }
+    /// Number of tokens in the vocabulary (ids are `0..n_vocab`).
     pub fn n_vocab(&self) -> usize {
         self.vocab.n_tokens()
     }
+    /// Beginning-of-sequence token, if the vocabulary has one.
     pub fn bos_id(&self) -> Option<u32> {
         self.vocab.bos
     }
+    /// End-of-sequence token, if the vocabulary has one.
     pub fn eos_id(&self) -> Option<u32> {
         self.vocab.eos
     }
@@ -176,16 +206,20 @@ impl Tokenizer {
     pub fn eot_id(&self) -> Option<u32> {
         self.vocab.eot
     }
+    /// Padding token, if the metadata names one.
     pub fn pad_id(&self) -> Option<u32> {
         self.vocab.pad
     }
+    /// Whether [`Tokenizer::encode`] with `add_special` prepends BOS.
     pub fn add_bos(&self) -> bool {
         self.vocab.add_bos
     }
+    /// Whether [`Tokenizer::encode`] with `add_special` appends EOS.
     pub fn add_eos(&self) -> bool {
         self.vocab.add_eos
     }
-    /// End-of-generation tokens (EOS, EOT, ...).
+    /// Whether `id` ends generation (EOS, EOT, EOM, and tokens like `<|endoftext|>` detected
+    /// from their text).
     pub fn is_eog(&self, id: u32) -> bool {
         self.vocab.eog.binary_search(&id).is_ok()
     }
@@ -206,7 +240,9 @@ impl Tokenizer {
         self.vocab.attr(id) & attr::CONTROL != 0
     }
 
-    /// The bytes a token renders to (special tokens render as their text).
+    /// The bytes a token renders to: special tokens as their text, byte tokens as their byte,
+    /// normal tokens with the GPT-2 alphabet / U+2581 undone. Unused tokens and unknown ids
+    /// render as nothing. May be a partial UTF-8 sequence.
     pub fn token_bytes(&self, id: u32) -> Vec<u8> {
         let v = &self.vocab;
         let Some(text) = v.texts.get(id as usize) else {
@@ -337,6 +373,7 @@ pub struct StreamDecoder {
 }
 
 impl StreamDecoder {
+    /// A decoder with nothing pending.
     pub fn new() -> Self {
         Self::default()
     }

@@ -4,14 +4,17 @@ use crate::model::arch::Activation;
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 
+/// GELU, tanh approximation: `0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))`.
 pub fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh())
 }
 
+/// SiLU (swish): `x * sigmoid(x)`.
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
+/// `out[i] = act(gate[i]) * up[i]`, over the shortest of the three slices.
 pub fn glu(act: Activation, gate: &[f32], up: &[f32], out: &mut [f32]) {
     let f = match act {
         Activation::Silu => silu,
@@ -22,12 +25,14 @@ pub fn glu(act: Activation, gate: &[f32], up: &[f32], out: &mut [f32]) {
     }
 }
 
+/// `x[i] += y[i]`, over the shorter of the two slices.
 pub fn add(x: &mut [f32], y: &[f32]) {
     for (a, &b) in x.iter_mut().zip(y) {
         *a += b;
     }
 }
 
+/// `x = c * tanh(x / c)`: squashes values smoothly into `(-c, c)` (Gemma-2 logit soft-capping).
 pub fn softcap(x: &mut [f32], c: f32) {
     for v in x {
         *v = c * (*v / c).tanh();

@@ -10,14 +10,20 @@ use crate::backend::AttnShape;
 /// K and V rows for every position of the context, per layer, stored as f16 like llama.cpp's
 /// default cache (half the memory traffic of f32 at decode).
 pub struct CpuKvCache {
+    /// Positions per layer.
     pub n_ctx: usize,
+    /// K values per position (`n_head_kv * head_dim`).
     pub k_width: usize,
+    /// V values per position (`n_head_kv * head_dim_v`).
     pub v_width: usize,
+    /// Per layer, `[n_ctx, k_width]` row-major.
     pub k: Vec<Vec<f16>>,
+    /// Per layer, `[n_ctx, v_width]` row-major.
     pub v: Vec<Vec<f16>>,
 }
 
 impl CpuKvCache {
+    /// A zeroed cache for `n_layer` layers; allocates `n_layer * n_ctx * (k_width + v_width)` f16s.
     pub fn new(n_layer: usize, n_ctx: usize, k_width: usize, v_width: usize) -> Self {
         CpuKvCache {
             n_ctx,
@@ -32,6 +38,8 @@ impl CpuKvCache {
         }
     }
 
+    /// Round `n_tok` rows of `k` and `v` (row-major f32) to f16 and write them at positions
+    /// `pos0..pos0 + n_tok` of `layer`. Panics when that runs past `n_ctx`.
     pub fn store(&mut self, layer: usize, pos0: usize, n_tok: usize, k: &[f32], v: &[f32]) {
         let (kw, vw) = (self.k_width, self.v_width);
         self.k[layer][pos0 * kw..(pos0 + n_tok) * kw].convert_from_f32_slice(&k[..n_tok * kw]);
@@ -39,6 +47,13 @@ impl CpuKvCache {
     }
 }
 
+/// Causal attention for `n_tok` query tokens at positions `pos0..pos0 + n_tok`.
+///
+/// `q` is `[n_tok, n_head * head_dim]`, `out` receives `[n_tok, n_head * head_dim_v]`. Token at
+/// position `p` attends to cached positions `max(0, p + 1 - window) ..= p` of `layer`, which must
+/// already be stored (including the tokens of this call). Q is rounded to f16 like the cached K;
+/// scores, softmax and the V sum are f32. Parallel over (token, head) pairs on the current rayon
+/// pool.
 pub fn attention(
     q: &[f32],
     kv: &CpuKvCache,

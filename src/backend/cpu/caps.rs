@@ -7,18 +7,32 @@ use std::str::FromStr;
 pub const CPU_PATH_ENV: &str = "TORCHLESS_CPU";
 
 /// CPU features the kernels care about, detected at run time.
+///
+/// x86_64 flags are always false on other architectures and vice versa. Only the AVX2 and
+/// AVX-512 F/BW/VL sets gate a kernel path today; the rest are reported by [`CpuCaps::describe`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuCaps {
+    /// x86_64 AVX2 (256-bit integer SIMD).
     pub avx2: bool,
+    /// x86_64 FMA3 fused multiply-add.
     pub fma: bool,
+    /// x86_64 F16C half-precision conversions.
     pub f16c: bool,
+    /// x86_64 AVX-512 Foundation.
     pub avx512f: bool,
+    /// x86_64 AVX-512 byte/word instructions.
     pub avx512bw: bool,
+    /// x86_64 AVX-512 vector-length extensions (128/256-bit forms).
     pub avx512vl: bool,
+    /// x86_64 AVX-512 doubleword/quadword instructions.
     pub avx512dq: bool,
+    /// x86_64 AVX-512 VNNI (`vpdpbusd` int8 dot products).
     pub avx512vnni: bool,
+    /// x86_64 AVX-512 BF16 instructions.
     pub avx512bf16: bool,
+    /// x86_64 AVX-VNNI (VEX-encoded int8 dot products).
     pub avxvnni: bool,
+    /// aarch64 Advanced SIMD.
     pub neon: bool,
     /// aarch64 SDOT/UDOT (`dotprod`).
     pub dotprod: bool,
@@ -129,6 +143,7 @@ pub enum KernelPath {
 }
 
 impl KernelPath {
+    /// Every path, slowest to fastest.
     pub const ALL: [KernelPath; 3] = [KernelPath::Scalar, KernelPath::Avx2, KernelPath::Avx512];
 
     /// The fastest path `caps` supports.
@@ -142,6 +157,7 @@ impl KernelPath {
         }
     }
 
+    /// The name `TORCHLESS_CPU` accepts and [`Display`](fmt::Display) prints.
     pub fn as_str(self) -> &'static str {
         match self {
             KernelPath::Scalar => "scalar",

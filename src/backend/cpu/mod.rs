@@ -28,9 +28,13 @@ const MAX_THREADS: usize = 1024;
 
 /// A weight kept as a view into the file map: no copy, no conversion.
 pub struct CpuWeight {
+    /// Tensor name in the GGUF file (for error messages).
     pub name: String,
+    /// Storage type of the bytes.
     pub ty: GgmlType,
+    /// Output rows (the GGUF `ne[1]`; 1 for a vector).
     pub rows: usize,
+    /// Values per row (the GGUF `ne[0]`, the contiguous dimension).
     pub cols: usize,
     map: Arc<Mmap>,
     start: usize,
@@ -38,6 +42,7 @@ pub struct CpuWeight {
 }
 
 impl CpuWeight {
+    /// The tensor's raw bytes in the map: `rows` rows of `ty.row_bytes(cols)` bytes, any alignment.
     pub fn bytes(&self) -> &[u8] {
         &self.map[self.start..self.start + self.len]
     }
@@ -47,6 +52,8 @@ impl CpuWeight {
     }
 }
 
+/// The CPU implementation of [`Backend`]: a private rayon pool of `threads` workers, a dot-kernel
+/// table fixed at construction, and one matmul scratch shared behind a mutex.
 pub struct CpuBackend {
     caps: CpuCaps,
     kernels: DotKernels,
@@ -67,6 +74,8 @@ impl CpuBackend {
         Self::with_kernels(caps, kernels, threads)
     }
 
+    /// Build with an explicit kernel table (tests and benches pin a path this way); `threads` as
+    /// in [`CpuBackend::new`]. Errors when `threads` exceeds 1024 or the pool cannot start.
     pub fn with_kernels(caps: CpuCaps, kernels: DotKernels, threads: usize) -> Result<Self> {
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -92,12 +101,15 @@ impl CpuBackend {
         })
     }
 
+    /// The dot-kernel path in use.
     pub fn kernel_path(&self) -> KernelPath {
         self.kernels.path()
     }
+    /// The CPU features detected at construction.
     pub fn caps(&self) -> &CpuCaps {
         &self.caps
     }
+    /// Worker threads in the pool (after resolving 0 to the core count).
     pub fn threads(&self) -> usize {
         self.threads
     }

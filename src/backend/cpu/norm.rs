@@ -5,6 +5,9 @@ use rayon::prelude::*;
 
 use crate::model::arch::NormKind;
 
+/// Normalise each row of `dim` values of `x` into `out`: `(x - mean) / sqrt(var + eps) * w + b`
+/// (LayerNorm) or `x / sqrt(mean(x²) + eps) * w` (RMSNorm, where `b` is added if given). `w` and
+/// `b` are `dim` long. Parallel over rows when there are more than 8.
 pub fn norm_rows(
     kind: NormKind,
     x: &[f32],
@@ -22,6 +25,8 @@ pub fn norm_rows(
     }
 }
 
+/// In-place normalisation of each row of `dim` values of `x`, without bias (used for per-head
+/// QK-norm). Sequential: the rows are short.
 pub fn norm_rows_inplace(kind: NormKind, x: &mut [f32], w: &[f32], eps: f32, dim: usize) {
     for row in x.chunks_mut(dim) {
         let scale_shift = stats(kind, row, eps);

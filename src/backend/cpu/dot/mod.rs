@@ -35,12 +35,16 @@ mod avx512;
 /// Why a kernel table could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DotError {
+    /// The requested path needs a CPU feature this machine lacks.
     #[error(
         "CPU kernel path `{path}` was requested but this CPU lacks {missing} (detected: {caps})"
     )]
     Unsupported {
+        /// The path that was asked for.
         path: KernelPath,
+        /// The first missing feature (as in [`CpuCaps::supports`]).
         missing: &'static str,
+        /// [`CpuCaps::describe`] of this machine.
         caps: String,
     },
 }
