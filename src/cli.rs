@@ -179,6 +179,28 @@ enum Command {
         #[command(flatten)]
         exec: Exec,
     },
+    /// Measure prefill (pp) and decode (tg) speed as llama-bench does, with the bytes of weights
+    /// read per token, the achieved GB/s and the share of the machine's read bandwidth.
+    Bench {
+        /// GGUF model file.
+        #[arg(long)]
+        model: PathBuf,
+        /// Tokens in the prefill batch (0 = skip).
+        #[arg(long, default_value_t = 128)]
+        prompt_tokens: usize,
+        /// Decode steps (0 = skip).
+        #[arg(long, default_value_t = 64)]
+        gen_tokens: usize,
+        /// Timed repetitions of each test.
+        #[arg(long, short = 'r', default_value_t = 3)]
+        repetitions: usize,
+        /// Print the results as one JSON object on the last line of stdout (the readable
+        /// report goes to stderr).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        exec: Exec,
+    },
     /// Describe a model file: architecture, hyper-parameters, tensor types and bytes.
     Info {
         #[arg(long)]
@@ -293,6 +315,22 @@ pub fn run(cli: Cli) -> Result<()> {
                     "torchless serve: {name} on http://{addr} ({parallel} slots of {ctx} tokens, chat template {origin})"
                 );
             })
+        }
+        Command::Bench {
+            model,
+            prompt_tokens,
+            gen_tokens,
+            repetitions,
+            json,
+            exec,
+        } => {
+            let load = exec.options()?;
+            let opts = torchless::bench::BenchOptions {
+                prompt_tokens,
+                gen_tokens,
+                repetitions,
+            };
+            cmd_bench(&model, &load, &opts, json)
         }
         Command::Info {
             model,
@@ -535,6 +573,81 @@ fn cmd_chat(
         let _ = out.flush();
         eprintln!("{}", stats.summary());
         history.push(Message::new("assistant", reply));
+    }
+    Ok(())
+}
+
+fn cmd_bench(
+    path: &Path,
+    load: &LoadOptions,
+    opts: &torchless::bench::BenchOptions,
+    as_json: bool,
+) -> Result<()> {
+    let model = load_model(path, load)?;
+    let threads = if load.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        load.threads
+    };
+    let r = torchless::bench::run(&model, opts)?;
+    let bw = torchless::bench::read_bandwidth(threads);
+    let per_tok = r.weight_bytes_per_token as f64;
+    let achieved = per_tok * r.tg.mean;
+    let kernels = DotKernels::select(
+        &CpuCaps::detect(),
+        caps::requested_path().map_err(Error::CpuKernels)?,
+    )
+    .map_err(|e| Error::CpuKernels(e.to_string()))?
+    .path()
+    .to_string();
+    let report = [
+        format!(
+            "model {} ({}, {:.1} MB of weights read per token), {threads} threads, {kernels} kernels",
+            path.display(),
+            model.config().arch.name,
+            per_tok / 1e6
+        ),
+        format!(
+            "pp{}: {:.1} ± {:.1} tok/s",
+            opts.prompt_tokens, r.pp.mean, r.pp.stddev
+        ),
+        format!(
+            "tg{}: {:.1} ± {:.1} tok/s = {:.2} GB/s of weights, {:.1}% of the measured {:.1} GB/s read bandwidth ({threads} threads)",
+            opts.gen_tokens,
+            r.tg.mean,
+            r.tg.stddev,
+            achieved / 1e9,
+            100.0 * achieved / bw,
+            bw / 1e9
+        ),
+    ];
+    for line in &report {
+        if as_json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+    if as_json {
+        println!(
+            "{}",
+            json!({
+                "model": path.display().to_string(),
+                "threads": threads,
+                "kernel_path": kernels,
+                "prompt_tokens": opts.prompt_tokens,
+                "gen_tokens": opts.gen_tokens,
+                "repetitions": opts.repetitions,
+                "pp_tps": r.pp.mean,
+                "pp_tps_stddev": r.pp.stddev,
+                "tg_tps": r.tg.mean,
+                "tg_tps_stddev": r.tg.stddev,
+                "weight_bytes_per_token": r.weight_bytes_per_token,
+                "tg_gbps": achieved / 1e9,
+                "read_bandwidth_gbps": bw / 1e9,
+                "bandwidth_pct": 100.0 * achieved / bw,
+            })
+        );
     }
     Ok(())
 }

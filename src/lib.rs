@@ -5,6 +5,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 pub mod backend;
+pub mod bench;
 #[cfg(feature = "chat")]
 pub mod chat;
 pub mod engine;

@@ -281,3 +281,34 @@ fn chat_uses_a_builtin_template_for_gemma() {
     ]);
     assert_one_line_error(&o, &["nonesuch", "chatml"]);
 }
+
+#[test]
+fn bench_json_reports_speeds_and_bandwidth() {
+    let m = model(SMOLLM2);
+    let out = stdout(&torchless(&[
+        "bench",
+        "--model",
+        m.to_str().unwrap(),
+        "--prompt-tokens",
+        "16",
+        "--gen-tokens",
+        "4",
+        "-r",
+        "1",
+        "--threads",
+        "2",
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert!(v["pp_tps"].as_f64().unwrap() > 0.0);
+    assert!(v["tg_tps"].as_f64().unwrap() > 0.0);
+    // Every tensor once (SmolLM2's output is tied: the embedding is read in full as the output
+    // matrix) plus the one embedding row gathered for the token.
+    assert_eq!(v["weight_bytes_per_token"], 96_576_768u64 + 612);
+    let pct = v["bandwidth_pct"].as_f64().unwrap();
+    assert!(pct > 0.0 && pct < 200.0, "{pct}");
+    assert!(v["read_bandwidth_gbps"].as_f64().unwrap() > 0.1);
+    // Bad settings are one-line errors.
+    let o = torchless(&["bench", "--model", m.to_str().unwrap(), "-r", "0"]);
+    assert_one_line_error(&o, &["repetitions"]);
+}
