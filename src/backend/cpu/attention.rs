@@ -119,17 +119,19 @@ pub fn attention(
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight independent accumulators so the compiler vectorises without reassociating.
+    // Eight independent accumulators, walked with exact chunks so there are no bounds checks
+    // and the compiler vectorises (the sum order is fixed: lane l sums elements l, l+8, ...).
     let mut acc = [0f32; 8];
-    let chunks = a.len() / 8;
-    for c in 0..chunks {
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
         for l in 0..8 {
-            acc[l] += a[c * 8 + l] * b[c * 8 + l];
+            acc[l] += x[l] * y[l];
         }
     }
     let mut s: f32 = acc.iter().sum();
-    for i in chunks * 8..a.len() {
-        s += a[i] * b[i];
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
     }
     s
 }

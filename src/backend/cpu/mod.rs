@@ -12,6 +12,7 @@ pub mod rope;
 use std::sync::{Arc, Mutex};
 
 use memmap2::Mmap;
+use rayon::prelude::*;
 
 use self::attention::CpuKvCache;
 use self::caps::{CpuCaps, KernelPath};
@@ -274,7 +275,17 @@ impl Backend for CpuBackend {
     }
 
     fn glu(&self, act: Activation, gate: &Vec<f32>, up: &Vec<f32>, len: usize, out: &mut Vec<f32>) {
-        activation::glu(act, &gate[..len], &up[..len], &mut out[..len]);
+        // Split across the pool only when there is enough work to pay for the wake-ups
+        // (prefill batches; a decode step's few thousand elements stay on one thread).
+        const CHUNK: usize = 8192;
+        let (g, u, o) = (&gate[..len], &up[..len], &mut out[..len]);
+        if len >= 2 * CHUNK && self.threads > 1 {
+            o.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
+                .for_each(|(o, (g, u))| activation::glu(act, g, u, o));
+        } else {
+            activation::glu(act, g, u, o);
+        }
     }
 
     fn add(&self, x: &mut Vec<f32>, y: &Vec<f32>, len: usize) {
