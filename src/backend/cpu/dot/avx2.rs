@@ -26,7 +26,10 @@ pub(super) unsafe fn install(k: &mut DotKernels) {
     k.q5_0 = q5_0_impl;
     k.q5_1 = q5_1_impl;
     k.q8_0 = q8_0_impl;
+    k.q2_k = q2_k_impl;
+    k.q3_k = q3_k_impl;
     k.q4_k = q4_k_impl;
+    k.q5_k = q5_k_impl;
     k.q6_k = q6_k_impl;
     k.quant_q8_0 = quant_q8_0_impl;
     k.quant_q8_1 = quant_q8_1_impl;
@@ -37,6 +40,7 @@ pub(super) unsafe fn install(k: &mut DotKernels) {
     k.q5_1_n = Some(q5_1_multi);
     k.q8_0_n = Some(q8_0_multi);
     k.q4_k_n = Some(q4_k_multi);
+    k.q5_k_n = Some(q5_k_multi);
     k.q6_k_n = Some(q6_k_multi);
 }
 
@@ -499,7 +503,6 @@ pub(super) use multi_entry;
 
 /// The multi-token form of a Q8_0-activation loop that pairs blocks into two accumulators
 /// (`acc0` / `acc1`, odd tail into `acc0`), with `$dot(|qx|, qx, qy)` the per-block product.
-/// (`acc0` / `acc1`, odd tail into `acc0`), with `$dot(qx, qy)` the per-block product.
 macro_rules! q8_0_pair_loop_n {
     ($n:ident, $dot:ident, $x:expr, $y:expr, $out:expr, |$b:ident| $qx:expr) => {{
         let (x, y, out): (_, _, &mut [f32; $n]) = ($x, $y, $out);
@@ -655,47 +658,94 @@ multi_entry!(q5_1_multi, q5_1_n, BlockQ8_1, "avx2,fma,f16c");
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q4_k_impl(w: &[u8], y: &[BlockQ8_K]) -> f32 {
-    let x: &[WBlockQ4_K] = weight_blocks(w);
+    let mut out = [0f32; 1];
+    q4_k_n::<1>(w, y, &mut out);
+    out[0]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_k_impl(w: &[u8], y: &[BlockQ8_K]) -> f32 {
+    let mut out = [0f32; 1];
+    q5_k_n::<1>(w, y, &mut out);
+    out[0]
+}
+
+/// `[lo x 8 | hi x 8]` as 16-bit lanes: the scales of the two 16-quant halves of a 32-quant
+/// group, lined up with `maddubs`' 16 pair sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scale_pair16(lo: i16, hi: i16) -> __m256i {
+    _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo))
+}
+
+/// Q2_K: 16 sub-blocks of 16 two-bit quants, each with a 4-bit scale and a 4-bit min.
+/// `d * sum_k sc_k * (q . y)_k - dmin * sum_k m_k * bsum_k`, the sums exact in integers.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q2_k_impl(w: &[u8], y: &[BlockQ8_K]) -> f32 {
+    let x: &[WBlockQ2_K] = weight_blocks(w);
     assert_eq!(x.len(), y.len());
-    let m4 = _mm256_set1_epi8(0x0F);
+    let m3 = _mm256_set1_epi8(3);
     let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
+    let mut acc_m = 0.0f32;
     for (xb, yb) in x.iter().zip(y) {
         let (xd, xmin) = f16x2(u16::from_le_bytes(xb.d), u16::from_le_bytes(xb.dmin));
-        let d = yb.d * xd;
-        let dmin = -yb.d * xmin;
-        let (sc, mn) = unpack_scales_k4(&xb.scales);
-
-        // Mins: sum over the 8 sub-blocks of min_j * (sum of the 32 activation quants).
-        let bs = load_bsums(&yb.bsums);
-        let bs8 = _mm_hadd_epi16(
-            _mm256_castsi256_si128(bs),
-            _mm256_extracti128_si256::<1>(bs),
-        );
-        let mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(i64::from_le_bytes(mn)));
-        let pm = _mm_madd_epi16(mins, bs8);
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(pm), acc_m);
+        // SAFETY: `scales` is 16 readable bytes; `loadu` has no alignment requirement.
+        let sc8 = unsafe { _mm_loadu_si128(xb.scales.as_ptr() as *const __m128i) };
+        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(sc8), _mm_set1_epi8(15)));
+        let summ = hsum_epi32(_mm256_madd_epi16(mins, load_bsums(&yb.bsums)));
+        acc_m -= yb.d * xmin * summ as f32;
 
         let mut sumi = _mm256_setzero_si256();
-        for j in 0..4 {
-            let q4 = load32(sub::<32, u8>(&xb.qs, 32 * j));
-            let q4l = _mm256_and_si256(q4, m4);
-            let q4h = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
-            let q8l = load32i(sub::<32, i8>(&yb.qs, 64 * j));
-            let q8h = load32i(sub::<32, i8>(&yb.qs, 64 * j + 32));
-            let pl = _mm256_madd_epi16(
-                _mm256_maddubs_epi16(q4l, q8l),
-                _mm256_set1_epi16(sc[2 * j] as i16),
-            );
-            let ph = _mm256_madd_epi16(
-                _mm256_maddubs_epi16(q4h, q8h),
-                _mm256_set1_epi16(sc[2 * j + 1] as i16),
-            );
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        for n in 0..2 {
+            let q = load32(sub::<32, u8>(&xb.qs, 32 * n));
+            for j in 0..4 {
+                let qj = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * j as i32)), m3);
+                let y8 = load32i(sub::<32, i8>(&yb.qs, 128 * n + 32 * j));
+                let k = 8 * n + 2 * j;
+                let sv = scale_pair16((xb.scales[k] & 15) as i16, (xb.scales[k + 1] & 15) as i16);
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qj, y8), sv);
+                sumi = _mm256_add_epi32(sumi, p);
+            }
         }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(yb.d * xd), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_ps(acc) + acc_m
+}
+
+/// Q3_K: 16 sub-blocks of 16 three-bit quants (two low bits in `qs`, the third in `hmask`,
+/// stored so that a clear bit means -4) with signed 6-bit scales. `q3 = q2 - 4 * !h`, so each
+/// sub-block dot is `(q2 . y) - (4 * !h . y)`, both with unsigned weights for `maddubs`.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q3_k_impl(w: &[u8], y: &[BlockQ8_K]) -> f32 {
+    let x: &[WBlockQ3_K] = weight_blocks(w);
+    assert_eq!(x.len(), y.len());
+    let (m3, m1) = (_mm256_set1_epi8(3), _mm256_set1_epi8(1));
+    let mut acc = _mm256_setzero_ps();
+    for (xb, yb) in x.iter().zip(y) {
+        let sc = unpack_scales_q3k(&xb.scales);
+        let not_h = _mm256_xor_si256(load32(&xb.hmask), _mm256_set1_epi8(-1));
+        let mut sumi = _mm256_setzero_si256();
+        for n in 0..2 {
+            let q = load32(sub::<32, u8>(&xb.qs, 32 * n));
+            for j in 0..4 {
+                let q2 = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * j as i32)), m3);
+                let hb = _mm256_and_si256(
+                    _mm256_srl_epi16(not_h, _mm_cvtsi32_si128((4 * n + j) as i32)),
+                    m1,
+                );
+                let y8 = load32i(sub::<32, i8>(&yb.qs, 128 * n + 32 * j));
+                let k = 8 * n + 2 * j;
+                let sv = scale_pair16(sc[k] as i16, sc[k + 1] as i16);
+                let p2 = _mm256_maddubs_epi16(q2, y8);
+                let p4 = _mm256_maddubs_epi16(_mm256_slli_epi16::<2>(hb), y8);
+                let p = _mm256_madd_epi16(_mm256_sub_epi16(p2, p4), sv);
+                sumi = _mm256_add_epi32(sumi, p);
+            }
+        }
+        let d = yb.d * f16_le(xb.d);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    hsum_ps(acc) + hsum_ps128(acc_m)
+    hsum_ps(acc)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -730,56 +780,98 @@ fn q6_k_impl(w: &[u8], y: &[BlockQ8_K]) -> f32 {
     hsum_ps(acc)
 }
 
-/// Multi-token [`q4_k_impl`]: per token the same float operations in the same order; the
-/// integer sums are exact, so interleaving the tokens does not change them.
+/// The Q4_K / Q5_K loop over `N` tokens (1 is the decode kernel): per super-block, the mins
+/// term (`-dmin * sum_j min_j * bsum_j`) and the scaled integer dots of the 8 sub-blocks, whose
+/// 64-quant groups `j` come from `$group(xb, j) -> (low 32, high 32)` as unsigned bytes. Integer
+/// sums are exact, so interleaving tokens changes nothing; the float steps per token are fixed.
+macro_rules! k4_loop_n {
+    ($n:ident, $x:expr, $y:expr, $out:expr, |$b:ident, $j:ident| $group:expr) => {{
+        let (x, y, out): (_, _, &mut [f32; $n]) = ($x, $y, $out);
+        let nb = x.len();
+        let ys: [&[BlockQ8_K]; $n] = token_rows(y, nb);
+        let mut acc = [_mm256_setzero_ps(); $n];
+        let mut acc_m = [_mm_setzero_ps(); $n];
+        for (i, xb) in x.iter().enumerate() {
+            let (xd, xmin) = f16x2(u16::from_le_bytes(xb.d), u16::from_le_bytes(xb.dmin));
+            let (sc, mn) = unpack_scales_k4(&xb.scales);
+            let mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(i64::from_le_bytes(mn)));
+            let mut d = [0.0f32; $n];
+            let mut sumi = [_mm256_setzero_si256(); $n];
+            for t in 0..$n {
+                let yb = &ys[t][i];
+                d[t] = yb.d * xd;
+                let dmin = -yb.d * xmin;
+                let bs = load_bsums(&yb.bsums);
+                let bs8 = _mm_hadd_epi16(
+                    _mm256_castsi256_si128(bs),
+                    _mm256_extracti128_si256::<1>(bs),
+                );
+                let pm = _mm_madd_epi16(mins, bs8);
+                acc_m[t] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(pm), acc_m[t]);
+            }
+            for j in 0..4 {
+                let (ql, qh) = {
+                    let ($b, $j) = (xb, j);
+                    $group
+                };
+                let sl = _mm256_set1_epi16(sc[2 * j] as i16);
+                let sh = _mm256_set1_epi16(sc[2 * j + 1] as i16);
+                for t in 0..$n {
+                    let yb = &ys[t][i];
+                    let q8l = load32i(sub::<32, i8>(&yb.qs, 64 * j));
+                    let q8h = load32i(sub::<32, i8>(&yb.qs, 64 * j + 32));
+                    let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(ql, q8l), sl);
+                    let ph = _mm256_madd_epi16(_mm256_maddubs_epi16(qh, q8h), sh);
+                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(pl, ph));
+                }
+            }
+            for t in 0..$n {
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d[t]), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+            }
+        }
+        for t in 0..$n {
+            out[t] = hsum_ps(acc[t]) + hsum_ps128(acc_m[t]);
+        }
+    }};
+}
+
+/// The low and high nibbles of the 32 bytes of group `j` of a Q4_K/Q5_K block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn k4_nibbles(qs: &[u8; 128], j: usize) -> (__m256i, __m256i) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let q4 = load32(sub::<32, u8>(qs, 32 * j));
+    (
+        _mm256_and_si256(q4, m4),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4),
+    )
+}
+
+/// Group `j` of a Q5_K block: the nibbles plus the 5th bits (bits `2j` and `2j + 1` of `qh`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_k_group(xb: &WBlockQ5_K, j: usize) -> (__m256i, __m256i) {
+    let (lo, hi) = k4_nibbles(&xb.qs, j);
+    let bits = _mm256_srl_epi16(load32(&xb.qh), _mm_cvtsi32_si128(2 * j as i32));
+    let b16 = _mm256_set1_epi8(0x10);
+    (
+        _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16::<4>(bits), b16)),
+        _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16::<3>(bits), b16)),
+    )
+}
+
+/// Q4_K against `N` tokens.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q4_k_n<const N: usize>(w: &[u8], y: &[BlockQ8_K], out: &mut [f32; N]) {
     let x: &[WBlockQ4_K] = weight_blocks(w);
-    let nb = x.len();
-    let ys: [&[BlockQ8_K]; N] = token_rows(y, nb);
-    let m4 = _mm256_set1_epi8(0x0F);
-    let mut acc = [_mm256_setzero_ps(); N];
-    let mut acc_m = [_mm_setzero_ps(); N];
-    for (i, xb) in x.iter().enumerate() {
-        let (xd, xmin) = f16x2(u16::from_le_bytes(xb.d), u16::from_le_bytes(xb.dmin));
-        let (sc, mn) = unpack_scales_k4(&xb.scales);
-        let mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(i64::from_le_bytes(mn)));
-        let mut d = [0.0f32; N];
-        let mut sumi = [_mm256_setzero_si256(); N];
-        for t in 0..N {
-            let yb = &ys[t][i];
-            d[t] = yb.d * xd;
-            let dmin = -yb.d * xmin;
-            let bs = load_bsums(&yb.bsums);
-            let bs8 = _mm_hadd_epi16(
-                _mm256_castsi256_si128(bs),
-                _mm256_extracti128_si256::<1>(bs),
-            );
-            let pm = _mm_madd_epi16(mins, bs8);
-            acc_m[t] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(pm), acc_m[t]);
-        }
-        for j in 0..4 {
-            let q4 = load32(sub::<32, u8>(&xb.qs, 32 * j));
-            let q4l = _mm256_and_si256(q4, m4);
-            let q4h = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
-            let sl = _mm256_set1_epi16(sc[2 * j] as i16);
-            let sh = _mm256_set1_epi16(sc[2 * j + 1] as i16);
-            for t in 0..N {
-                let yb = &ys[t][i];
-                let q8l = load32i(sub::<32, i8>(&yb.qs, 64 * j));
-                let q8h = load32i(sub::<32, i8>(&yb.qs, 64 * j + 32));
-                let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(q4l, q8l), sl);
-                let ph = _mm256_madd_epi16(_mm256_maddubs_epi16(q4h, q8h), sh);
-                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(pl, ph));
-            }
-        }
-        for t in 0..N {
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d[t]), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
-        }
-    }
-    for t in 0..N {
-        out[t] = hsum_ps(acc[t]) + hsum_ps128(acc_m[t]);
-    }
+    k4_loop_n!(N, x, y, out, |b, j| k4_nibbles(&b.qs, j))
+}
+
+/// Q5_K against `N` tokens.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_k_n<const N: usize>(w: &[u8], y: &[BlockQ8_K], out: &mut [f32; N]) {
+    let x: &[WBlockQ5_K] = weight_blocks(w);
+    k4_loop_n!(N, x, y, out, |b, j| q5_k_group(b, j))
 }
 
 /// Multi-token [`q6_k_impl`] (integer sums exact, float steps per token as there).
@@ -823,6 +915,7 @@ fn q6_k_n<const N: usize>(w: &[u8], y: &[BlockQ8_K], out: &mut [f32; N]) {
 }
 
 multi_entry!(q4_k_multi, q4_k_n, BlockQ8_K, "avx2,fma,f16c");
+multi_entry!(q5_k_multi, q5_k_n, BlockQ8_K, "avx2,fma,f16c");
 multi_entry!(q6_k_multi, q6_k_n, BlockQ8_K, "avx2,fma,f16c");
 
 // ---------------------------------------------------------------------------

@@ -102,6 +102,7 @@ pub struct DotKernels {
     q4_1_n: Option<Q8_1DotNFn>,
     q5_1_n: Option<Q8_1DotNFn>,
     q4_k_n: Option<Q8KDotNFn>,
+    q5_k_n: Option<Q8KDotNFn>,
     q6_k_n: Option<Q8KDotNFn>,
 }
 
@@ -179,6 +180,7 @@ impl DotKernels {
             q4_1_n: None,
             q5_1_n: None,
             q4_k_n: None,
+            q5_k_n: None,
             q6_k_n: None,
         }
     }
@@ -281,6 +283,7 @@ impl DotKernels {
     fn multi_q8_k(&self, ty: GgmlType) -> Option<Q8KDotNFn> {
         match ty {
             GgmlType::Q4_K => self.q4_k_n,
+            GgmlType::Q5_K => self.q5_k_n,
             GgmlType::Q6_K => self.q6_k_n,
             _ => None,
         }
