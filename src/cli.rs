@@ -664,10 +664,17 @@ fn cmd_info(path: &Path, as_json: bool) -> Result<()> {
     let total: u64 = types.values().map(|v| v.1).sum();
     let caps = CpuCaps::detect();
     // The path `run` would pick: the best this CPU has, unless TORCHLESS_CPU asks for another.
-    let cpu_path = caps::requested_path()
-        .map_err(|e| e.to_string())
+    let request = caps::requested_path();
+    let cpu_path = request
+        .clone()
         .and_then(|req| DotKernels::select(&caps, req).map_err(|e| e.to_string()))
         .map_or_else(|e| format!("unavailable: {e}"), |k| k.path().to_string());
+    // Why that path: forced by the environment, or the best the detected features allow.
+    let cpu_why = match request {
+        Ok(Some(p)) => format!("forced by TORCHLESS_CPU={p}"),
+        Ok(None) => "the best path the detected CPU features allow (set TORCHLESS_CPU=scalar|avx2|avx512 to force one)".to_string(),
+        Err(e) => e,
+    };
     let windows: Vec<Option<usize>> = c.layers.iter().map(|l| l.window).collect();
     let rope_bases: Vec<f32> = c.layers.iter().map(|l| l.rope.base).collect();
     let info = json!({
@@ -697,7 +704,7 @@ fn cmd_info(path: &Path, as_json: bool) -> Result<()> {
         "n_tensors": f.tensors().len(),
         "tensor_types": types.iter().map(|(k, v)| (k.to_string(), json!({"count": v.0, "bytes": v.1}))).collect::<serde_json::Map<_, _>>(),
         "tensor_bytes": total,
-        "cpu": {"kernel_path": cpu_path, "features": caps.describe()},
+        "cpu": {"kernel_path": cpu_path, "why": cpu_why, "features": caps.describe()},
     });
     if as_json {
         println!("{info}");
@@ -741,7 +748,7 @@ fn cmd_info(path: &Path, as_json: bool) -> Result<()> {
         println!("  {k:<6} {:>4} tensors  {:>12} bytes", v.0, v.1);
     }
     println!(
-        "cpu:           {cpu_path} kernels (features: {})",
+        "cpu:           {cpu_path} kernels: {cpu_why} (features: {})",
         caps.describe()
     );
     Ok(())

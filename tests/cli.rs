@@ -312,3 +312,20 @@ fn bench_json_reports_speeds_and_bandwidth() {
     let o = torchless(&["bench", "--model", m.to_str().unwrap(), "-r", "0"]);
     assert_one_line_error(&o, &["repetitions"]);
 }
+
+#[test]
+fn info_says_which_kernel_path_and_why() {
+    let m = model(SMOLLM2);
+    let args = ["info", "--model", m.to_str().unwrap(), "--json"];
+    let forced = torchless_env(&args, &[("TORCHLESS_CPU", "scalar")]);
+    let v: serde_json::Value =
+        serde_json::from_str(stdout(&forced).lines().last().unwrap()).unwrap();
+    assert_eq!(v["cpu"]["kernel_path"], "scalar");
+    assert!(v["cpu"]["why"]
+        .as_str()
+        .unwrap()
+        .contains("TORCHLESS_CPU=scalar"));
+    let auto = torchless_env(&args, &[("TORCHLESS_CPU", "")]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&auto).lines().last().unwrap()).unwrap();
+    assert!(v["cpu"]["why"].as_str().unwrap().contains("best path"));
+}
