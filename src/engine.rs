@@ -266,7 +266,7 @@ fn prefault(file: &GgufFile, progress: &mut impl FnMut(u64, u64)) {
     progress(total, total);
 }
 
-/// -log softmax(row)[target], in f64.
+/// `-log softmax(row)[target]`, in f64.
 pub fn neg_log_softmax(row: &[f32], target: usize) -> f64 {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let sum: f64 = row.iter().map(|&l| (l as f64 - max).exp()).sum();

@@ -29,6 +29,9 @@ if cargo clippy --version >/dev/null 2>&1; then
 else
     echo "test.sh: clippy is not installed; skipping lints" >&2
 fi
+# Every public item has rustdoc (missing_docs is denied through clippy above) and no doc link is
+# broken.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
