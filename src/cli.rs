@@ -272,11 +272,8 @@ pub fn run(cli: Cli) -> Result<()> {
             sampling,
             exec,
         } => {
-            let load = exec.options()?;
             let gen = sampling.options(n)?;
-            let path = model_or_default(model)?;
-            let model = load_model(&path, &load)?;
-            let template = ChatTemplate::for_model(&model, chat_template.as_deref())?;
+            let (model, template) = load_for_chat(model, chat_template.as_deref(), &exec)?;
             let ctx = ctx.unwrap_or(4096).min(model.config().n_ctx_train);
             cmd_chat(&model, &template, system, &gen, ctx)
         }
@@ -291,15 +288,12 @@ pub fn run(cli: Cli) -> Result<()> {
             chat_template,
             exec,
         } => {
-            let load = exec.options()?;
             if parallel == 0 || queue == 0 {
                 return Err(Error::InvalidArgument(
                     "--parallel and --queue must be at least 1".into(),
                 ));
             }
-            let path = model_or_default(model)?;
-            let model = load_model(&path, &load)?;
-            let template = ChatTemplate::for_model(&model, chat_template.as_deref())?;
+            let (model, template) = load_for_chat(model, chat_template.as_deref(), &exec)?;
             let opts = ServeOptions {
                 host,
                 port,
@@ -444,6 +438,19 @@ fn model_or_default(model: Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
+/// The model (`--model` or the default) and its chat template (`--chat-template` or the
+/// model's own, else its family's built-in one), for `chat` and `serve`.
+fn load_for_chat(
+    model: Option<PathBuf>,
+    chat_template: Option<&str>,
+    exec: &Exec,
+) -> Result<(Model, ChatTemplate)> {
+    let load = exec.options()?;
+    let model = load_model(&model_or_default(model)?, &load)?;
+    let template = ChatTemplate::for_model(&model, chat_template)?;
+    Ok((model, template))
+}
+
 /// Loads a model with a progress bar on stderr (shown only when stderr is a terminal).
 fn load_model(path: &Path, opts: &LoadOptions) -> Result<Model> {
     let mut bar: Option<indicatif::ProgressBar> = None;
@@ -478,24 +485,8 @@ fn cmd_run(
     opts: &LoadOptions,
 ) -> Result<()> {
     let model = load_model(path, opts)?;
-    let ids = model.tokenize(prompt);
-    if ids.is_empty() {
-        return Err(Error::InvalidArgument(
-            "the prompt produced no tokens".into(),
-        ));
-    }
-    let max = model.config().n_ctx_train;
-    let ctx = ctx.unwrap_or_else(|| (ids.len() + gen.max_tokens).min(max));
-    if ids.len() + gen.max_tokens > ctx {
-        return Err(Error::ContextOverflow {
-            needed: ids.len() + gen.max_tokens,
-            ctx,
-            max,
-        });
-    }
-    let mut session = model.session(ctx)?;
     let mut out = std::io::stdout().lock();
-    let stats = session.generate(&ids, gen, |piece| {
+    let stats = model.generate(prompt, gen, ctx, |piece| {
         // A closed pipe (e.g. `| head`) just ends the output; it is not an error worth a panic.
         let _ = out.write_all(piece.as_bytes());
         let _ = out.flush();

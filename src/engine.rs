@@ -149,12 +149,15 @@ impl Model {
         self.exec.forward(&mut st, ids, Logits::All)
     }
 
-    /// Generates after `prompt` in a fresh session sized for the prompt plus
-    /// `opts.max_tokens`, calling `on_text` with each piece of whole UTF-8 characters.
+    /// Generates after `prompt` in a fresh session of `n_ctx` positions (default: the prompt
+    /// plus `opts.max_tokens`, at most the training context), calling `on_text` with each piece
+    /// of whole UTF-8 characters. A prompt that leaves no room to generate is an error; a
+    /// context that fills up ends the generation (`FinishReason::ContextFull`).
     pub fn generate(
         &self,
         prompt: &str,
         opts: &GenerateOptions,
+        n_ctx: Option<usize>,
         on_text: impl FnMut(&str),
     ) -> Result<GenStats> {
         let ids = self.tokenize(prompt);
@@ -164,7 +167,7 @@ impl Model {
             ));
         }
         let max = self.config().n_ctx_train;
-        let ctx = (ids.len() + opts.max_tokens).min(max);
+        let ctx = n_ctx.unwrap_or_else(|| (ids.len() + opts.max_tokens).min(max));
         if ids.len() >= ctx {
             return Err(Error::ContextOverflow {
                 needed: ids.len() + 1,

@@ -13,10 +13,10 @@ fn stdout(o: &std::process::Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
-#[test]
-fn run_greedy_is_deterministic_and_streams_text() {
+/// `torchless run` on SmolLM2, greedy, 12 tokens after "The capital of France is", plus `extra`.
+fn greedy_capital(extra: &[&str]) -> std::process::Output {
     let m = model(SMOLLM2);
-    let args = [
+    let mut args = vec![
         "run",
         "--model",
         m.to_str().unwrap(),
@@ -29,8 +29,14 @@ fn run_greedy_is_deterministic_and_streams_text() {
         "--threads",
         "2",
     ];
-    let a = torchless(&args);
-    let b = torchless(&args);
+    args.extend_from_slice(extra);
+    torchless(&args)
+}
+
+#[test]
+fn run_greedy_is_deterministic_and_streams_text() {
+    let a = greedy_capital(&[]);
+    let b = greedy_capital(&[]);
     let text = stdout(&a);
     assert_eq!(text, stdout(&b));
     assert!(
@@ -164,26 +170,8 @@ fn run_without_model_fetches_the_default_into_the_cache() {
 
 #[test]
 fn run_stops_before_a_stop_string() {
-    let m = model(SMOLLM2);
-    let args = |stop: Option<&str>| {
-        let mut a = vec![
-            "run",
-            "--model",
-            m.to_str().unwrap(),
-            "--prompt",
-            "The capital of France is",
-            "-n",
-            "12",
-            "--temp",
-            "0",
-        ];
-        if let Some(s) = stop {
-            a.extend(["--stop", s]);
-        }
-        stdout(&torchless(&a))
-    };
-    let full = args(None);
-    let cut = args(Some("."));
+    let full = stdout(&greedy_capital(&[]));
+    let cut = stdout(&greedy_capital(&["--stop", "."]));
     let at = full.find('.').expect("the greedy text has a period");
     assert_eq!(cut.trim_end_matches('\n'), &full[..at]);
 }

@@ -69,7 +69,7 @@ fn generation_is_reproducible_and_reports_why_it_stopped() {
     let run = || {
         let mut text = String::new();
         let stats = m
-            .generate("Once upon a time", &opts, |t| text.push_str(t))
+            .generate("Once upon a time", &opts, None, |t| text.push_str(t))
             .unwrap();
         (text, stats)
     };

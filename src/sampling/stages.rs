@@ -4,6 +4,9 @@
 //! so the truncating stages only shorten the list. `p` is meaningful after [`softmax`] (and is
 //! recomputed by [`temperature`]).
 
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
 /// One token still in the running.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Candidate {
@@ -38,19 +41,57 @@ pub fn penalize(logits: &mut [f32], recent: &[u32], repeat: f32, presence: f32, 
 /// Fills `out` with the `k` highest logits, sorted (k = 0 keeps every token).
 pub fn top_k(logits: &[f32], k: usize, out: &mut Vec<Candidate>) {
     out.clear();
-    out.extend(logits.iter().enumerate().map(|(i, &l)| Candidate {
+    let cand = |i: usize, l: f32| Candidate {
         id: i as u32,
         logit: l,
         p: 0.0,
-    }));
+    };
     let order = |a: &Candidate, b: &Candidate| b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id));
-    if k > 0 && k < out.len() {
-        // Partition first so only k elements are sorted (the vocabulary can be 262k tokens).
-        out.select_nth_unstable_by(k - 1, order);
-        out.truncate(k);
+    if k > 0 && k < logits.len() {
+        // One pass with a min-heap of the k best so far: a vocabulary can be 262k tokens, and
+        // most of them lose to the heap's minimum after one comparison.
+        let mut heap: BinaryHeap<Reverse<Ranked>> = BinaryHeap::with_capacity(k + 1);
+        for (i, &l) in logits.iter().enumerate() {
+            let r = Ranked(cand(i, l));
+            if heap.len() < k {
+                heap.push(Reverse(r));
+            } else if heap.peek().is_some_and(|m| r > m.0) {
+                heap.pop();
+                heap.push(Reverse(r));
+            }
+        }
+        out.extend(heap.into_iter().map(|Reverse(r)| r.0));
+    } else {
+        out.extend(logits.iter().enumerate().map(|(i, &l)| cand(i, l)));
     }
     out.sort_unstable_by(order);
 }
+
+/// A candidate ranked as the sampler prefers it: higher logit first, then lower id.
+struct Ranked(Candidate);
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0
+            .logit
+            .total_cmp(&other.0.logit)
+            .then(other.0.id.cmp(&self.0.id))
+    }
+}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Ranked {}
 
 /// Sets `p` to the softmax of the logits (candidates must be sorted, so the first is the max).
 pub fn softmax(c: &mut [Candidate]) {
@@ -158,6 +199,19 @@ mod tests {
         assert_eq!(ids(&c), vec![1, 2, 0]);
         top_k(&[1.0, 5.0], 9, &mut c);
         assert_eq!(ids(&c), vec![1, 0]);
+    }
+
+    #[test]
+    fn top_k_equals_the_head_of_a_full_sort() {
+        // Many ties, so the id tie-break decides membership at the cut.
+        let logits: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 13) as f32).collect();
+        let mut all = Vec::new();
+        top_k(&logits, 0, &mut all);
+        for k in [1, 5, 40, 77, 999] {
+            let mut c = Vec::new();
+            top_k(&logits, k, &mut c);
+            assert_eq!(c, all[..k], "k = {k}");
+        }
     }
 
     #[test]
