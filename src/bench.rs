@@ -63,7 +63,7 @@ pub struct BenchResult {
 
 /// Bytes of weights one decode step reads.
 pub fn weight_bytes_per_token(model: &Model) -> u64 {
-    let f = model.file();
+    let f = model.source();
     let mut bytes = 0u64;
     for t in f.tensors() {
         if t.name == "token_embd.weight" {

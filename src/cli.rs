@@ -12,7 +12,7 @@ use torchless::backend::cpu::caps::{self, CpuCaps};
 use torchless::backend::cpu::dot::DotKernels;
 use torchless::backend::BackendKind;
 use torchless::chat::{ChatTemplate, Message};
-use torchless::model::{GgufFile, ModelConfig};
+use torchless::model::ModelSource;
 use torchless::server::ServeOptions;
 use torchless::{Error, GenerateOptions, LoadOptions, Model, Result, SamplerConfig};
 
@@ -425,10 +425,7 @@ fn parse_ids(s: &str) -> Result<Vec<u32>> {
 }
 
 fn load_tokenizer_only(path: &Path) -> Result<torchless::tokenizer::Tokenizer> {
-    let f = GgufFile::open(path)?;
-    Ok(torchless::tokenizer::Tokenizer::from_spec(
-        torchless::model::vocab_spec(&f)?,
-    )?)
+    ModelSource::open(path)?.tokenizer()
 }
 
 fn model_or_default(model: Option<PathBuf>) -> Result<PathBuf> {
@@ -644,8 +641,8 @@ fn cmd_bench(
 }
 
 fn cmd_info(path: &Path, as_json: bool) -> Result<()> {
-    let f = GgufFile::open(path)?;
-    let c = ModelConfig::from_gguf(&f)?;
+    let f = ModelSource::open(path)?;
+    let c = f.config()?;
     let mut types: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
     for t in f.tensors() {
         let e = types.entry(t.ty.name()).or_default();
@@ -667,10 +664,11 @@ fn cmd_info(path: &Path, as_json: bool) -> Result<()> {
         Err(e) => e,
     };
     let windows: Vec<Option<usize>> = c.layers.iter().map(|l| l.window).collect();
-    let rope_bases: Vec<f32> = c.layers.iter().map(|l| l.rope.base).collect();
+    let rope_bases: Vec<f64> = c.layers.iter().map(|l| l.rope.base).collect();
     let info = json!({
         "file": path.display().to_string(),
-        "gguf_version": f.version,
+        "format": c.format,
+        "gguf_version": f.gguf().map(|g| g.version),
         "architecture": c.arch.name,
         "name": c.name,
         "n_layer": c.n_layer,
@@ -684,13 +682,19 @@ fn cmd_info(path: &Path, as_json: bool) -> Result<()> {
         "norm": c.arch.norm,
         "norm_eps": c.norm_eps,
         "activation": c.arch.activation,
-        "rope_layout": c.arch.rope_layout,
+        "rope_layout": c.rope_layout,
         "rope_dims": c.layers.first().map(|l| l.rope.n_rot),
+        "rope_scaling": c.layers.iter().find(|l| l.window.is_none()).map(|l| &l.rope.scaling),
         "rope_base_per_layer": rope_bases,
         "window_per_layer": windows,
         "qk_norm": c.arch.qk_norm,
         "post_norms": c.arch.post_attn_norm,
+        "parallel_residual": c.arch.parallel_residual,
+        "ffn_gated": c.arch.ffn_gated,
         "embed_scale": c.embed_scale,
+        "attn_scale": c.attn_scale,
+        "attn_softcap": c.attn_softcap,
+        "final_softcap": c.final_softcap,
         "tied_output": f.tensor("output.weight").is_none(),
         "n_tensors": f.tensors().len(),
         "tensor_types": types.iter().map(|(k, v)| (k.to_string(), json!({"count": v.0, "bytes": v.1}))).collect::<serde_json::Map<_, _>>(),
@@ -716,9 +720,10 @@ fn cmd_info(path: &Path, as_json: bool) -> Result<()> {
         "norm:          {:?} eps {:e}   activation {:?}",
         c.arch.norm, c.norm_eps, c.arch.activation
     );
+    println!("format:        {:?}", c.format);
     println!(
         "rope:          {:?}, dims {:?}, bases {:?}",
-        c.arch.rope_layout,
+        c.rope_layout,
         c.layers.first().map(|l| l.rope.n_rot),
         dedup(&rope_bases)
     );
@@ -745,8 +750,8 @@ fn cmd_info(path: &Path, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-fn dedup(v: &[f32]) -> Vec<f32> {
-    let mut out: Vec<f32> = Vec::new();
+fn dedup(v: &[f64]) -> Vec<f64> {
+    let mut out: Vec<f64> = Vec::new();
     for &x in v {
         if !out.contains(&x) {
             out.push(x);

@@ -6,11 +6,13 @@
 
 use std::path::Path;
 
+use crate::model::config::SourceFormat;
+
 use crate::backend::cpu::CpuBackend;
 use crate::backend::BackendKind;
 use crate::error::{Error, Result};
 use crate::graph::{Executor, Logits, State};
-use crate::model::{vocab_spec, GgufFile, ModelConfig};
+use crate::model::{ModelConfig, ModelSource};
 use crate::session::{GenStats, GenerateOptions, Session};
 use crate::tokenizer::Tokenizer;
 
@@ -32,9 +34,10 @@ impl Default for LoadOptions {
     }
 }
 
-/// A model file, loaded: weights bound to a backend, and its tokenizer.
+/// A model, loaded: weights bound to a backend, and its tokenizer.
 pub struct Model {
-    file: GgufFile,
+    file: ModelSource,
+    chat_template: Option<String>,
     exec: Executor<CpuBackend>,
     tokenizer: Tokenizer,
 }
@@ -53,8 +56,9 @@ pub struct Perplexity {
 }
 
 impl Model {
-    /// Loads a GGUF file: parses it, binds every weight (zero-copy from the memory map) and builds
-    /// its tokenizer.
+    /// Loads a GGUF file or a Hugging Face directory (`config.json`, `tokenizer.json`,
+    /// safetensors): parses it, binds every weight (zero-copy from the memory map, in its own
+    /// dtype) and builds its tokenizer.
     pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Model> {
         Self::load_with_progress(path, opts, |_, _| {})
     }
@@ -66,15 +70,21 @@ impl Model {
         opts: &LoadOptions,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<Model> {
-        let file = GgufFile::open(path)?;
-        let tokenizer = Tokenizer::from_spec(vocab_spec(&file)?)?;
+        let file = ModelSource::open(path)?;
+        let tokenizer = file.tokenizer()?;
         let backend = match opts.backend {
             BackendKind::Cpu => CpuBackend::new(opts.threads)?,
         };
         let exec = Executor::load(&file, backend)?;
-        if tokenizer.n_vocab() != exec.config.n_vocab {
+        // HF checkpoints often pad the embedding past the tokenizer (to a multiple of 64 or
+        // 128); GGUF converters write exactly one row per token.
+        let vocab_ok = match file.format() {
+            SourceFormat::Gguf => tokenizer.n_vocab() == exec.config.n_vocab,
+            SourceFormat::Safetensors => tokenizer.n_vocab() <= exec.config.n_vocab,
+        };
+        if !vocab_ok {
             return Err(Error::BadKey {
-                key: "tokenizer.ggml.tokens".into(),
+                key: "tokenizer vocabulary".into(),
                 why: format!(
                     "{} tokens but the embedding has {} rows",
                     tokenizer.n_vocab(),
@@ -84,6 +94,7 @@ impl Model {
         }
         prefault(&file, &mut progress);
         Ok(Model {
+            chat_template: file.chat_template(),
             file,
             exec,
             tokenizer,
@@ -100,8 +111,8 @@ impl Model {
         &self.tokenizer
     }
 
-    /// The parsed model file (metadata and tensor table).
-    pub fn file(&self) -> &GgufFile {
+    /// The opened model files (GGUF metadata, or the HF directory, and the tensor table).
+    pub fn source(&self) -> &ModelSource {
         &self.file
     }
 
@@ -110,18 +121,13 @@ impl Model {
         if !self.config().name.is_empty() {
             return self.config().name.clone();
         }
-        self.file
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        self.file.file_name()
     }
 
-    /// The Jinja chat template stored in the model (`tokenizer.chat_template`), if any.
+    /// The Jinja chat template stored with the model (GGUF `tokenizer.chat_template`, or
+    /// `tokenizer_config.json`'s), if any.
     pub fn chat_template(&self) -> Option<&str> {
-        self.file
-            .get("tokenizer.chat_template")
-            .and_then(|v| v.as_str())
+        self.chat_template.as_deref()
     }
 
     /// Tokens for `text` as llama-tokenize makes them (BOS if the model adds one, specials parsed).
@@ -247,7 +253,7 @@ impl Model {
 }
 
 /// Reads one byte of every page of tensor data, reporting progress every 16 MiB.
-fn prefault(file: &GgufFile, progress: &mut impl FnMut(u64, u64)) {
+fn prefault(file: &ModelSource, progress: &mut impl FnMut(u64, u64)) {
     const PAGE: usize = 4096;
     const REPORT: u64 = 16 << 20;
     let total: u64 = file.tensors().iter().map(|t| t.len as u64).sum();

@@ -31,6 +31,15 @@ pub enum Error {
         /// What is wrong, and where.
         source: GgufError,
     },
+    /// A model directory or one of its files is malformed (safetensors header, config.json,
+    /// shard index, a tensor of the wrong dtype); the message names the tensor or key.
+    #[error("{}: {why}", path.display())]
+    Format {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// A required metadata key is absent.
     #[error("model metadata: missing key '{0}'")]
     MissingKey(String),
@@ -51,9 +60,22 @@ pub enum Error {
         supported: String,
     },
     /// A tensor the architecture needs is not in the file.
-    #[error("architecture '{arch}': missing tensor '{name}'")]
+    #[error("{}: architecture '{arch}' needs tensor '{name}', which is missing", file.display())]
     MissingTensor {
+        /// The model file or directory.
+        file: PathBuf,
         /// The architecture.
+        arch: String,
+        /// The tensor's GGUF name.
+        name: String,
+    },
+    /// The file holds a tensor its architecture has no use for: the file and its declared
+    /// architecture contradict each other.
+    #[error("{}: tensor '{name}' does not belong to architecture '{arch}' (is the declared architecture wrong?)", file.display())]
+    UnexpectedTensor {
+        /// The model file or directory.
+        file: PathBuf,
+        /// The declared architecture.
         arch: String,
         /// The tensor's GGUF name.
         name: String,

@@ -24,10 +24,10 @@ fn missing_file() {
 }
 
 #[test]
-fn directory() {
+fn directory_without_config() {
     let dir = std::env::temp_dir();
     let out = info(&dir);
-    assert_one_line_error(&out, &["is a directory"]);
+    assert_one_line_error(&out, &["model directory needs config.json"]);
 }
 
 #[test]

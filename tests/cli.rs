@@ -317,3 +317,65 @@ fn info_says_which_kernel_path_and_why() {
     let v: serde_json::Value = serde_json::from_str(stdout(&auto).lines().last().unwrap()).unwrap();
     assert!(v["cpu"]["why"].as_str().unwrap().contains("best path"));
 }
+
+/// Every model command accepts a Hugging Face directory (config.json + tokenizer.json +
+/// safetensors; this one is sharded) wherever it accepts a GGUF file.
+#[test]
+fn commands_accept_a_safetensors_directory() {
+    let dir = fixture("arch/qwen2/f32");
+    let d = dir.to_str().unwrap();
+
+    let info = stdout(&torchless(&["info", "--model", d, "--json"]));
+    let v: serde_json::Value = serde_json::from_str(info.lines().last().unwrap()).unwrap();
+    assert_eq!(v["architecture"], "qwen2");
+    assert_eq!(v["format"], "Safetensors");
+    assert_eq!(v["rope_layout"], "Halves");
+
+    let ids = stdout(&torchless(&[
+        "tokenize",
+        "--model",
+        d,
+        "hello world",
+        "--json",
+    ]));
+    let ids: Vec<u32> = serde_json::from_str(ids.lines().last().unwrap()).unwrap();
+    assert!(!ids.is_empty());
+
+    let run = torchless(&[
+        "run", "--model", d, "--prompt", "hello", "-n", "4", "--temp", "0",
+    ]);
+    stdout(&run);
+
+    let out = std::env::temp_dir().join(format!("torchless-dir-logits-{}.npy", std::process::id()));
+    stdout(&torchless(&[
+        "logits",
+        "--model",
+        d,
+        "--ids",
+        "5,6,7",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let (shape, _) = torchless::npy::read_f32(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(shape, vec![3, 300]);
+
+    let text = std::env::temp_dir().join(format!("torchless-dir-ppl-{}.txt", std::process::id()));
+    std::fs::write(
+        &text,
+        "the quick brown fox jumps over the lazy dog. ".repeat(20),
+    )
+    .unwrap();
+    let ppl = stdout(&torchless(&[
+        "perplexity",
+        "--model",
+        d,
+        "--file",
+        text.to_str().unwrap(),
+        "--ctx",
+        "32",
+    ]));
+    assert!(
+        ppl.contains("perplexity") || ppl.contains("PPL") || !ppl.is_empty(),
+        "{ppl}"
+    );
+}

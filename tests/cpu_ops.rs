@@ -2,9 +2,15 @@
 //! starts from these references).
 
 use torchless::backend::cpu::{activation, attention, norm, rope};
-use torchless::backend::AttnShape;
+use torchless::backend::{AttnShape, NormSpec};
 use torchless::model::arch::{Activation, NormKind, RopeLayout};
 use torchless::model::config::RopeParams;
+use torchless::model::rope::RopeScaling;
+use torchless::quant::GgmlType;
+
+fn vector(v: &[f32]) -> norm::Vector<'_> {
+    norm::Vector::new(GgmlType::F32, bytemuck::cast_slice(v))
+}
 
 fn lcg(seed: &mut u64) -> f32 {
     *seed = seed
@@ -29,7 +35,12 @@ fn rms_and_layer_norm_match_the_formula() {
     for kind in [NormKind::Rms, NormKind::Layer] {
         let mut out = vec![0.0; x.len()];
         let bias = (kind == NormKind::Layer).then_some(&b[..]);
-        norm::norm_rows(kind, &x, &w, bias, 1e-5, dim, &mut out);
+        let spec = NormSpec {
+            kind,
+            eps: 1e-5,
+            w_offset: 0.0,
+        };
+        norm::norm_rows(spec, &x, vector(&w), bias.map(vector), dim, &mut out);
         let mut want = vec![0.0; x.len()];
         for r in 0..3 {
             let row = &x[r * dim..(r + 1) * dim];
@@ -47,7 +58,7 @@ fn rms_and_layer_norm_match_the_formula() {
         close(&out, &want, 1e-5);
         let mut inplace = x.clone();
         if kind == NormKind::Rms {
-            norm::norm_rows_inplace(kind, &mut inplace, &w, 1e-5, dim);
+            norm::norm_rows_inplace(spec, &mut inplace, vector(&w), dim);
             close(&inplace, &want, 1e-5);
         }
     }
@@ -59,7 +70,7 @@ fn rope_rotates_the_right_pairs() {
     let p = RopeParams {
         base: 100.0,
         n_rot,
-        freq_scale: 1.0,
+        scaling: RopeScaling::None,
     };
     let mut s = 3;
     let x: Vec<f32> = (0..heads * hd).map(|_| lcg(&mut s)).collect();
@@ -100,7 +111,12 @@ fn attention_is_causal_grouped_and_windowed() {
     let mut kv = attention::CpuKvCache::new(1, 8, n_kv * hd, n_kv * hd);
     kv.store(0, 0, n, &k, &v);
     let f16r = |x: f32| half::f16::from_f32(x).to_f32();
-    for window in [None, Some(2), Some(1)] {
+    for (window, softcap) in [
+        (None, None),
+        (Some(2), None),
+        (Some(1), None),
+        (None, Some(0.3)),
+    ] {
         let shape = AttnShape {
             n_head,
             n_head_kv: n_kv,
@@ -108,6 +124,7 @@ fn attention_is_causal_grouped_and_windowed() {
             head_dim_v: hd,
             scale: 0.5,
             window,
+            softcap,
         };
         let mut out = vec![0.0; n * n_head * hd];
         attention::attention(&q, &kv, 0, 0, n, &shape, &mut out);
@@ -123,6 +140,7 @@ fn attention_is_causal_grouped_and_windowed() {
                             .sum::<f32>()
                             * 0.5
                     })
+                    .map(|x| softcap.map_or(x, |c: f32| c * (x / c).tanh()))
                     .collect();
                 let m = sc.iter().cloned().fold(f32::MIN, f32::max);
                 let e: Vec<f32> = sc.iter().map(|x| (x - m).exp()).collect();

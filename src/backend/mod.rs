@@ -30,6 +30,18 @@ impl FromStr for BackendKind {
     }
 }
 
+/// How a norm op normalises: the family's kind, its epsilon, and a constant added to every
+/// weight (1.0 for Gemma checkpoints that store `w - 1`).
+#[derive(Clone, Copy, Debug)]
+pub struct NormSpec {
+    /// RMSNorm or LayerNorm.
+    pub kind: NormKind,
+    /// Added to the variance (mean square) before the square root.
+    pub eps: f32,
+    /// Added to each weight before it multiplies.
+    pub w_offset: f32,
+}
+
 /// The shape of one attention call.
 #[derive(Clone, Copy, Debug)]
 pub struct AttnShape {
@@ -45,6 +57,8 @@ pub struct AttnShape {
     pub scale: f32,
     /// Attend to the last `window` positions only.
     pub window: Option<usize>,
+    /// Squash scaled scores with `c * tanh(s / c)` before the softmax (Gemma 2).
+    pub softcap: Option<f32>,
 }
 
 /// A compute backend: owns weights, activation buffers and the KV cache, and implements every op
@@ -63,7 +77,8 @@ pub trait Backend: Send + Sync {
     /// One line on what the backend detected and chose (kernel path, threads, device).
     fn describe(&self) -> String;
 
-    /// Wrap a checked tensor view. Errors when the backend has no kernel for its type in `role`.
+    /// Wrap a checked tensor view. Errors when the backend has no kernel for its type in `role`
+    /// (norm weights and biases are [`Role::Norm`] vectors).
     fn weight(&self, view: WeightView<'_>, role: Role) -> Result<Self::Weight>;
     /// A zeroed activation buffer of `len` f32 values.
     fn buf(&self, len: usize) -> Self::Buf;
@@ -93,11 +108,10 @@ pub trait Backend: Send + Sync {
     #[allow(clippy::too_many_arguments)]
     fn norm(
         &self,
-        kind: NormKind,
+        spec: NormSpec,
         x: &Self::Buf,
         w: &Self::Weight,
         b: Option<&Self::Weight>,
-        eps: f32,
         rows: usize,
         dim: usize,
         out: &mut Self::Buf,
@@ -105,16 +119,16 @@ pub trait Backend: Send + Sync {
     /// `x = norm(x)` per row of `dim` (QK-norm over each head).
     fn norm_inplace(
         &self,
-        kind: NormKind,
+        spec: NormSpec,
         x: &mut Self::Buf,
         w: &Self::Weight,
-        eps: f32,
         rows: usize,
         dim: usize,
     );
     /// `out[t] = W · x[t]` for `n_tok` rows of `x` (`W.cols` wide) into rows of `W.rows`.
     fn matmul(&self, w: &Self::Weight, x: &Self::Buf, n_tok: usize, out: &mut Self::Buf);
-    /// Rotate the first `p.n_rot` dims of each head; token `t` is at position `pos0 + t`.
+    /// Rotate the first `p.n_rot` dims of each head; token `t` is at position `pos0 + t`. The
+    /// frequencies come from `p.table(pos0 + n_tok)` (RoPE scaling included).
     #[allow(clippy::too_many_arguments)]
     fn rope(
         &self,
@@ -148,6 +162,10 @@ pub trait Backend: Send + Sync {
         shape: &AttnShape,
         out: &mut Self::Buf,
     );
+    /// `x[r] += b` for each of `rows` rows of `b.len` values (projection biases).
+    fn add_bias(&self, x: &mut Self::Buf, b: &Self::Weight, rows: usize);
+    /// `x = act(x)` over `len` values (ungated feed-forward blocks).
+    fn act(&self, act: Activation, x: &mut Self::Buf, len: usize);
     /// `out = act(gate) * up` over `len` values.
     fn glu(
         &self,

@@ -1,10 +1,10 @@
 //! The graph executor: ONE forward pass for every architecture, composed from backend ops and
 //! steered by the flags of the config's architecture row.
 
-use crate::backend::{AttnShape, Backend};
+use crate::backend::{AttnShape, Backend, NormSpec};
 use crate::error::{Error, Result};
-use crate::model::weights::ModelWeights;
-use crate::model::{GgufFile, ModelConfig};
+use crate::model::weights::{Linear, ModelWeights, Norm};
+use crate::model::{ModelConfig, ModelSource};
 
 /// Which positions of a forward pass produce logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +43,8 @@ pub struct State<B: Backend> {
     v: B::Buf,
     attn: B::Buf,
     proj: B::Buf,
+    /// The FFN output of parallel-residual blocks (added beside `proj`).
+    proj2: B::Buf,
     gate: B::Buf,
     up: B::Buf,
     hidden: B::Buf,
@@ -56,10 +58,15 @@ pub struct State<B: Backend> {
 pub const DEFAULT_BATCH: usize = 128;
 
 impl<B: Backend> Executor<B> {
-    /// Reads the config from `file` and binds its weights to `backend` (shapes checked).
-    pub fn load(file: &GgufFile, backend: B) -> Result<Self> {
-        let config = ModelConfig::from_gguf(file)?;
-        let weights = ModelWeights::bind(file, &config, |view, role| backend.weight(view, role))?;
+    /// Reads the config from `src` and binds its weights to `backend` (shapes checked).
+    pub fn load(src: &ModelSource, backend: B) -> Result<Self> {
+        Self::with_config(src, src.config()?, backend)
+    }
+
+    /// Binds the weights of `src` for an explicitly given `config` (tests switch single
+    /// family features off this way to show the reference logits depend on them).
+    pub fn with_config(src: &ModelSource, config: ModelConfig, backend: B) -> Result<Self> {
+        let weights = ModelWeights::bind(src, &config, |view, role| backend.weight(view, role))?;
         Ok(Executor {
             config,
             weights,
@@ -90,6 +97,11 @@ impl<B: Backend> Executor<B> {
             v: b.buf(mb * c.v_dim()),
             attn: b.buf(mb * c.n_head * c.head_dim_v),
             proj: b.buf(mb * c.dim),
+            proj2: b.buf(if c.arch.parallel_residual {
+                mb * c.dim
+            } else {
+                0
+            }),
             gate: b.buf(mb * c.n_ff),
             up: b.buf(mb * c.n_ff),
             hidden: b.buf(mb * c.n_ff),
@@ -146,40 +158,18 @@ impl<B: Backend> Executor<B> {
         let n = ids.len();
         let pos0 = s.n_past;
         let (dim, ff) = (c.dim, c.n_ff);
+        let spec = self.norm_spec();
 
         b.embed(&w.tok_embd, ids, c.embed_scale, &mut s.x);
         for (il, (lw, lc)) in w.layers.iter().zip(&c.layers).enumerate() {
             // Attention block.
-            b.norm(
-                arch.norm,
-                &s.x,
-                &lw.attn_norm,
-                lw.attn_norm_b.as_ref(),
-                c.norm_eps,
-                n,
-                dim,
-                &mut s.xn,
-            );
-            b.matmul(&lw.wq, &s.xn, n, &mut s.q);
-            b.matmul(&lw.wk, &s.xn, n, &mut s.k);
-            b.matmul(&lw.wv, &s.xn, n, &mut s.v);
+            self.norm(&s.x, &lw.attn_norm, n, &mut s.xn);
+            self.linear(&lw.wq, &s.xn, n, &mut s.q);
+            self.linear(&lw.wk, &s.xn, n, &mut s.k);
+            self.linear(&lw.wv, &s.xn, n, &mut s.v);
             if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
-                b.norm_inplace(
-                    arch.norm,
-                    &mut s.q,
-                    qn,
-                    c.norm_eps,
-                    n * c.n_head,
-                    c.head_dim,
-                );
-                b.norm_inplace(
-                    arch.norm,
-                    &mut s.k,
-                    kn,
-                    c.norm_eps,
-                    n * c.n_head_kv,
-                    c.head_dim,
-                );
+                b.norm_inplace(spec, &mut s.q, qn, n * c.n_head, c.head_dim);
+                b.norm_inplace(spec, &mut s.k, kn, n * c.n_head_kv, c.head_dim);
             }
             b.rope(
                 &mut s.q,
@@ -187,7 +177,7 @@ impl<B: Backend> Executor<B> {
                 c.n_head,
                 c.head_dim,
                 pos0,
-                arch.rope_layout,
+                c.rope_layout,
                 &lc.rope,
             );
             b.rope(
@@ -196,7 +186,7 @@ impl<B: Backend> Executor<B> {
                 c.n_head_kv,
                 c.head_dim,
                 pos0,
-                arch.rope_layout,
+                c.rope_layout,
                 &lc.rope,
             );
             b.kv_store(&mut s.kv, il, pos0, n, &s.k, &s.v);
@@ -207,26 +197,45 @@ impl<B: Backend> Executor<B> {
                 head_dim_v: c.head_dim_v,
                 scale: c.attn_scale,
                 window: lc.window,
+                softcap: c.attn_softcap,
             };
             b.attention(&s.q, &s.kv, il, pos0, n, &shape, &mut s.attn);
-            b.matmul(&lw.wo, &s.attn, n, &mut s.proj);
+            self.linear(&lw.wo, &s.attn, n, &mut s.proj);
+
+            if arch.parallel_residual {
+                // Phi-2: the FFN reads the same normed input as attention; both outputs add to
+                // the residual together.
+                self.ffn(
+                    lw,
+                    n,
+                    ff,
+                    &s.xn,
+                    &mut s.gate,
+                    &mut s.up,
+                    &mut s.hidden,
+                    &mut s.proj2,
+                );
+                b.add(&mut s.x, &s.proj, n * dim);
+                b.add(&mut s.x, &s.proj2, n * dim);
+                continue;
+            }
             self.residual(&mut s.x, &s.proj, lw.post_attn_norm.as_ref(), n, &mut s.xn);
 
             // Feed-forward block.
-            b.norm(
-                arch.norm,
-                &s.x,
-                &lw.ffn_norm,
-                lw.ffn_norm_b.as_ref(),
-                c.norm_eps,
+            // Sequential blocks have their own pre-FFN norm; a parallel-residual family run
+            // sequentially (an ablation) reuses the attention norm.
+            let ffn_norm = lw.ffn_norm.as_ref().unwrap_or(&lw.attn_norm);
+            self.norm(&s.x, ffn_norm, n, &mut s.xn);
+            self.ffn(
+                lw,
                 n,
-                dim,
-                &mut s.xn,
+                ff,
+                &s.xn,
+                &mut s.gate,
+                &mut s.up,
+                &mut s.hidden,
+                &mut s.proj,
             );
-            b.matmul(&lw.gate, &s.xn, n, &mut s.gate);
-            b.matmul(&lw.up, &s.xn, n, &mut s.up);
-            b.glu(arch.activation, &s.gate, &s.up, n * ff, &mut s.hidden);
-            b.matmul(&lw.down, &s.hidden, n, &mut s.proj);
             self.residual(&mut s.x, &s.proj, lw.post_ffn_norm.as_ref(), n, &mut s.xn);
         }
         s.n_past += n;
@@ -239,16 +248,7 @@ impl<B: Backend> Executor<B> {
                 (&s.last, 1)
             }
         };
-        b.norm(
-            arch.norm,
-            src,
-            &w.output_norm,
-            w.output_norm_b.as_ref(),
-            c.norm_eps,
-            rows,
-            dim,
-            &mut s.xn,
-        );
+        self.norm(src, &w.output_norm, rows, &mut s.xn);
         let len = rows * c.n_vocab;
         if s.logits.as_ref().is_none_or(|l| b.buf_len(l) < len) {
             // Sized once for the mode's largest batch, not per call.
@@ -259,11 +259,65 @@ impl<B: Backend> Executor<B> {
             s.logits = Some(b.buf(cap.max(len)));
         }
         let logits = s.logits.as_mut().expect("allocated above");
-        b.matmul(&w.output, &s.xn, rows, logits);
+        self.linear(&w.output, &s.xn, rows, logits);
         if let Some(cap) = c.final_softcap {
             b.softcap(logits, cap, len);
         }
         b.read(logits, len, &mut s.out);
+    }
+
+    fn norm_spec(&self) -> NormSpec {
+        let c = &self.config;
+        NormSpec {
+            kind: c.arch.norm,
+            eps: c.norm_eps,
+            w_offset: c.norm_w_offset,
+        }
+    }
+
+    /// `out = norm(x)` over `rows` rows of the model width.
+    fn norm(&self, x: &B::Buf, nw: &Norm<B::Weight>, rows: usize, out: &mut B::Buf) {
+        let dim = self.config.dim;
+        self.backend
+            .norm(self.norm_spec(), x, &nw.w, nw.b.as_ref(), rows, dim, out);
+    }
+
+    /// `out = W x (+ bias)` for `n` rows.
+    fn linear(&self, l: &Linear<B::Weight>, x: &B::Buf, n: usize, out: &mut B::Buf) {
+        self.backend.matmul(&l.w, x, n, out);
+        if let Some(bias) = &l.b {
+            self.backend.add_bias(out, bias, n);
+        }
+    }
+
+    /// The feed-forward block on normed input `xn`: `down(act(gate) * up)` when gated, else
+    /// `down(act(up))`; the result lands in `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn ffn(
+        &self,
+        lw: &crate::model::LayerWeights<B::Weight>,
+        n: usize,
+        ff: usize,
+        xn: &B::Buf,
+        gate: &mut B::Buf,
+        up: &mut B::Buf,
+        hidden: &mut B::Buf,
+        out: &mut B::Buf,
+    ) {
+        let (b, act) = (&self.backend, self.config.arch.activation);
+        self.linear(&lw.up, xn, n, up);
+        let h = match &lw.gate {
+            Some(g) => {
+                self.linear(g, xn, n, gate);
+                b.glu(act, gate, up, n * ff, hidden);
+                &*hidden
+            }
+            None => {
+                b.act(act, up, n * ff);
+                &*up
+            }
+        };
+        self.linear(&lw.down, h, n, out);
     }
 
     /// `x += post_norm(y)` (Gemma's post-norms) or `x += y`.
@@ -278,7 +332,7 @@ impl<B: Backend> Executor<B> {
         let (c, b) = (&self.config, &self.backend);
         match post_norm {
             Some(pw) => {
-                b.norm(c.arch.norm, y, pw, None, c.norm_eps, n, c.dim, tmp);
+                b.norm(self.norm_spec(), y, pw, None, n, c.dim, tmp);
                 b.add(x, tmp, n * c.dim);
             }
             None => b.add(x, y, n * c.dim),

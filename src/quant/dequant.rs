@@ -34,6 +34,11 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
                 *o = bf16_le([c[0], c[1]]);
             }
         }
+        GgmlType::I8 => {
+            for (o, &c) in dst.iter_mut().zip(src) {
+                *o = c as i8 as f32;
+            }
+        }
         GgmlType::Q4_0 => q4_0(weight_blocks(src), dst),
         GgmlType::Q4_1 => q4_1(weight_blocks(src), dst),
         GgmlType::Q5_0 => q5_0(weight_blocks(src), dst),

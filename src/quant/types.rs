@@ -39,6 +39,9 @@ pub enum GgmlType {
     /// 256 int8 quants with an f32 scale and 16 group sums; 292 bytes (id 15).
     /// An activation format in ggml, not seen as a model weight.
     Q8_K,
+    /// Plain int8 (ggml id 24). As a weight it comes from compressed-tensors w8a8 checkpoints
+    /// with a separate per-output-row scale tensor; its elements dequantize to the bare integers.
+    I8,
 }
 
 /// The format activations are converted into before a fused dot with a weight row.
@@ -135,6 +138,7 @@ impl GgmlType {
             GgmlType::Q6_K => 14,
             GgmlType::Q8_K => 15,
             GgmlType::BF16 => 30,
+            GgmlType::I8 => 24,
         }
     }
 
@@ -156,13 +160,14 @@ impl GgmlType {
             GgmlType::Q5_K => "Q5_K",
             GgmlType::Q6_K => "Q6_K",
             GgmlType::Q8_K => "Q8_K",
+            GgmlType::I8 => "I8",
         }
     }
 
     /// Weights per block.
     pub fn block_len(self) -> usize {
         match self {
-            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::I8 => 1,
             GgmlType::Q4_0
             | GgmlType::Q4_1
             | GgmlType::Q5_0
@@ -183,6 +188,7 @@ impl GgmlType {
         match self {
             GgmlType::F32 => 4,
             GgmlType::F16 | GgmlType::BF16 => 2,
+            GgmlType::I8 => 1,
             GgmlType::Q4_0 => 18,
             GgmlType::Q4_1 => 20,
             GgmlType::Q5_0 => 22,
@@ -208,9 +214,11 @@ impl GgmlType {
     }
 
     /// The activation format the fused dot for this weight type consumes (llama.cpp's vec_dot_type).
+    /// I8 weights are not dotted through this table: their matmul quantizes each token row to
+    /// int8 with its own scale (w8a8), so they report F32 input.
     pub fn act_kind(self) -> ActKind {
         match self {
-            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => ActKind::F32,
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::I8 => ActKind::F32,
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => ActKind::Q8_0,
             GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q8_1 => ActKind::Q8_1,
             GgmlType::Q2_K
@@ -222,7 +230,7 @@ impl GgmlType {
         }
     }
 
-    /// True for the block-quantized types (everything but F32/F16/BF16).
+    /// True for the block-quantized types (everything but F32/F16/BF16/I8).
     pub fn is_quantized(self) -> bool {
         self.block_len() > 1
     }

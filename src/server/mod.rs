@@ -86,11 +86,7 @@ pub fn serve(
     let n_ctx = opts.n_ctx.min(model.config().n_ctx_train);
     let queue = worker::start(model.clone(), opts.slots, n_ctx, opts.queue)?;
     // The file name, as llama-server reports it: stable and free of spaces.
-    let model_id = model
-        .file()
-        .path
-        .file_name()
-        .map_or_else(|| model.name(), |n| n.to_string_lossy().into_owned());
+    let model_id = model.source().file_name();
     let state = Arc::new(AppState {
         model,
         template,

@@ -1,6 +1,8 @@
-//! Tokenizers built from GGUF metadata: GPT-2 byte-level BPE and SentencePiece.
+//! Tokenizers built from GGUF metadata (GPT-2 byte-level BPE and SentencePiece), or from a
+//! Hugging Face `tokenizer.json` (see `hf`, which defers to the `tokenizers` crate and gives
+//! transformers' ids).
 //!
-//! The goal is token ids identical to llama.cpp's for the same GGUF file, so the pipeline
+//! For GGUF the goal is token ids identical to llama.cpp's for the same file, so the pipeline
 //! mirrors llama.cpp's `llama_vocab::tokenize`:
 //!
 //! 1. `special`: split the text around special tokens (CONTROL / USER_DEFINED / UNKNOWN
@@ -15,6 +17,7 @@
 
 mod bpe;
 mod hash;
+mod hf;
 mod pretokenize;
 mod special;
 mod spm;
@@ -23,7 +26,10 @@ mod unicode;
 mod unicode_data;
 mod vocab;
 
+pub use hf::hf_chat_template;
 pub use pretokenize::PreType;
+
+use std::path::Path;
 
 use special::{Fragment, SpecialMatcher};
 use vocab::{attr, Kind, Vocab};
@@ -69,7 +75,7 @@ pub struct VocabSpec {
     pub add_space_prefix: Option<bool>,
 }
 
-/// Why a [`Tokenizer`] could not be built from a [`VocabSpec`].
+/// Why a [`Tokenizer`] could not be built from a [`VocabSpec`] or Hugging Face files.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
     /// `tokenizer.ggml.model` is neither "gpt2" nor "llama".
@@ -79,6 +85,15 @@ pub enum TokenizerError {
     /// missing or malformed merges, ...); the message says which.
     #[error("invalid tokenizer metadata: {0}")]
     Invalid(String),
+    /// A Hugging Face tokenizer file is missing, unreadable or unusable (malformed JSON, an
+    /// unknown model type, ...).
+    #[error("{path}: {reason}")]
+    File {
+        /// The file (its path, or its usual name when loaded from bytes).
+        path: String,
+        /// What is wrong, on one line.
+        reason: String,
+    },
 }
 
 enum Model {
@@ -86,9 +101,21 @@ enum Model {
     Bpe(Box<bpe::Bpe>),
 }
 
-/// A tokenizer for one GGUF vocabulary: SentencePiece ("llama") or GPT-2 byte-level BPE ("gpt2"),
-/// producing the same ids as llama.cpp. Immutable once built.
+/// A tokenizer: one GGUF vocabulary (SentencePiece "llama" or GPT-2 byte-level BPE "gpt2",
+/// producing the same ids as llama.cpp) or a Hugging Face `tokenizer.json` (producing the same
+/// ids as transformers). Immutable once built.
 pub struct Tokenizer {
+    inner: Inner,
+}
+
+enum Inner {
+    // Both boxed: the two differ a lot in size and a Tokenizer is moved around by value.
+    Gguf(Box<GgufTokenizer>),
+    Hf(Box<hf::HfTokenizer>),
+}
+
+/// The GGUF (llama.cpp-compatible) implementation.
+struct GgufTokenizer {
     vocab: Vocab,
     model: Model,
     special: SpecialMatcher,
@@ -98,11 +125,14 @@ pub struct Tokenizer {
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokenizer")
-            .field("kind", &self.vocab.kind)
-            .field("n_vocab", &self.vocab.n_tokens())
-            .field("bos", &self.vocab.bos)
-            .field("eos", &self.vocab.eos)
+        let mut d = f.debug_struct("Tokenizer");
+        match &self.inner {
+            Inner::Gguf(g) => d.field("kind", &g.vocab.kind),
+            Inner::Hf(_) => d.field("kind", &"hf"),
+        };
+        d.field("n_vocab", &self.n_vocab())
+            .field("bos", &self.bos_id())
+            .field("eos", &self.eos_id())
             .finish_non_exhaustive()
     }
 }
@@ -111,7 +141,196 @@ impl Tokenizer {
     /// Build from GGUF tokenizer metadata (see [`crate::model::vocab_spec`]). Applies llama.cpp's
     /// load-time rules: per-model default special ids, control/EOG roles detected from token
     /// text, and renaming of empty token texts to `[EMPTY_<id>]`.
-    pub fn from_spec(mut spec: VocabSpec) -> Result<Self, TokenizerError> {
+    pub fn from_spec(spec: VocabSpec) -> Result<Self, TokenizerError> {
+        Ok(Tokenizer {
+            inner: Inner::Gguf(Box::new(GgufTokenizer::from_spec(spec)?)),
+        })
+    }
+
+    /// Build from a Hugging Face `tokenizer.json` and, when the model has one, its
+    /// `tokenizer_config.json`, giving the ids of transformers' `AutoTokenizer` (see
+    /// [`Tokenizer::from_hf_bytes`]). Errors name the file at fault.
+    pub fn from_hf_files(
+        tokenizer_json: &Path,
+        tokenizer_config_json: Option<&Path>,
+    ) -> Result<Self, TokenizerError> {
+        let json = hf::read(tokenizer_json)?;
+        let config = tokenizer_config_json.map(hf::read).transpose()?;
+        let json_name = tokenizer_json.display().to_string();
+        let config_name = tokenizer_config_json.map(|p| p.display().to_string());
+        let hf = hf::HfTokenizer::from_bytes(
+            &json,
+            &json_name,
+            config.as_deref().zip(config_name.as_deref()),
+        )?;
+        Ok(Tokenizer {
+            inner: Inner::Hf(Box::new(hf)),
+        })
+    }
+
+    /// [`Tokenizer::from_hf_files`] from the files' contents (errors call them
+    /// `tokenizer.json` and `tokenizer_config.json`).
+    ///
+    /// The `tokenizers` crate runs the file's pipeline; on top of it the config is applied the
+    /// way transformers 5 does at load time: the special tokens it names are added to the
+    /// vocabulary, an explicit `add_bos_token` / `add_eos_token` decides what
+    /// `encode(.., add_special = true, ..)` adds, `clean_up_tokenization_spaces` applies to
+    /// [`Tokenizer::decode`]; truncation and padding stored in the file are ignored. BOS, EOS
+    /// and PAD are the config's `bos_token` / `eos_token` / `pad_token` (an explicit `null`
+    /// means none); without the key, what the post-processor adds, else a conventional text
+    /// (`<s>`, `</s>`, `<pad>`, ...) present in the vocabulary.
+    pub fn from_hf_bytes(
+        tokenizer_json: &[u8],
+        tokenizer_config_json: Option<&[u8]>,
+    ) -> Result<Self, TokenizerError> {
+        let hf = hf::HfTokenizer::from_bytes(
+            tokenizer_json,
+            "tokenizer.json",
+            tokenizer_config_json.map(|c| (c, "tokenizer_config.json")),
+        )?;
+        Ok(Tokenizer {
+            inner: Inner::Hf(Box::new(hf)),
+        })
+    }
+
+    /// Token ids for `text`. `add_special`: add BOS/EOS as the model asks; `parse_special`: text
+    /// like `<|im_start|>` becomes its special token (llama-tokenize's defaults are both true).
+    ///
+    /// For GGUF vocabularies, `parse_special = false` still matches user-defined tokens, as
+    /// llama.cpp does. For Hugging Face tokenizers this is transformers'
+    /// `encode(text, add_special_tokens=add_special, split_special_tokens=!parse_special)`:
+    /// `add_special` runs the post-processor (or adds BOS/EOS per the config's
+    /// `add_bos_token` / `add_eos_token`), and with `parse_special = false` added tokens marked
+    /// special are tokenized as ordinary text while non-special added tokens still match.
+    pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
+        match &self.inner {
+            Inner::Gguf(g) => g.encode(text, add_special, parse_special),
+            Inner::Hf(h) => h.encode(text, add_special, parse_special),
+        }
+    }
+
+    /// The BPE pre-tokenizer family of a GGUF BPE vocabulary (`None` for SentencePiece and for
+    /// Hugging Face tokenizers, whose pre-tokenizer is in their file).
+    pub fn pre_type(&self) -> Option<PreType> {
+        match &self.inner {
+            Inner::Gguf(g) => g.pre_type(),
+            Inner::Hf(_) => None,
+        }
+    }
+    /// Number of tokens in the vocabulary (ids are `0..n_vocab`).
+    pub fn n_vocab(&self) -> usize {
+        match &self.inner {
+            Inner::Gguf(g) => g.vocab.n_tokens(),
+            Inner::Hf(h) => h.n_vocab(),
+        }
+    }
+    /// Beginning-of-sequence token, if the vocabulary has one.
+    pub fn bos_id(&self) -> Option<u32> {
+        match &self.inner {
+            Inner::Gguf(g) => g.vocab.bos,
+            Inner::Hf(h) => h.bos,
+        }
+    }
+    /// End-of-sequence token, if the vocabulary has one.
+    pub fn eos_id(&self) -> Option<u32> {
+        match &self.inner {
+            Inner::Gguf(g) => g.vocab.eos,
+            Inner::Hf(h) => h.eos,
+        }
+    }
+    /// End-of-turn token (from the metadata, or detected from its text as llama.cpp does;
+    /// for Hugging Face tokenizers the first of `<|eot_id|>`, `<|im_end|>`, `<end_of_turn>`,
+    /// `<|end|>` in the vocabulary).
+    pub fn eot_id(&self) -> Option<u32> {
+        match &self.inner {
+            Inner::Gguf(g) => g.vocab.eot,
+            Inner::Hf(h) => h.eot,
+        }
+    }
+    /// Padding token, if the metadata names one.
+    pub fn pad_id(&self) -> Option<u32> {
+        match &self.inner {
+            Inner::Gguf(g) => g.vocab.pad,
+            Inner::Hf(h) => h.pad,
+        }
+    }
+    /// Whether [`Tokenizer::encode`] with `add_special` prepends BOS.
+    pub fn add_bos(&self) -> bool {
+        match &self.inner {
+            Inner::Gguf(g) => g.vocab.add_bos,
+            Inner::Hf(h) => h.add_bos,
+        }
+    }
+    /// Whether [`Tokenizer::encode`] with `add_special` appends EOS.
+    pub fn add_eos(&self) -> bool {
+        match &self.inner {
+            Inner::Gguf(g) => g.vocab.add_eos,
+            Inner::Hf(h) => h.add_eos,
+        }
+    }
+    /// Whether `id` ends generation (EOS, EOT, EOM, and tokens like `<|endoftext|>` detected
+    /// from their text).
+    pub fn is_eog(&self, id: u32) -> bool {
+        self.eog_ids().binary_search(&id).is_ok()
+    }
+    /// All end-of-generation ids, ascending.
+    pub fn eog_ids(&self) -> &[u32] {
+        match &self.inner {
+            Inner::Gguf(g) => &g.vocab.eog,
+            Inner::Hf(h) => &h.eog,
+        }
+    }
+    /// The stored text of a token (GPT-2 byte alphabet / U+2581 spaces, not rendered).
+    pub fn token_text(&self, id: u32) -> Option<&str> {
+        match &self.inner {
+            Inner::Gguf(g) => g.vocab.texts.get(id as usize).map(String::as_str),
+            Inner::Hf(h) => h.token_text(id),
+        }
+    }
+    /// The id whose stored text is exactly `text`.
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        match &self.inner {
+            Inner::Gguf(g) => g.vocab.text_to_token(text.as_bytes()),
+            Inner::Hf(h) => h.token_id(text),
+        }
+    }
+    /// Whether a token is a control token (rendered only when special tokens are shown). For
+    /// Hugging Face tokenizers: an added token marked special.
+    pub fn is_control(&self, id: u32) -> bool {
+        match &self.inner {
+            Inner::Gguf(g) => g.vocab.attr(id) & attr::CONTROL != 0,
+            Inner::Hf(h) => h.is_control(id),
+        }
+    }
+
+    /// The bytes a token renders to: special tokens as their text, byte tokens as their byte,
+    /// normal tokens with the GPT-2 alphabet / U+2581 undone. Unused tokens and unknown ids
+    /// render as nothing. May be a partial UTF-8 sequence. For Hugging Face tokenizers this
+    /// follows the file's decoder token by token, except that a leading space the decoder
+    /// strips from the whole text is kept.
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        match &self.inner {
+            Inner::Gguf(g) => g.token_bytes(id),
+            Inner::Hf(h) => h.token_bytes(id),
+        }
+    }
+
+    /// Text of `ids` like llama.cpp's `llama_detokenize(.., remove_special=false,
+    /// unparse_special=true)`: special tokens as their text, the space-prefix of SPM
+    /// vocabularies removed from the first token, and the vocabulary's
+    /// clean-up-tokenization-spaces rule applied. For Hugging Face tokenizers, transformers'
+    /// `decode(ids, skip_special_tokens=False)`. Unknown ids are skipped; invalid UTF-8
+    /// becomes U+FFFD.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        match &self.inner {
+            Inner::Gguf(g) => g.decode(ids),
+            Inner::Hf(h) => h.decode(ids),
+        }
+    }
+}
+
+impl GgufTokenizer {
+    fn from_spec(mut spec: VocabSpec) -> Result<Self, TokenizerError> {
         let merges = spec.merges.take();
         let vocab = Vocab::build(spec)?;
         let model = match vocab.kind {
@@ -124,7 +343,7 @@ impl Tokenizer {
             }
         };
         let special = SpecialMatcher::build(&vocab);
-        Ok(Tokenizer {
+        Ok(GgufTokenizer {
             vocab,
             model,
             special,
@@ -132,9 +351,7 @@ impl Tokenizer {
         })
     }
 
-    /// Token ids for `text`. `add_special`: add BOS/EOS as the model asks; `parse_special`: text
-    /// like `<|im_start|>` becomes its special token (llama-tokenize's defaults are both true).
-    pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
+    fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
         let v = &self.vocab;
         let fragments = self.special.partition(v, text, parse_special);
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
@@ -183,67 +400,14 @@ impl Tokenizer {
         out
     }
 
-    /// The BPE pre-tokenizer family (`None` for SentencePiece).
-    pub fn pre_type(&self) -> Option<PreType> {
+    fn pre_type(&self) -> Option<PreType> {
         match self.vocab.kind {
             Kind::Spm => None,
             Kind::Bpe(opts) => Some(opts.pre),
         }
     }
-    /// Number of tokens in the vocabulary (ids are `0..n_vocab`).
-    pub fn n_vocab(&self) -> usize {
-        self.vocab.n_tokens()
-    }
-    /// Beginning-of-sequence token, if the vocabulary has one.
-    pub fn bos_id(&self) -> Option<u32> {
-        self.vocab.bos
-    }
-    /// End-of-sequence token, if the vocabulary has one.
-    pub fn eos_id(&self) -> Option<u32> {
-        self.vocab.eos
-    }
-    /// End-of-turn token (from the metadata, or detected from its text as llama.cpp does).
-    pub fn eot_id(&self) -> Option<u32> {
-        self.vocab.eot
-    }
-    /// Padding token, if the metadata names one.
-    pub fn pad_id(&self) -> Option<u32> {
-        self.vocab.pad
-    }
-    /// Whether [`Tokenizer::encode`] with `add_special` prepends BOS.
-    pub fn add_bos(&self) -> bool {
-        self.vocab.add_bos
-    }
-    /// Whether [`Tokenizer::encode`] with `add_special` appends EOS.
-    pub fn add_eos(&self) -> bool {
-        self.vocab.add_eos
-    }
-    /// Whether `id` ends generation (EOS, EOT, EOM, and tokens like `<|endoftext|>` detected
-    /// from their text).
-    pub fn is_eog(&self, id: u32) -> bool {
-        self.vocab.eog.binary_search(&id).is_ok()
-    }
-    /// All end-of-generation ids, ascending.
-    pub fn eog_ids(&self) -> &[u32] {
-        &self.vocab.eog
-    }
-    /// The stored text of a token (GPT-2 byte alphabet / U+2581 spaces, not rendered).
-    pub fn token_text(&self, id: u32) -> Option<&str> {
-        self.vocab.texts.get(id as usize).map(String::as_str)
-    }
-    /// The id whose stored text is exactly `text`.
-    pub fn token_id(&self, text: &str) -> Option<u32> {
-        self.vocab.text_to_token(text.as_bytes())
-    }
-    /// Whether a token is a control token (rendered only when special tokens are shown).
-    pub fn is_control(&self, id: u32) -> bool {
-        self.vocab.attr(id) & attr::CONTROL != 0
-    }
 
-    /// The bytes a token renders to: special tokens as their text, byte tokens as their byte,
-    /// normal tokens with the GPT-2 alphabet / U+2581 undone. Unused tokens and unknown ids
-    /// render as nothing. May be a partial UTF-8 sequence.
-    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+    fn token_bytes(&self, id: u32) -> Vec<u8> {
         let v = &self.vocab;
         let Some(text) = v.texts.get(id as usize) else {
             return Vec::new();
@@ -286,12 +450,7 @@ impl Tokenizer {
         out
     }
 
-    /// Text of `ids` like llama.cpp's `llama_detokenize(.., remove_special=false,
-    /// unparse_special=true)`: special tokens as their text, the space-prefix of SPM
-    /// vocabularies removed from the first token, and the vocabulary's
-    /// clean-up-tokenization-spaces rule applied. Unknown ids are skipped; invalid UTF-8
-    /// becomes U+FFFD.
-    pub fn decode(&self, ids: &[u32]) -> String {
+    fn decode(&self, ids: &[u32]) -> String {
         let mut bytes = Vec::new();
         let mut remove_space = self.vocab.add_space_prefix;
         for &id in ids {

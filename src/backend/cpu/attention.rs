@@ -95,7 +95,10 @@ pub fn attention(
                 for j in lo..=pos {
                     let kr = &kc[j * kw + g * s.head_dim..][..s.head_dim];
                     kr.convert_to_f32_slice(&mut row[..s.head_dim]);
-                    let d = dot(qh, &row[..s.head_dim]) * s.scale;
+                    let mut d = dot(qh, &row[..s.head_dim]) * s.scale;
+                    if let Some(c) = s.softcap {
+                        d = c * (d / c).tanh();
+                    }
                     max = max.max(d);
                     scores.push(d);
                 }

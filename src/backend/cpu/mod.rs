@@ -5,6 +5,7 @@ pub mod activation;
 pub mod attention;
 pub mod caps;
 pub mod dot;
+pub mod int8;
 pub mod matmul;
 pub mod norm;
 pub mod rope;
@@ -17,9 +18,9 @@ use rayon::prelude::*;
 use self::attention::CpuKvCache;
 use self::caps::{CpuCaps, KernelPath};
 use self::dot::DotKernels;
-use super::{AttnShape, Backend};
+use super::{AttnShape, Backend, NormSpec};
 use crate::error::{Error, Result};
-use crate::model::arch::{Activation, NormKind, RopeLayout};
+use crate::model::arch::{Activation, RopeLayout};
 use crate::model::config::RopeParams;
 use crate::model::weights::{Role, WeightView};
 use crate::quant::{self, Acts, GgmlType};
@@ -40,6 +41,8 @@ pub struct CpuWeight {
     map: Arc<Mmap>,
     start: usize,
     len: usize,
+    /// I8 weights: the per-row scales (type, map, start, len).
+    scales: Option<(GgmlType, Arc<Mmap>, usize, usize)>,
 }
 
 impl CpuWeight {
@@ -47,9 +50,9 @@ impl CpuWeight {
     pub fn bytes(&self) -> &[u8] {
         &self.map[self.start..self.start + self.len]
     }
-    /// The weight as f32s; only valid for F32 weights, which `weight()` checked are 4-byte aligned.
-    fn f32s(&self) -> &[f32] {
-        bytemuck::cast_slice(self.bytes())
+    /// The weight as a norm / bias vector (`weight()` checked the type is F32, F16 or BF16).
+    fn vector(&self) -> norm::Vector<'_> {
+        norm::Vector::new(self.ty, self.bytes())
     }
 }
 
@@ -60,8 +63,9 @@ pub struct CpuBackend {
     kernels: DotKernels,
     pool: rayon::ThreadPool,
     threads: usize,
-    /// Matmul scratch: quantized activations and the transposed batch output.
-    scratch: Mutex<(Acts, Vec<f32>)>,
+    /// Matmul scratch: quantized activations (block formats and per-token int8) and the
+    /// transposed batch output.
+    scratch: Mutex<(Acts, int8::I8Acts, Vec<f32>)>,
 }
 
 impl CpuBackend {
@@ -98,7 +102,7 @@ impl CpuBackend {
             kernels,
             pool,
             threads,
-            scratch: Mutex::new((Acts::new(), Vec::new())),
+            scratch: Mutex::new((Acts::new(), int8::I8Acts::default(), Vec::new())),
         })
     }
 
@@ -142,13 +146,16 @@ impl Backend for CpuBackend {
             role: role.name(),
         };
         match role {
-            Role::Norm if v.ty != GgmlType::F32 || !v.start.is_multiple_of(4) => {
+            Role::Norm if !matches!(v.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) => {
                 return Err(unsupported())
             }
             // Q8_1 and Q8_K are activation formats; ggml never stores weights in them.
             Role::Matmul | Role::Embedding if matches!(v.ty, GgmlType::Q8_1 | GgmlType::Q8_K) => {
                 return Err(unsupported())
             }
+            // Int8 rows mean something only with their per-row scales (w8a8 matmul).
+            Role::Matmul if v.ty == GgmlType::I8 && v.scale.is_none() => return Err(unsupported()),
+            Role::Embedding if v.ty == GgmlType::I8 => return Err(unsupported()),
             _ => {}
         }
         Ok(CpuWeight {
@@ -159,6 +166,7 @@ impl Backend for CpuBackend {
             map: v.map.clone(),
             start: v.start,
             len: v.len,
+            scales: v.scale.map(|s| (s.ty, s.map.clone(), s.start, s.len)),
         })
     }
 
@@ -198,21 +206,19 @@ impl Backend for CpuBackend {
 
     fn norm(
         &self,
-        kind: NormKind,
+        spec: NormSpec,
         x: &Vec<f32>,
         w: &CpuWeight,
         b: Option<&CpuWeight>,
-        eps: f32,
         rows: usize,
         dim: usize,
         out: &mut Vec<f32>,
     ) {
         norm::norm_rows(
-            kind,
+            spec,
             &x[..rows * dim],
-            w.f32s(),
-            b.map(|b| b.f32s()),
-            eps,
+            w.vector(),
+            b.map(|b| b.vector()),
             dim,
             &mut out[..rows * dim],
         );
@@ -220,19 +226,33 @@ impl Backend for CpuBackend {
 
     fn norm_inplace(
         &self,
-        kind: NormKind,
+        spec: NormSpec,
         x: &mut Vec<f32>,
         w: &CpuWeight,
-        eps: f32,
         rows: usize,
         dim: usize,
     ) {
-        norm::norm_rows_inplace(kind, &mut x[..rows * dim], w.f32s(), eps, dim);
+        norm::norm_rows_inplace(spec, &mut x[..rows * dim], w.vector(), dim);
     }
 
     fn matmul(&self, w: &CpuWeight, x: &Vec<f32>, n_tok: usize, out: &mut Vec<f32>) {
         let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
-        let (acts, tmp) = &mut *guard;
+        let (acts, i8_acts, tmp) = &mut *guard;
+        if let Some((sty, map, start, len)) = &w.scales {
+            let scales = norm::Vector::new(*sty, &map[*start..*start + *len]);
+            int8::matmul(
+                w.bytes(),
+                scales,
+                w.rows,
+                w.cols,
+                x,
+                n_tok,
+                i8_acts,
+                tmp,
+                out,
+            );
+            return;
+        }
         matmul::matmul(&self.kernels, w, x, n_tok, acts, tmp, out);
     }
 
@@ -272,6 +292,19 @@ impl Backend for CpuBackend {
         out: &mut Vec<f32>,
     ) {
         attention::attention(q, kv, layer, pos0, n_tok, shape, out);
+    }
+
+    fn add_bias(&self, x: &mut Vec<f32>, b: &CpuWeight, rows: usize) {
+        let v = b.vector();
+        for row in x[..rows * b.cols].chunks_mut(b.cols) {
+            for (i, x) in row.iter_mut().enumerate() {
+                *x += v.get(i);
+            }
+        }
+    }
+
+    fn act(&self, act: Activation, x: &mut Vec<f32>, len: usize) {
+        activation::unary(act, &mut x[..len]);
     }
 
     fn glu(&self, act: Activation, gate: &Vec<f32>, up: &Vec<f32>, len: usize, out: &mut Vec<f32>) {

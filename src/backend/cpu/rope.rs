@@ -1,4 +1,6 @@
-//! Rotary position embedding, in place, for both pairings ggml uses.
+//! Rotary position embedding, in place, for both pairings ggml uses. The frequency table (with
+//! any RoPE scaling) comes from [`RopeParams::table`]; cos and sin are scaled by its attention
+//! factor, as transformers does for YaRN and longrope.
 
 use crate::model::arch::RopeLayout;
 use crate::model::config::RopeParams;
@@ -14,16 +16,17 @@ pub fn rope(
     p: &RopeParams,
 ) {
     let half = p.n_rot / 2;
-    // theta_i = pos * base^(-2i/n_rot); computed in f64 once per row, applied to every head.
-    let inv_freq: Vec<f64> = (0..half)
-        .map(|i| (p.base as f64).powf(-2.0 * i as f64 / p.n_rot as f64) * p.freq_scale as f64)
-        .collect();
+    // Angles in f64 once per row, applied to every head.
+    let (inv_freq, attn_factor) = p.table(pos0 + n_tok);
     let mut cs = vec![(0f32, 0f32); half];
     for t in 0..n_tok {
         let pos = (pos0 + t) as f64;
         for (c, f) in cs.iter_mut().zip(&inv_freq) {
             let th = pos * f;
-            *c = (th.cos() as f32, th.sin() as f32);
+            *c = (
+                (th.cos() * attn_factor) as f32,
+                (th.sin() * attn_factor) as f32,
+            );
         }
         let row = &mut x[t * n_heads * head_dim..(t + 1) * n_heads * head_dim];
         for h in row.chunks_mut(head_dim) {
