@@ -1,7 +1,13 @@
-//! Build script. Today it records the git commit (printed by `torchless bench` and used in
-//! docs/performance.md); the CUDA (kernels/*.cu → PTX) and WGSL (shaders/*.wgsl, validated with
-//! naga) steps join it with their backends.
+//! Build script: records the git commit (printed by `torchless bench` and used in
+//! docs/performance.md) and, with feature `cuda`, compiles every `kernels/*.cu` to PTX.
+//!
+//! PTX comes from `nvcc` when it is on the PATH, else from `clang`, which compiles CUDA without
+//! any CUDA installation (`-nocudainc -nocudalib`; `kernels/prelude.cuh` supplies what the CUDA
+//! headers would). `TORCHLESS_CUDA_COMPILER=nvcc|clang|/path/to/clang` picks one explicitly. The
+//! PTX targets sm_80 at PTX ISA 7.5, which the driver JIT-compiles for any newer GPU. A kernel
+//! that does not compile fails the build with the compiler's own `file:line` messages.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
@@ -16,4 +22,161 @@ fn main() {
     println!("cargo:rustc-env=TORCHLESS_GIT_COMMIT={commit}");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=build.rs");
+
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        if let Err(e) = build_kernels() {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Which program turns `.cu` into `.ptx`.
+enum Compiler {
+    Nvcc(String),
+    Clang(String),
+}
+
+impl Compiler {
+    fn find() -> Result<Compiler, String> {
+        println!("cargo:rerun-if-env-changed=TORCHLESS_CUDA_COMPILER");
+        let runs = |p: &str| {
+            Command::new(p)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if let Ok(choice) = std::env::var("TORCHLESS_CUDA_COMPILER") {
+            let is_nvcc = Path::new(&choice)
+                .file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with("nvcc"));
+            if !runs(&choice) {
+                return Err(format!(
+                    "TORCHLESS_CUDA_COMPILER={choice}: cannot run `{choice} --version`"
+                ));
+            }
+            return Ok(if is_nvcc {
+                Compiler::Nvcc(choice)
+            } else {
+                Compiler::Clang(choice)
+            });
+        }
+        if runs("nvcc") {
+            return Ok(Compiler::Nvcc("nvcc".into()));
+        }
+        for c in [
+            "clang", "clang-14", "clang-15", "clang-16", "clang-17", "clang-18",
+        ] {
+            if runs(c) {
+                return Ok(Compiler::Clang(c.into()));
+            }
+        }
+        Err(
+            "feature `cuda` compiles kernels/*.cu to PTX and needs nvcc (CUDA toolkit) or clang \
+             (e.g. `apt-get install clang`); neither was found on the PATH \
+             (or set TORCHLESS_CUDA_COMPILER)"
+                .into(),
+        )
+    }
+
+    fn command(&self, src: &Path, include: &Path, out: &Path) -> Command {
+        match self {
+            Compiler::Nvcc(p) => {
+                let mut c = Command::new(p);
+                c.args(["--ptx", "-arch=compute_80", "-O3", "-std=c++17"])
+                    .arg("-I")
+                    .arg(include)
+                    .arg(src)
+                    .arg("-o")
+                    .arg(out);
+                c
+            }
+            Compiler::Clang(p) => {
+                let mut c = Command::new(p);
+                c.args([
+                    "-x",
+                    "cuda",
+                    "--cuda-device-only",
+                    "--cuda-gpu-arch=sm_80",
+                    "-nocudainc",
+                    "-nocudalib",
+                    "-Xclang",
+                    "-target-feature",
+                    "-Xclang",
+                    "+ptx75",
+                    "-O3",
+                    "-std=c++17",
+                    "-S",
+                ])
+                .arg("-I")
+                .arg(include)
+                .arg(src)
+                .arg("-o")
+                .arg(out);
+                c
+            }
+        }
+    }
+}
+
+fn build_kernels() -> Result<(), String> {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
+    let dir = root.join("kernels");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?);
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "cu" || x == "cuh" || x == "h")
+        })
+        .collect();
+    sources.sort();
+    for s in &sources {
+        println!("cargo:rerun-if-changed={}", s.display());
+    }
+    let compiler = Compiler::find()?;
+    let mut table = String::from(
+        "/// Every kernel module: (file stem, PTX text), compiled from kernels/*.cu by build.rs.\n\
+         pub const MODULES: &[(&str, &str)] = &[\n",
+    );
+    for src in sources
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "cu"))
+    {
+        let stem = src
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .ok_or_else(|| format!("{}: file name is not UTF-8", src.display()))?;
+        let out = out_dir.join(format!("{stem}.ptx"));
+        let result = compiler
+            .command(src, &dir, &out)
+            .output()
+            .map_err(|e| format!("cannot run the CUDA compiler: {e}"))?;
+        if !result.status.success() {
+            return Err(format!(
+                "compiling {} to PTX failed:\n{}{}",
+                src.display(),
+                String::from_utf8_lossy(&result.stdout),
+                String::from_utf8_lossy(&result.stderr)
+            ));
+        }
+        let ptx = std::fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+        // libdevice is not linked (clang runs with -nocudalib): an unresolved function would only
+        // fail when the driver loads the module, so catch it here.
+        if let Some(line) = ptx.lines().find(|l| l.contains(".extern .func")) {
+            return Err(format!(
+                "{}: the PTX calls an external function ({}); use the math in kernels/prelude.cuh",
+                src.display(),
+                line.trim()
+            ));
+        }
+        table.push_str(&format!(
+            "    ({stem:?}, include_str!(concat!(env!(\"OUT_DIR\"), \"/{stem}.ptx\"))),\n"
+        ));
+    }
+    table.push_str("];\n");
+    std::fs::write(out_dir.join("kernels.rs"), table).map_err(|e| e.to_string())?;
+    Ok(())
 }

@@ -95,16 +95,15 @@ pub fn run(model: &Model, opts: &BenchOptions) -> Result<BenchResult> {
         ));
     }
     let ids = bench_ids(c.n_vocab, n_ctx);
-    let exec = model.executor();
-    let mut st = exec.new_state(n_ctx)?;
+    let mut st = model.new_state(n_ctx)?;
 
     let mut pp = Vec::new();
     if opts.prompt_tokens > 0 {
         let batch = &ids[..opts.prompt_tokens];
         for rep in 0..=opts.repetitions {
-            st.n_past = 0;
+            st.rewind(0);
             let t0 = Instant::now();
-            exec.forward(&mut st, batch, Logits::Last)?;
+            model.forward(&mut st, batch, Logits::Last)?;
             if rep > 0 {
                 pp.push(batch.len() as f64 / t0.elapsed().as_secs_f64());
             }
@@ -113,12 +112,12 @@ pub fn run(model: &Model, opts: &BenchOptions) -> Result<BenchResult> {
     let mut tg = Vec::new();
     if opts.gen_tokens > 0 {
         for rep in 0..=opts.repetitions {
-            st.n_past = 0;
+            st.rewind(0);
             // The warm-up is one step, as in llama-bench.
             let steps = if rep == 0 { 1 } else { opts.gen_tokens };
             let t0 = Instant::now();
             for &id in &ids[..steps] {
-                exec.forward(&mut st, &[id], Logits::Last)?;
+                model.forward(&mut st, &[id], Logits::Last)?;
             }
             if rep > 0 {
                 tg.push(steps as f64 / t0.elapsed().as_secs_f64());

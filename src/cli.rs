@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use torchless::backend::cpu::caps::{self, CpuCaps};
 use torchless::backend::cpu::dot::DotKernels;
@@ -35,9 +35,12 @@ struct Exec {
     /// CPU threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Backend to run on.
+    /// Backend to run on: cpu, or cuda (builds with feature `cuda`).
     #[arg(long, default_value = "cpu")]
     backend: String,
+    /// GPU ordinal for device backends.
+    #[arg(long, default_value_t = 0)]
+    device: usize,
 }
 
 impl Exec {
@@ -45,6 +48,7 @@ impl Exec {
         Ok(LoadOptions {
             backend: self.backend.parse::<BackendKind>()?,
             threads: self.threads,
+            device: self.device,
         })
     }
 }
@@ -207,8 +211,12 @@ enum Command {
         model: PathBuf,
         #[arg(long)]
         json: bool,
+        /// Also describe this backend's device (cuda: the GPU and what it supports).
         #[arg(long, default_value = "cpu")]
         backend: String,
+        /// GPU ordinal for device backends.
+        #[arg(long, default_value_t = 0)]
+        device: usize,
     },
     /// Print the tokens of TEXT (BOS when the model adds one, specials parsed): one
     /// `id<TAB>piece` line per token, or with --json one JSON array of ids.
@@ -330,10 +338,8 @@ pub fn run(cli: Cli) -> Result<()> {
             model,
             json,
             backend,
-        } => {
-            backend.parse::<BackendKind>()?;
-            cmd_info(&model, json)
-        }
+            device,
+        } => cmd_info(&model, json, backend.parse::<BackendKind>()?, device),
         Command::Tokenize { model, text, json } => {
             let tok = load_tokenizer_only(&model)?;
             let ids = tok.encode(&text, true, true);
@@ -572,25 +578,18 @@ fn cmd_bench(
     as_json: bool,
 ) -> Result<()> {
     let model = load_model(path, load)?;
-    let threads = if load.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        load.threads
-    };
     let r = torchless::bench::run(&model, opts)?;
-    let bw = torchless::bench::read_bandwidth(threads);
+    let bw = model.memory_bandwidth()?;
     let per_tok = r.weight_bytes_per_token as f64;
     let achieved = per_tok * r.tg.mean;
-    let kernels = DotKernels::select(
-        &CpuCaps::detect(),
-        caps::requested_path().map_err(Error::CpuKernels)?,
-    )
-    .map_err(|e| Error::CpuKernels(e.to_string()))?
-    .path()
-    .to_string();
+    let backend = model.backend_description();
+    let bw_kind = match load.backend {
+        BackendKind::Cpu => "read",
+        BackendKind::Cuda => "device copy",
+    };
     let report = [
         format!(
-            "model {} ({}, {:.1} MB of weights read per token), {threads} threads, {kernels} kernels",
+            "model {} ({}, {:.1} MB of weights read per token) on {backend}",
             path.display(),
             model.config().arch.name,
             per_tok / 1e6
@@ -600,7 +599,7 @@ fn cmd_bench(
             opts.prompt_tokens, r.pp.mean, r.pp.stddev
         ),
         format!(
-            "tg{}: {:.1} ± {:.1} tok/s = {:.2} GB/s of weights, {:.1}% of the measured {:.1} GB/s read bandwidth ({threads} threads)",
+            "tg{}: {:.1} ± {:.1} tok/s = {:.2} GB/s of weights, {:.1}% of the measured {:.1} GB/s {bw_kind} bandwidth",
             opts.gen_tokens,
             r.tg.mean,
             r.tg.stddev,
@@ -621,8 +620,7 @@ fn cmd_bench(
             "{}",
             json!({
                 "model": path.display().to_string(),
-                "threads": threads,
-                "kernel_path": kernels,
+                "backend": backend,
                 "prompt_tokens": opts.prompt_tokens,
                 "gen_tokens": opts.gen_tokens,
                 "repetitions": opts.repetitions,
@@ -640,7 +638,27 @@ fn cmd_bench(
     Ok(())
 }
 
-fn cmd_info(path: &Path, as_json: bool) -> Result<()> {
+/// The device a GPU backend would use, described (`None` for the CPU, which `info` always shows).
+fn device_info(backend: BackendKind, device: usize) -> Result<Option<Value>> {
+    match backend {
+        BackendKind::Cpu => Ok(None),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => {
+            let b = torchless::backend::cuda::CudaBackend::new(device)?;
+            Ok(Some(
+                serde_json::to_value(b.device_info()).unwrap_or_default(),
+            ))
+        }
+        #[cfg(not(feature = "cuda"))]
+        BackendKind::Cuda => {
+            let _ = device;
+            Err(Error::BackendNotBuilt("cuda"))
+        }
+    }
+}
+
+fn cmd_info(path: &Path, as_json: bool, backend: BackendKind, device: usize) -> Result<()> {
+    let gpu = device_info(backend, device)?;
     let f = ModelSource::open(path)?;
     let c = f.config()?;
     let mut types: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
@@ -700,6 +718,7 @@ fn cmd_info(path: &Path, as_json: bool) -> Result<()> {
         "tensor_types": types.iter().map(|(k, v)| (k.to_string(), json!({"count": v.0, "bytes": v.1}))).collect::<serde_json::Map<_, _>>(),
         "tensor_bytes": total,
         "cpu": {"kernel_path": cpu_path, "why": cpu_why, "features": caps.describe()},
+        "device": gpu,
     });
     if as_json {
         println!("{info}");
@@ -747,6 +766,12 @@ fn cmd_info(path: &Path, as_json: bool) -> Result<()> {
         "cpu:           {cpu_path} kernels: {cpu_why} (features: {})",
         caps.describe()
     );
+    if let Some(Value::Object(d)) = &gpu {
+        for (k, v) in d {
+            let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+            println!("device {k:<8} {v}");
+        }
+    }
     Ok(())
 }
 

@@ -9,7 +9,9 @@ use std::path::Path;
 use crate::model::config::SourceFormat;
 
 use crate::backend::cpu::CpuBackend;
-use crate::backend::BackendKind;
+#[cfg(feature = "cuda")]
+use crate::backend::cuda::CudaBackend;
+use crate::backend::{Backend, BackendKind};
 use crate::error::{Error, Result};
 use crate::graph::{Executor, Logits, State};
 use crate::model::{ModelConfig, ModelSource};
@@ -23,6 +25,8 @@ pub struct LoadOptions {
     pub backend: BackendKind,
     /// CPU threads; 0 = one per core.
     pub threads: usize,
+    /// GPU ordinal for device backends.
+    pub device: usize,
 }
 
 impl Default for LoadOptions {
@@ -30,6 +34,7 @@ impl Default for LoadOptions {
         LoadOptions {
             backend: BackendKind::Cpu,
             threads: 0,
+            device: 0,
         }
     }
 }
@@ -38,8 +43,68 @@ impl Default for LoadOptions {
 pub struct Model {
     file: ModelSource,
     chat_template: Option<String>,
-    exec: Executor<CpuBackend>,
+    exec: Exec,
     tokenizer: Tokenizer,
+}
+
+/// The executor on the backend the model was loaded onto (one variant per built-in backend).
+// One per model, never moved on a hot path: boxing would only add an indirection.
+#[allow(clippy::large_enum_variant)]
+enum Exec {
+    Cpu(Executor<CpuBackend>),
+    #[cfg(feature = "cuda")]
+    Cuda(Executor<CudaBackend>),
+}
+
+/// Runs `$body` with `$e` bound to the executor of whichever backend `$exec` holds.
+macro_rules! with_exec {
+    ($exec:expr, $e:ident => $body:expr) => {
+        match $exec {
+            Exec::Cpu($e) => $body,
+            #[cfg(feature = "cuda")]
+            Exec::Cuda($e) => $body,
+        }
+    };
+}
+
+/// One sequence's state (KV cache, scratch) on the model's backend.
+pub struct SeqState(StateKind);
+
+// One per sequence, made once: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
+enum StateKind {
+    Cpu(State<CpuBackend>),
+    #[cfg(feature = "cuda")]
+    Cuda(State<CudaBackend>),
+}
+
+impl SeqState {
+    /// Positions evaluated so far.
+    pub fn n_past(&self) -> usize {
+        match &self.0 {
+            StateKind::Cpu(s) => s.n_past,
+            #[cfg(feature = "cuda")]
+            StateKind::Cuda(s) => s.n_past,
+        }
+    }
+    /// Forgets positions from `n` on (their cache entries are overwritten by later passes);
+    /// `n` larger than what was evaluated is ignored.
+    pub fn rewind(&mut self, n: usize) {
+        let np = match &mut self.0 {
+            StateKind::Cpu(s) => &mut s.n_past,
+            #[cfg(feature = "cuda")]
+            StateKind::Cuda(s) => &mut s.n_past,
+        };
+        *np = (*np).min(n);
+    }
+    /// Positions the KV cache has room for.
+    pub fn n_ctx(&self) -> usize {
+        match &self.0 {
+            StateKind::Cpu(s) => s.n_ctx,
+            #[cfg(feature = "cuda")]
+            StateKind::Cuda(s) => s.n_ctx,
+        }
+    }
 }
 
 /// Perplexity over a text, computed the way llama-perplexity does.
@@ -72,15 +137,19 @@ impl Model {
     ) -> Result<Model> {
         let file = ModelSource::open(path)?;
         let tokenizer = file.tokenizer()?;
-        let backend = match opts.backend {
-            BackendKind::Cpu => CpuBackend::new(opts.threads)?,
+        let exec = match opts.backend {
+            BackendKind::Cpu => Exec::Cpu(Executor::load(&file, CpuBackend::new(opts.threads)?)?),
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => Exec::Cuda(Executor::load(&file, CudaBackend::new(opts.device)?)?),
+            #[cfg(not(feature = "cuda"))]
+            BackendKind::Cuda => return Err(Error::BackendNotBuilt("cuda")),
         };
-        let exec = Executor::load(&file, backend)?;
+        let n_vocab = with_exec!(&exec, e => e.config.n_vocab);
         // HF checkpoints often pad the embedding past the tokenizer (to a multiple of 64 or
         // 128); GGUF converters write exactly one row per token.
         let vocab_ok = match file.format() {
-            SourceFormat::Gguf => tokenizer.n_vocab() == exec.config.n_vocab,
-            SourceFormat::Safetensors => tokenizer.n_vocab() <= exec.config.n_vocab,
+            SourceFormat::Gguf => tokenizer.n_vocab() == n_vocab,
+            SourceFormat::Safetensors => tokenizer.n_vocab() <= n_vocab,
         };
         if !vocab_ok {
             return Err(Error::BadKey {
@@ -88,7 +157,7 @@ impl Model {
                 why: format!(
                     "{} tokens but the embedding has {} rows",
                     tokenizer.n_vocab(),
-                    exec.config.n_vocab
+                    n_vocab
                 ),
             });
         }
@@ -103,7 +172,23 @@ impl Model {
 
     /// Hyper-parameters and the architecture row.
     pub fn config(&self) -> &ModelConfig {
-        &self.exec.config
+        with_exec!(&self.exec, e => &e.config)
+    }
+
+    /// The memory bandwidth the backend's decode is measured against, in bytes/s: the CPU's
+    /// read bandwidth with its threads, or a GPU's device-to-device copy bandwidth (bytes read
+    /// and written).
+    pub fn memory_bandwidth(&self) -> Result<f64> {
+        match &self.exec {
+            Exec::Cpu(e) => Ok(crate::bench::read_bandwidth(e.backend.threads())),
+            #[cfg(feature = "cuda")]
+            Exec::Cuda(e) => e.backend.copy_bandwidth(),
+        }
+    }
+
+    /// One line on the backend the model runs on (kernel path, threads or device).
+    pub fn backend_description(&self) -> String {
+        with_exec!(&self.exec, e => e.backend.describe())
     }
 
     /// The model's tokenizer.
@@ -140,19 +225,34 @@ impl Model {
         Session::new(self, n_ctx)
     }
 
-    /// The graph executor (for code that drives forward passes itself).
-    pub fn executor(&self) -> &Executor<CpuBackend> {
-        &self.exec
+    /// A fresh sequence state with room for `n_ctx` positions (for code that drives forward
+    /// passes itself; [`Session`] wraps one).
+    pub fn new_state(&self, n_ctx: usize) -> Result<SeqState> {
+        Ok(SeqState(match &self.exec {
+            Exec::Cpu(e) => StateKind::Cpu(e.new_state(n_ctx)?),
+            #[cfg(feature = "cuda")]
+            Exec::Cuda(e) => StateKind::Cuda(e.new_state(n_ctx)?),
+        }))
     }
 
-    pub(crate) fn new_state(&self, n_ctx: usize) -> Result<State<CpuBackend>> {
-        self.exec.new_state(n_ctx)
+    /// Evaluates `ids` at positions `state.n_past()..` and returns their logits (the last
+    /// position's, or every position's).
+    pub fn forward(&self, state: &mut SeqState, ids: &[u32], mode: Logits) -> Result<Vec<f32>> {
+        match (&self.exec, &mut state.0) {
+            (Exec::Cpu(e), StateKind::Cpu(s)) => e.forward(s, ids, mode),
+            #[cfg(feature = "cuda")]
+            (Exec::Cuda(e), StateKind::Cuda(s)) => e.forward(s, ids, mode),
+            #[cfg(feature = "cuda")]
+            _ => Err(Error::InvalidArgument(
+                "a sequence state belongs to the backend of the model that made it".into(),
+            )),
+        }
     }
 
     /// Logits of every position of `ids`, evaluated as one sequence: `[ids.len() * n_vocab]`.
     pub fn logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
         let mut st = self.new_state(ids.len().max(1).min(self.config().n_ctx_train))?;
-        self.exec.forward(&mut st, ids, Logits::All)
+        self.forward(&mut st, ids, Logits::All)
     }
 
     /// Generates after `prompt` in a fresh session of `n_ctx` positions (default: the prompt
@@ -229,8 +329,8 @@ impl Model {
             if let Some(b) = bos {
                 batch[0] = b;
             }
-            st.n_past = 0;
-            let logits = self.exec.forward(&mut st, &batch, Logits::All)?;
+            st.rewind(0);
+            let logits = self.forward(&mut st, &batch, Logits::All)?;
             for j in first..ctx - 1 {
                 let row = &logits[j * n_vocab..(j + 1) * n_vocab];
                 let v = neg_log_softmax(row, tokens[start + j + 1] as usize);

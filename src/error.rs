@@ -124,8 +124,14 @@ pub enum Error {
         max: usize,
     },
     /// `--backend` names no known backend.
-    #[error("unknown backend '{0}' (available: cpu)")]
+    #[error("unknown backend '{0}' (available: cpu, cuda)")]
     UnknownBackend(String),
+    /// `--backend` names a backend this build leaves out (a cargo feature).
+    #[error("backend '{0}' is not built in: rebuild with `cargo build --release --features {0}`")]
+    BackendNotBuilt(&'static str),
+    /// The CUDA backend could not start or a kernel failed (driver, device, memory).
+    #[error("cuda: {0}")]
+    Cuda(String),
     /// The requested CPU kernel path is not available on this CPU.
     #[error("cpu kernels: {0}")]
     CpuKernels(String),

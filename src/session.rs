@@ -5,17 +5,16 @@
 
 use std::time::{Duration, Instant};
 
-use crate::backend::cpu::CpuBackend;
-use crate::engine::Model;
+use crate::engine::{Model, SeqState};
 use crate::error::{Error, Result};
-use crate::graph::{Logits, State};
+use crate::graph::Logits;
 use crate::sampling::{Sampler, SamplerConfig, StopStrings};
 use crate::tokenizer::StreamDecoder;
 
 /// One sequence being evaluated on a model.
 pub struct Session<'m> {
     model: &'m Model,
-    state: State<CpuBackend>,
+    state: SeqState,
     tokens: Vec<u32>,
     logits: Vec<f32>,
 }
@@ -128,7 +127,7 @@ impl<'m> Session<'m> {
 
     /// Positions this session has room for.
     pub fn n_ctx(&self) -> usize {
-        self.state.n_ctx
+        self.state.n_ctx()
     }
 
     /// Positions still free.
@@ -149,10 +148,7 @@ impl<'m> Session<'m> {
 
     /// Evaluates `ids` after what the session holds and returns the logits after the last one.
     pub fn feed(&mut self, ids: &[u32]) -> Result<&[f32]> {
-        self.logits = self
-            .model
-            .executor()
-            .forward(&mut self.state, ids, Logits::Last)?;
+        self.logits = self.model.forward(&mut self.state, ids, Logits::Last)?;
         self.tokens.extend_from_slice(ids);
         Ok(&self.logits)
     }
@@ -174,7 +170,7 @@ impl<'m> Session<'m> {
     pub fn truncate(&mut self, n: usize) {
         if n < self.tokens.len() {
             self.tokens.truncate(n);
-            self.state.n_past = n;
+            self.state.rewind(n);
             self.logits.clear();
         }
     }

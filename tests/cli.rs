@@ -379,3 +379,46 @@ fn commands_accept_a_safetensors_directory() {
         "{ppl}"
     );
 }
+
+/// `--backend cuda` where it cannot run is one clear line and a non-zero exit: without the
+/// `cuda` feature it says how to rebuild; with it, on a machine without the NVIDIA driver (CI),
+/// it says the driver is missing. Where a driver and GPU exist, the same command generates.
+#[test]
+fn cuda_backend_where_it_cannot_run_is_a_clear_error() {
+    let m = model(SMOLLM2);
+    let args = [
+        "run",
+        "--model",
+        m.to_str().unwrap(),
+        "--prompt",
+        "Hi",
+        "-n",
+        "2",
+        "--temp",
+        "0",
+        "--backend",
+        "cuda",
+    ];
+    let o = torchless(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    #[cfg(not(feature = "cuda"))]
+    let expect = Some(
+        "backend 'cuda' is not built in: rebuild with `cargo build --release --features cuda`",
+    );
+    #[cfg(feature = "cuda")]
+    let expect = (!torchless::backend::cuda::driver_present())
+        .then_some("no CUDA driver found (libcuda.so could not be loaded)");
+    match expect {
+        Some(msg) => {
+            assert!(!o.status.success(), "should fail: {err}");
+            assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+            assert!(err.contains(msg), "unexpected message: {err}");
+        }
+        None => {
+            stdout(&o);
+        }
+    }
+    // `info --backend cuda` fails the same way where the backend cannot start.
+    let o = torchless(&["info", "--model", m.to_str().unwrap(), "--backend", "cuda"]);
+    assert_eq!(o.status.success(), expect.is_none());
+}

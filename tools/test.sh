@@ -18,6 +18,15 @@ if ! "$PYTHON" -c 'import openai, sys; sys.exit(openai.__version__ != "3.54.0")'
         || "$PYTHON" -m pip install --quiet --disable-pip-version-check --break-system-packages "$OPENAI_PIN"
 fi
 
+# The CUDA backend's kernels compile to PTX with clang (no CUDA toolkit, no GPU needed here);
+# its build, PTX coverage and no-driver error are tested below with `--features cuda`.
+if ! command -v nvcc >/dev/null 2>&1 && ! command -v clang >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clang >/dev/null
+fi
+
 # Lints run wherever the toolchain has them (rustup's default profile does).
 if cargo fmt --version >/dev/null 2>&1; then
     cargo fmt --check
@@ -26,16 +35,18 @@ else
 fi
 if cargo clippy --version >/dev/null 2>&1; then
     cargo clippy --release --all-targets -- -D warnings
+    cargo clippy --release --all-targets --features cuda -- -D warnings
 else
     echo "test.sh: clippy is not installed; skipping lints" >&2
 fi
 # Every public item has rustdoc (missing_docs is denied through clippy above) and no doc link is
 # broken.
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet --features cuda
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --release -- --test-threads=2 2>&1 | tee "$log"
+# Every test, with the CUDA backend built in (its runtime checks need a GPU: tools/gpu-check.sh).
+cargo test --release --features cuda -- --test-threads=2 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line over every test binary (cargo's last line is the doc-test binary's alone).

@@ -5,6 +5,8 @@
 //! their buffers, so the executor can size scratch once for the largest batch.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 use std::str::FromStr;
 
@@ -18,6 +20,8 @@ use crate::model::weights::{Role, WeightView};
 pub enum BackendKind {
     /// [`cpu::CpuBackend`]: `--backend cpu`.
     Cpu,
+    /// `cuda::CudaBackend` (cargo feature `cuda`): `--backend cuda`, NVIDIA GPUs.
+    Cuda,
 }
 
 impl FromStr for BackendKind {
@@ -25,6 +29,7 @@ impl FromStr for BackendKind {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "cpu" => Ok(BackendKind::Cpu),
+            "cuda" => Ok(BackendKind::Cuda),
             other => Err(Error::UnknownBackend(other.to_string())),
         }
     }
@@ -80,12 +85,13 @@ pub trait Backend: Send + Sync {
     /// Wrap a checked tensor view. Errors when the backend has no kernel for its type in `role`
     /// (norm weights and biases are [`Role::Norm`] vectors).
     fn weight(&self, view: WeightView<'_>, role: Role) -> Result<Self::Weight>;
-    /// A zeroed activation buffer of `len` f32 values.
-    fn buf(&self, len: usize) -> Self::Buf;
+    /// A zeroed activation buffer of `len` f32 values (a device backend can run out of memory).
+    fn buf(&self, len: usize) -> Result<Self::Buf>;
     /// Capacity of `buf` in f32 values.
     fn buf_len(&self, buf: &Self::Buf) -> usize;
-    /// Copy the first `len` values out into `out` (replacing its contents).
-    fn read(&self, buf: &Self::Buf, len: usize, out: &mut Vec<f32>);
+    /// Copy the first `len` values out into `out` (replacing its contents). This is where a
+    /// device backend waits for its queued work, so it reports any failure of the ops before it.
+    fn read(&self, buf: &Self::Buf, len: usize, out: &mut Vec<f32>) -> Result<()>;
     /// A KV cache for `n_layer` layers of `n_ctx` positions; each position holds `k_width`
     /// key values and `v_width` value values (all K/V heads side by side).
     fn kv_cache(
@@ -94,7 +100,7 @@ pub trait Backend: Send + Sync {
         n_ctx: usize,
         k_width: usize,
         v_width: usize,
-    ) -> Self::KvCache;
+    ) -> Result<Self::KvCache>;
 
     /// Run `f` with the backend's threads available (the CPU installs its rayon pool once per
     /// forward pass instead of once per op).

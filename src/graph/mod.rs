@@ -86,26 +86,26 @@ impl<B: Backend> Executor<B> {
         let b = &self.backend;
         let mb = DEFAULT_BATCH.min(n_ctx);
         Ok(State {
-            kv: b.kv_cache(c.n_layer, n_ctx, c.kv_dim(), c.v_dim()),
+            kv: b.kv_cache(c.n_layer, n_ctx, c.kv_dim(), c.v_dim())?,
             n_ctx,
             n_past: 0,
             max_batch: mb,
-            x: b.buf(mb * c.dim),
-            xn: b.buf(mb * c.dim.max(c.q_dim())),
-            q: b.buf(mb * c.q_dim()),
-            k: b.buf(mb * c.kv_dim()),
-            v: b.buf(mb * c.v_dim()),
-            attn: b.buf(mb * c.n_head * c.head_dim_v),
-            proj: b.buf(mb * c.dim),
+            x: b.buf(mb * c.dim)?,
+            xn: b.buf(mb * c.dim.max(c.q_dim()))?,
+            q: b.buf(mb * c.q_dim())?,
+            k: b.buf(mb * c.kv_dim())?,
+            v: b.buf(mb * c.v_dim())?,
+            attn: b.buf(mb * c.n_head * c.head_dim_v)?,
+            proj: b.buf(mb * c.dim)?,
             proj2: b.buf(if c.arch.parallel_residual {
                 mb * c.dim
             } else {
                 0
-            }),
-            gate: b.buf(mb * c.n_ff),
-            up: b.buf(mb * c.n_ff),
-            hidden: b.buf(mb * c.n_ff),
-            last: b.buf(c.dim),
+            })?,
+            gate: b.buf(mb * c.n_ff)?,
+            up: b.buf(mb * c.n_ff)?,
+            hidden: b.buf(mb * c.n_ff)?,
+            last: b.buf(c.dim)?,
             logits: None,
             out: Vec::new(),
         })
@@ -143,7 +143,7 @@ impl<B: Backend> Executor<B> {
                 Logits::Last if i + 1 == n_chunks => Some(Logits::Last),
                 Logits::Last => None,
             };
-            self.backend.scope(|| self.step(state, chunk, want));
+            self.backend.scope(|| self.step(state, chunk, want))?;
             if want.is_some() {
                 result.extend_from_slice(&state.out);
             }
@@ -152,7 +152,7 @@ impl<B: Backend> Executor<B> {
     }
 
     /// One batch through every layer; logits (if wanted) land in `state.out`.
-    fn step(&self, s: &mut State<B>, ids: &[u32], want: Option<Logits>) {
+    fn step(&self, s: &mut State<B>, ids: &[u32], want: Option<Logits>) -> Result<()> {
         let (c, w, b) = (&self.config, &self.weights, &self.backend);
         let arch = c.arch;
         let n = ids.len();
@@ -240,7 +240,7 @@ impl<B: Backend> Executor<B> {
         }
         s.n_past += n;
 
-        let Some(mode) = want else { return };
+        let Some(mode) = want else { return Ok(()) };
         let (src, rows) = match mode {
             Logits::All => (&s.x, n),
             Logits::Last => {
@@ -256,14 +256,14 @@ impl<B: Backend> Executor<B> {
                 Logits::All => s.max_batch * c.n_vocab,
                 Logits::Last => c.n_vocab,
             };
-            s.logits = Some(b.buf(cap.max(len)));
+            s.logits = Some(b.buf(cap.max(len))?);
         }
         let logits = s.logits.as_mut().expect("allocated above");
         self.linear(&w.output, &s.xn, rows, logits);
         if let Some(cap) = c.final_softcap {
             b.softcap(logits, cap, len);
         }
-        b.read(logits, len, &mut s.out);
+        b.read(logits, len, &mut s.out)
     }
 
     fn norm_spec(&self) -> NormSpec {

@@ -170,21 +170,28 @@ impl Backend for CpuBackend {
         })
     }
 
-    fn buf(&self, len: usize) -> Vec<f32> {
-        vec![0.0; len]
+    fn buf(&self, len: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; len])
     }
 
     fn buf_len(&self, buf: &Vec<f32>) -> usize {
         buf.len()
     }
 
-    fn read(&self, buf: &Vec<f32>, len: usize, out: &mut Vec<f32>) {
+    fn read(&self, buf: &Vec<f32>, len: usize, out: &mut Vec<f32>) -> Result<()> {
         out.clear();
         out.extend_from_slice(&buf[..len]);
+        Ok(())
     }
 
-    fn kv_cache(&self, n_layer: usize, n_ctx: usize, k_width: usize, v_width: usize) -> CpuKvCache {
-        CpuKvCache::new(n_layer, n_ctx, k_width, v_width)
+    fn kv_cache(
+        &self,
+        n_layer: usize,
+        n_ctx: usize,
+        k_width: usize,
+        v_width: usize,
+    ) -> Result<CpuKvCache> {
+        Ok(CpuKvCache::new(n_layer, n_ctx, k_width, v_width))
     }
 
     fn scope<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {

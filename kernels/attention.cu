@@ -1,0 +1,281 @@
+// attention.cu: the f16 KV cache store and causal attention (GQA, sliding window, soft-capping),
+// same semantics as src/backend/cpu/attention.rs.
+//
+// Layouts: q [n_tok][n_head * head_dim] f32; K cache [n_ctx][kw] and V cache [n_ctx][vw] f16 bits
+// (kw = n_head_kv * head_dim, vw = n_head_kv * head_dim_v); out [n_tok][n_head * head_dim_v].
+// Query head h reads K/V head h / (n_head / n_head_kv). The token of row t sits at position
+// pos = pos0 + t and sees keys lo ..= pos, lo = max(0, pos + 1 - window) (window <= 0: none).
+//
+// Split-K (flash-decoding): attn_partial_* runs one block per (key split, token * head); each
+// block walks its slice of the key range with an online softmax (per warp, merged at the end)
+// and either
+//  - n_split == 1: writes the normalised output row directly (prefill), or
+//  - n_split > 1: writes its partial (max m, sum l, unnormalised acc[head_dim_v]) to `part`,
+//    and attn_combine merges the splits of each (token, head) with weights exp(m_s - M).
+// `part` layout for P = n_tok * n_head * n_split partials, partial index p = th * n_split + s:
+//   part[2p] = m, part[2p + 1] = l, part[2P + p * head_dim_v + d] = acc[d].
+// An empty split (its key slice is past pos) writes m = -inf, l = 0, acc = 0.
+// Split s covers keys lo + s * chunk .. min(lo + (s + 1) * chunk, pos + 1); the host picks
+// n_split * chunk >= the longest range, so the splits cover every row's keys.
+//
+// Entry points:
+//   attn_kv_store      one thread per element, grid-stride; any block size.
+//   attn_partial_d64, _d128, _d256, _d512, attn_partial_any (see ATTN_PARTIAL_ENTRY for which
+//                      widths each takes): grid (n_split, min(n_tok * n_head, 65535)), block
+//                      exactly 32 * ATTN_WARPS = 128 threads, static shared memory only.
+//   attn_combine       grid (min(n_tok * n_head, 65535), ceil(head_dim_v / blockDim.x)), block a
+//                      multiple of 32 (64); n_split <= ATTN_MAX_SPLIT.
+
+#include "prelude.cuh"
+
+// Warps per attn_partial block (blockDim.x must be 32 * ATTN_WARPS), keys each warp scores at
+// once (independent loads in flight), and the largest head_dim / head_dim_v (per-lane register
+// arrays and static shared memory, so the PTX has no `.extern` symbol; the host checks it).
+#define ATTN_WARPS 4
+#define ATTN_KB 8
+#define ATTN_MAX_D 512
+// Most splits attn_combine merges (its weights live in shared memory; the host caps n_split).
+#define ATTN_MAX_SPLIT 64
+
+static __device__ __forceinline__ float attn_neg_inf() { return tl_bits_f32(0xff800000u); }
+
+// Round rows of K and V to f16 (round to nearest even, as half::f16::from_f32) and store them at
+// positions pos0 .. pos0 + n_tok of one layer's cache.
+extern "C" __global__ void attn_kv_store(const float* k, const float* v, uint16_t* kc,
+                                         uint16_t* vc, int pos0, int n_tok, int kw, int vw) {
+    const int nk = n_tok * kw;
+    const int nv = n_tok * vw;
+    const int n = nk > nv ? nk : nv;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        if (i < nk) kc[pos0 * kw + i] = tl_f2h(k[i]);
+        if (i < nv) vc[pos0 * vw + i] = tl_f2h(v[i]);
+    }
+}
+
+// Elements d and d + 1 (d even) of an f16 row of n values, 0 past the end. With AL the row
+// starts at an even element and n is even, so the pair is one aligned 32-bit word; otherwise two
+// 16-bit loads. Predicated loads, not branches: the loads of consecutive keys stay in flight
+// together.
+template <bool AL>
+static __device__ __forceinline__ void attn_load2(const uint16_t* row, int d, int n, float& a,
+                                                  float& b) {
+    if (AL) {
+        uint32_t u = 0;
+        if (d < n) u = *(const uint32_t*)(row + d);
+        a = tl_h2f((uint16_t)(u & 0xffffu));
+        b = tl_h2f((uint16_t)(u >> 16));
+    } else {
+        const uint16_t u0 = d < n ? row[d] : (uint16_t)0;
+        const uint16_t u1 = d + 1 < n ? row[d + 1] : (uint16_t)0;
+        a = tl_h2f(u0);
+        b = tl_h2f(u1);
+    }
+}
+
+// One block of ATTN_WARPS warps per (split, token * head), grid-stride over token * head.
+// Each warp runs its own online softmax over batches of ATTN_KB keys (batches are dealt to the
+// warps in turn: warp w takes keys kb + (w + j * ATTN_WARPS) * ATTN_KB ..): the lanes split the
+// dims (pairs, see NP; Q and the accumulator live in registers), each key's dot is a warp
+// sum, so every lane holds the same scores, max m, sum l and weights. No barrier inside the key
+// loop. At the end the warps' (m, l, acc) meet in shared memory and are merged like splits:
+// M = max m_w, L = sum exp(m_w - M) l_w, acc = sum exp(m_w - M) acc_w (an empty warp has m_w =
+// -inf and weight 0). With one split the block writes acc / L to `out`, else its partial.
+template <int NP, bool AL>
+static __device__ __forceinline__ void attn_partial_impl(
+    const float* q, const uint16_t* kc, const uint16_t* vc, float* out, float* part, int pos0,
+    int n_tok, int n_head, int n_head_kv, int head_dim, int head_dim_v, int kw, int vw,
+    float scale, int window, float softcap, int n_split, int chunk) {
+    __shared__ float red_m[ATTN_WARPS];
+    __shared__ float red_l[ATTN_WARPS];
+    __shared__ float red_acc[ATTN_WARPS][ATTN_MAX_D];
+
+    const float neg_inf = attn_neg_inf();
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int split = blockIdx.x;
+    const int group = n_head / n_head_kv;
+    const int n_th = n_tok * n_head;
+    const int n_parts = n_th * n_split;
+
+    for (int th = blockIdx.y; th < n_th; th += gridDim.y) {
+        const int t = th / n_head;
+        const int h = th % n_head;
+        const int g = h / group;
+        const int pos = pos0 + t;
+        const int lo = (window > 0 && pos + 1 > window) ? pos + 1 - window : 0;
+        const int kb = lo + split * chunk;                           // first key of this split
+        const int ke = kb + chunk < pos + 1 ? kb + chunk : pos + 1;  // one past the last
+
+        // This lane's Q dims, rounded to f16 like the CPU (and like the cached K).
+        float q0[NP], q1[NP], acc0[NP], acc1[NP];
+        const float* qr = q + th * head_dim;
+#pragma unroll
+        for (int i = 0; i < NP; i++) {
+            const int d = 2 * lane + 64 * i;
+            q0[i] = d < head_dim ? tl_h2f(tl_f2h(qr[d])) : 0.f;
+            q1[i] = d + 1 < head_dim ? tl_h2f(tl_f2h(qr[d + 1])) : 0.f;
+            acc0[i] = 0.f;
+            acc1[i] = 0.f;
+        }
+        const uint16_t* kbase = kc + g * head_dim;
+        const uint16_t* vbase = vc + g * head_dim_v;
+        float m = neg_inf;  // this warp's running max
+        float l = 0.f;      // this warp's running sum of exp(score - m)
+
+        for (int b0 = kb + warp * ATTN_KB; b0 < ke; b0 += ATTN_WARPS * ATTN_KB) {
+            // Scores of keys b0 .. b0 + ATTN_KB (those < ke; b0 itself always is).
+            // Keys past ke re-read key ke - 1 (in range) and are masked below: no branches, so
+            // all the loads of the batch are in flight at once.
+            float s[ATTN_KB];
+#pragma unroll
+            for (int k = 0; k < ATTN_KB; k++) {
+                const int key = b0 + k < ke ? b0 + k : ke - 1;
+                const uint16_t* kr = kbase + key * kw;
+                float acc = 0.f;
+#pragma unroll
+                for (int i = 0; i < NP; i++) {
+                    float a, b;
+                    attn_load2<AL>(kr, 2 * lane + 64 * i, head_dim, a, b);
+                    acc += q0[i] * a + q1[i] * b;
+                }
+                s[k] = acc;
+            }
+            float mb = neg_inf;
+#pragma unroll
+            for (int k = 0; k < ATTN_KB; k++) {
+                float v = tl_warp_sum(s[k]) * scale;
+                if (softcap > 0.f) v = softcap * tl_tanhf(v / softcap);
+                s[k] = v;
+                if (b0 + k < ke) mb = tl_fmaxf(mb, v);
+            }
+            // mb is finite (key b0 is in range); exp(-inf) = 0 on the first batch.
+            const float m_new = tl_fmaxf(m, mb);
+            const float corr = tl_expf(m - m_new);
+            m = m_new;
+            l *= corr;
+#pragma unroll
+            for (int i = 0; i < NP; i++) {
+                acc0[i] *= corr;
+                acc1[i] *= corr;
+            }
+#pragma unroll
+            for (int k = 0; k < ATTN_KB; k++) {
+                const bool in = b0 + k < ke;
+                const float p = in ? tl_expf(s[k] - m_new) : 0.f;
+                l += p;
+                const uint16_t* vr = vbase + (in ? b0 + k : ke - 1) * vw;
+#pragma unroll
+                for (int i = 0; i < NP; i++) {
+                    float a, b;
+                    attn_load2<AL>(vr, 2 * lane + 64 * i, head_dim_v, a, b);
+                    acc0[i] += p * a;
+                    acc1[i] += p * b;
+                }
+            }
+        }
+
+        // Merge the warps. The previous (token, head) of this block is done with red_*.
+        TL_SYNC();
+        if (lane == 0) {
+            red_m[warp] = m;
+            red_l[warp] = l;
+        }
+#pragma unroll
+        for (int i = 0; i < NP; i++) {
+            const int d = 2 * lane + 64 * i;
+            if (d < head_dim_v) red_acc[warp][d] = acc0[i];
+            if (d + 1 < head_dim_v) red_acc[warp][d + 1] = acc1[i];
+        }
+        TL_SYNC();
+        float mx = neg_inf;
+        for (int w = 0; w < ATTN_WARPS; w++) mx = tl_fmaxf(mx, red_m[w]);
+        float wt[ATTN_WARPS];
+        float sum = 0.f;
+        for (int w = 0; w < ATTN_WARPS; w++) {
+            wt[w] = red_m[w] > neg_inf ? tl_expf(red_m[w] - mx) : 0.f;
+            sum += wt[w] * red_l[w];
+        }
+        if (n_split == 1) {
+            // The only split holds key `pos`, so sum >= 1.
+            const float inv = 1.f / sum;
+            for (int d = threadIdx.x; d < head_dim_v; d += blockDim.x) {
+                float a = 0.f;
+                for (int w = 0; w < ATTN_WARPS; w++) a += wt[w] * red_acc[w][d];
+                out[th * head_dim_v + d] = a * inv;
+            }
+        } else {
+            // An empty split leaves mx = -inf, sum = 0, acc = 0, which attn_combine skips.
+            const int p = th * n_split + split;
+            for (int d = threadIdx.x; d < head_dim_v; d += blockDim.x) {
+                float a = 0.f;
+                for (int w = 0; w < ATTN_WARPS; w++) a += wt[w] * red_acc[w][d];
+                part[2 * n_parts + p * head_dim_v + d] = a;
+            }
+            if (threadIdx.x == 0) {
+                part[2 * p] = mx;
+                part[2 * p + 1] = sum;
+            }
+        }
+    }
+}
+
+// Entry points. attn_partial_dN: max(head_dim, head_dim_v) <= N, and head_dim, head_dim_v, kw
+// and vw all even (32-bit K/V loads); lane l holds dims (2l + 64i, 2l + 64i + 1) for i < N / 64,
+// so narrow heads use fewer registers. attn_partial_any: any widths up to ATTN_MAX_D, 16-bit
+// loads (odd widths; not expected in practice).
+#define ATTN_PARTIAL_ENTRY(NAME, NP, AL)                                                          \
+    extern "C" __global__ void NAME(const float* q, const uint16_t* kc, const uint16_t* vc,      \
+                                    float* out, float* part, int pos0, int n_tok, int n_head,     \
+                                    int n_head_kv, int head_dim, int head_dim_v, int kw, int vw,  \
+                                    float scale, int window, float softcap, int n_split,          \
+                                    int chunk) {                                                  \
+        attn_partial_impl<NP, AL>(q, kc, vc, out, part, pos0, n_tok, n_head, n_head_kv,          \
+                                  head_dim, head_dim_v, kw, vw, scale, window, softcap, n_split,  \
+                                  chunk);                                                         \
+    }
+ATTN_PARTIAL_ENTRY(attn_partial_d64, 1, true)
+ATTN_PARTIAL_ENTRY(attn_partial_d128, 2, true)
+ATTN_PARTIAL_ENTRY(attn_partial_d256, 4, true)
+ATTN_PARTIAL_ENTRY(attn_partial_d512, 8, true)
+ATTN_PARTIAL_ENTRY(attn_partial_any, ATTN_MAX_D / 64, false)
+
+// Merge the n_split (<= ATTN_MAX_SPLIT) partials of each (token, head): M = max m_s,
+// L = sum exp(m_s - M) l_s, out[d] = sum exp(m_s - M) acc_s[d] / L (an empty split, m_s = -inf,
+// weighs 0; split 0 always holds key `pos`, so M is finite and L >= 1). Warp 0 computes the
+// weights into shared memory, then each thread sums one dim: blockIdx.y * blockDim.x +
+// threadIdx.x. blockDim.x must be a multiple of 32.
+extern "C" __global__ void attn_combine(const float* part, float* out, int n_th, int n_split,
+                                        int head_dim_v) {
+    __shared__ float w_s[ATTN_MAX_SPLIT];
+    __shared__ float inv_s;
+    const float neg_inf = attn_neg_inf();
+    const int n_parts = n_th * n_split;
+    const int d = blockIdx.y * blockDim.x + threadIdx.x;
+    for (int th = blockIdx.x; th < n_th; th += gridDim.x) {
+        const float* ml = part + 2 * th * n_split;
+        // The previous (token, head) of this block is done with w_s and inv_s.
+        TL_SYNC();
+        if (threadIdx.x < 32) {
+            const int lane = threadIdx.x;
+            float mx = neg_inf;
+            for (int s = lane; s < n_split; s += 32) mx = tl_fmaxf(mx, ml[2 * s]);
+            mx = tl_warp_max(mx);
+            float sum = 0.f;
+            for (int s = lane; s < n_split; s += 32) {
+                const float ms = ml[2 * s];
+                const float w = ms > neg_inf ? tl_expf(ms - mx) : 0.f;
+                w_s[s] = w;
+                sum += w * ml[2 * s + 1];
+            }
+            sum = tl_warp_sum(sum);
+            if (lane == 0) inv_s = 1.f / sum;
+        }
+        TL_SYNC();
+        if (d < head_dim_v) {
+            const float* acc = part + 2 * n_parts + th * n_split * head_dim_v + d;
+            float a = 0.f;
+            for (int s = 0; s < n_split; s++) a += w_s[s] * acc[s * head_dim_v];
+            out[th * head_dim_v + d] = a * inv_s;
+        }
+    }
+}

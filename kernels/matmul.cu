@@ -1,0 +1,593 @@
+// matmul.cu: y[t * rows + r] = sum_c W[r][c] * x[t * cols + c] for ggml weight types, fused with
+// the dequantization (weights stay in their file layout; block decoding in quant.cuh).
+//
+// matvec_<t> (few tokens; the decode path): memory bound. MV_WARPS warps per block, grid-stride
+//   over rows. Two row loops:
+//   - Layout C (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K when cols % 128 == 0 and the
+//     buffers are aligned, i.e. always for model weights): lane L takes columns 128m + 4L .. +4 of
+//     every 128-column chunk m, so each 16-byte x load of the warp covers 512 contiguous bytes
+//     (the x traffic through L1, not the weights, is what limits a 4-bit matvec otherwise). A warp
+//     works on R rows at once (each x load feeds R rows) and requests a whole step of blocks
+//     before using any; Q4_K / Q5_K share the per-sub-block scale decoding through a small
+//     per-warp shared-memory table instead of every lane decoding the 6-bit scales. Tokens go in
+//     passes of up to MAXNT per type.
+//   - Unit layout (F32 / F16 / BF16, Q2_K, Q3_K, and the fallback of the others for unaligned
+//     buffers or cols % 128 != 0): lane L takes units L, L + 32, ... of its row (a unit is 8-32
+//     consecutive-ish weights of one block), decodes each once and dots it with every token's x.
+//   Per-lane sums are reduced with warp shuffles.
+// matmul_<t> (prefill): 64 rows x 64 tokens per block of 256 threads, K in steps of 32. Each step
+//   dequantizes the 64 x 32 weight tile (exact decoder, 8 values per thread) and the 64 x 32 x tile
+//   into shared memory (k-major); each thread accumulates a 4 x 4 register tile. The next step's
+//   global loads are issued before the current step's arithmetic.
+#include "quant.cuh"
+
+#ifndef MV_WARPS
+#define MV_WARPS 4
+#endif
+// Tokens per pass over the weights (register budget: each lane keeps MV_MAX_TOK sums and its
+// decoded unit live); more tokens take further passes, which re-read the weights mostly from L2.
+#ifndef MV_MAX_TOK
+#define MV_MAX_TOK 4
+#endif
+#define MV_LB TLQ_LAUNCH_BOUNDS(MV_WARPS * 32)
+
+// One row per warp; NT tokens. AL: see quant.cuh (also says x is 16-byte aligned).
+template <class M, int NT, bool AL>
+static __device__ __forceinline__ void mv_rows(const uint8_t* __restrict__ w,
+                                               const float* __restrict__ x, float* __restrict__ y,
+                                               int rows, int cols) {
+    const int lane = threadIdx.x & 31;
+    const int nb = cols / M::QK;
+    const int nunits = nb * M::UPB;
+    const tlq_sz row_bytes = (tlq_sz)nb * M::BYTES;
+    for (int r = blockIdx.x * MV_WARPS + (threadIdx.x >> 5); r < rows; r += gridDim.x * MV_WARPS) {
+        const uint8_t* wr = w + (tlq_sz)r * row_bytes;
+        float acc[NT];
+#pragma unroll
+        for (int t = 0; t < NT; ++t) acc[t] = 0.f;
+#pragma unroll 1
+        for (int u = lane; u < nunits; u += 32) {
+            const int bi = u / M::UPB, sub = u % M::UPB;
+            float v[M::NSEG * M::SEGL];
+            M::template decode<AL>(wr + (tlq_sz)bi * M::BYTES, sub, v);
+            const float* xb = x + (tlq_sz)bi * M::QK;
+#pragma unroll
+            for (int t = 0; t < NT; ++t) {
+                const float* xt = xb + (tlq_sz)t * cols;
+                float p0 = 0.f, p1 = 0.f, p2 = 0.f, p3 = 0.f;
+#pragma unroll
+                for (int s = 0; s < M::NSEG; ++s) {
+                    const float* xs = xt + M::seg_off(sub, s);
+                    const float* vs = v + s * M::SEGL;
+                    if (AL && M::SEGL % 4 == 0) {
+#pragma unroll
+                        for (int i = 0; i < M::SEGL; i += 4) {
+                            const tlq_f4 xv = *(const tlq_f4*)(xs + i);
+                            p0 += vs[i] * xv.x;
+                            p1 += vs[i + 1] * xv.y;
+                            p2 += vs[i + 2] * xv.z;
+                            p3 += vs[i + 3] * xv.w;
+                        }
+                    } else {
+#pragma unroll
+                        for (int i = 0; i < M::SEGL; ++i) p0 += vs[i] * xs[i];
+                    }
+                }
+                acc[t] += (p0 + p1) + (p2 + p3);
+            }
+        }
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+            const float s = tl_warp_sum(acc[t]);
+            if (lane == t) y[(tlq_sz)t * rows + r] = s;
+        }
+    }
+}
+
+// Token groups of up to MV_MAX_TOK on the wide-load path; the fallback path (unaligned buffers
+// or odd float widths, never the hot path) takes one token per pass to keep the code small.
+template <class M, bool AL>
+static __device__ __forceinline__ void mv_dispatch(const uint8_t* __restrict__ w,
+                                                   const float* __restrict__ x,
+                                                   float* __restrict__ y, int rows, int cols,
+                                                   int n_tok) {
+    const int step = AL ? MV_MAX_TOK : 1;
+    for (int t0 = 0; t0 < n_tok; t0 += step) {
+        const int nt = n_tok - t0 < step ? n_tok - t0 : step;
+        const float* xt = x + (tlq_sz)t0 * cols;
+        float* yt = y + (tlq_sz)t0 * rows;
+        if (!AL || nt == 1) mv_rows<M, 1, AL>(w, xt, yt, rows, cols);
+#if MV_MAX_TOK >= 2
+        else if (nt == 2) mv_rows<M, 2, AL>(w, xt, yt, rows, cols);
+#endif
+#if MV_MAX_TOK >= 3
+        else if (nt == 3) mv_rows<M, 3, AL>(w, xt, yt, rows, cols);
+#endif
+#if MV_MAX_TOK >= 4
+        else if (nt == 4) mv_rows<M, 4, AL>(w, xt, yt, rows, cols);
+#endif
+#if MV_MAX_TOK >= 5
+        else if (nt == 5) mv_rows<M, 5, AL>(w, xt, yt, rows, cols);
+        else if (nt == 6) mv_rows<M, 6, AL>(w, xt, yt, rows, cols);
+        else if (nt == 7) mv_rows<M, 7, AL>(w, xt, yt, rows, cols);
+        else if (nt == 8) mv_rows<M, 8, AL>(w, xt, yt, rows, cols);
+#endif
+    }
+}
+
+// Unit layout, one token per pass (fallback for unaligned buffers / odd widths).
+template <class M, bool AL>
+static __device__ __forceinline__ void mv_dispatch1(const uint8_t* __restrict__ w,
+                                                    const float* __restrict__ x,
+                                                    float* __restrict__ y, int rows, int cols,
+                                                    int n_tok) {
+    for (int t = 0; t < n_tok; ++t)
+        mv_rows<M, 1, AL>(w, x + (tlq_sz)t * cols, y + (tlq_sz)t * rows, rows, cols);
+}
+
+static __device__ __forceinline__ bool mv_aligned(const void* p, unsigned a) {
+    return ((unsigned long long)p & (unsigned long long)(a - 1)) == 0;
+}
+
+// Quantized types: the wide-load path when the weight base has the type's block alignment and x
+// is 16-byte aligned (always so for fresh device allocations); half-word loads otherwise.
+#define TL_MATVEC_Q(name, M)                                                                      \
+    extern "C" __global__ void MV_LB                                                              \
+        matvec_##name(const uint8_t* __restrict__ w, const float* __restrict__ x,                 \
+                      float* __restrict__ y, int rows, int cols, int n_tok) {                     \
+        if (mv_aligned(w, M::ALIGN) && mv_aligned(x, 16))                                         \
+            mv_dispatch<M, true>(w, x, y, rows, cols, n_tok);                                     \
+        else                                                                                      \
+            mv_dispatch<M, false>(w, x, y, rows, cols, n_tok);                                    \
+    }
+
+// Float types: 8 values per lane unit with 16-byte loads when cols % 8 == 0 and both bases are
+// 16-byte aligned; one value per unit otherwise (any cols).
+#define TL_MATVEC_F(name, MV, MS)                                                                 \
+    extern "C" __global__ void MV_LB                                                              \
+        matvec_##name(const uint8_t* __restrict__ w, const float* __restrict__ x,                 \
+                      float* __restrict__ y, int rows, int cols, int n_tok) {                     \
+        if (cols % 8 == 0 && mv_aligned(w, 16) && mv_aligned(x, 16))                              \
+            mv_dispatch<MV, true>(w, x, y, rows, cols, n_tok);                                    \
+        else if (mv_aligned(w, MS::ALIGN))                                                        \
+            mv_dispatch<MS, true>(w, x, y, rows, cols, n_tok);                                    \
+        else                                                                                      \
+            mv_dispatch<MS, false>(w, x, y, rows, cols, n_tok);                                   \
+    }
+
+TL_MATVEC_F(f32, MvF32V, MvF32S)
+TL_MATVEC_F(f16, MvHalfV<false>, MvHalfS<false>)
+TL_MATVEC_F(bf16, MvHalfV<true>, MvHalfS<true>)
+TL_MATVEC_Q(q2_k, MvQ2_K)
+TL_MATVEC_Q(q3_k, MvQ3_K)
+
+// ---------------------------------------------------------------------------------------------
+// Layout C matvec (quant.cuh): lane L takes columns 128m + 4L .. +4 of each 128-column chunk m.
+// A matvec is bound by how many weight bytes each SM keeps in flight, by instruction issue and
+// by registers (occupancy), so per type: each warp works on R rows at once (every 16-byte x load
+// then feeds R rows), takes up to MAXNT tokens per pass over the weights, and every row loop
+// requests a whole step of blocks before it uses any of them. The values below were picked by
+// measurement on an H100 (65536 x 4096 matrices; see the report in the commit that added them).
+// ---------------------------------------------------------------------------------------------
+// Blocks (or 128-column chunks) requested per step, summed over the R rows.
+#ifndef MC_Q4K_CH
+#define MC_Q4K_CH 8
+#endif
+#ifndef MC_Q5K_CH
+#define MC_Q5K_CH 8
+#endif
+#ifndef MC_Q6K_STEP
+#define MC_Q6K_STEP 8
+#endif
+#ifndef MC_32_STEP
+#define MC_32_STEP 16
+#endif
+
+// acc[r][t] += v[r] . x[t][col .. col + 4] for R rows and NT tokens (one 16-byte x load per token).
+template <int NT, int R>
+static __device__ __forceinline__ void mc_dot4(const float (*v)[4], const float* __restrict__ x,
+                                               int cols, int col, float (*acc)[NT]) {
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+        const tlq_f4 xv = *(const tlq_f4*)(x + (tlq_sz)t * cols + col);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            acc[r][t] += v[r][0] * xv.x;
+            acc[r][t] += v[r][1] * xv.y;
+            acc[r][t] += v[r][2] * xv.z;
+            acc[r][t] += v[r][3] * xv.w;
+        }
+    }
+}
+
+// 32-value blocks: chunk m holds blocks 4m .. 4m + 3; lane L reads block 4m + L / 8 at column
+// offset 4 (L % 8). MC_32_STEP / R chunks per step, all loads issued before the arithmetic.
+template <class C>
+struct McRow32 {
+    enum { TAB = 1, R = 2, MAXNT = 4 };
+    template <int NT, int R>
+    static __device__ __forceinline__ void row(const uint8_t* const* wr, const float* __restrict__ x,
+                                               int cols, int lane, float (*acc)[NT], tlq_f4*) {
+        enum { S = MC_32_STEP / R };
+        const int nch = cols >> 7;
+        const int c = 4 * (lane & 7), bl = lane >> 3;
+        int m = 0;
+        for (; m + S <= nch; m += S) {
+            float v[S][R][4];
+#pragma unroll
+            for (int k = 0; k < S; ++k)
+#pragma unroll
+                for (int r = 0; r < R; ++r)
+                    C::decode4(wr[r] + (tlq_sz)(4 * (m + k) + bl) * C::BYTES, c, v[k][r]);
+#pragma unroll
+            for (int k = 0; k < S; ++k) mc_dot4<NT, R>(v[k], x, cols, 128 * (m + k) + 4 * lane, acc);
+        }
+        for (; m < nch; ++m) {
+            float v[R][4];
+#pragma unroll
+            for (int r = 0; r < R; ++r) C::decode4(wr[r] + (tlq_sz)(4 * m + bl) * C::BYTES, c, v[r]);
+            mc_dot4<NT, R>(v, x, cols, 128 * m + 4 * lane, acc);
+        }
+    }
+};
+
+// Q4_K / Q5_K. Lane L handles columns 4L .. 4L + 4 (piece a) and 128 + 4L .. (piece b) of each
+// super-block: qs bytes 32 (L / 16) + 4 (L % 8) .. +4 (piece b: +64), nibble (L / 8) & 1, i.e.
+// sub-blocks q = L / 8 and q + 4. The per-sub-block FMA constants are computed once per block by
+// a few lanes (not by all 32) into a per-warp table of CB blocks x 4 float4
+// {A_q, B_q, A_q+4, B_q+4} per row, which the lanes then read with one broadcast 16-byte load.
+template <bool Q5>
+struct McRowQ45K {
+    enum { CH = Q5 ? MC_Q5K_CH : MC_Q4K_CH, TAB = 4 * CH, BYTES = Q5 ? 176 : 144, QS = Q5 ? 48 : 16 };
+    enum { R = 2, MAXNT = 2 };
+
+    // Quants of block b for this lane (qh only for Q5_K).
+    static __device__ __forceinline__ void fetch(const uint8_t* blk, int qoff, int hoff,
+                                                 uint32_t& qa, uint32_t& qb, uint32_t& qh) {
+        qa = tlq_ldw4(blk + qoff);
+        qb = tlq_ldw4(blk + qoff + 64);
+        qh = Q5 ? tlq_ldw4(blk + hoff) : 0u;
+    }
+    // The table entries {A_p, B_p, A_p+4, B_p+4} of one block from its 16-byte header.
+    static __device__ __forceinline__ tlq_f4 entry(const tlq_u4 hd, int p) {
+        const float d = tl_h2f((uint16_t)(hd.x & 0xFFFFu));
+        const float dmin = tl_h2f((uint16_t)(hd.x >> 16));
+        const int sh = 8 * p;
+        // Byte p of each scale word; see tlq_scale_min_k4.
+        const uint32_t t0 = hd.y >> sh, t1 = hd.z >> sh, t2 = hd.w >> sh;
+        const uint32_t sca = t0 & 63u, ma = t1 & 63u;
+        const uint32_t scb = (t2 & 0xFu) | ((t0 >> 2) & 0x30u);
+        const uint32_t mb = ((t2 >> 4) & 0xFu) | ((t1 >> 2) & 0x30u);
+        const tlq_ab ca = tlq_coef(d * (float)(int)sca, 0.f, -(dmin * (float)(int)ma));
+        const tlq_ab cb = tlq_coef(d * (float)(int)scb, 0.f, -(dmin * (float)(int)mb));
+        tlq_f4 e;
+        e.x = ca.a; e.y = ca.b; e.z = cb.a; e.w = cb.b;
+        return e;
+    }
+    // The 8 values of this lane in one block.
+    static __device__ __forceinline__ void decode(int q, int s4, const tlq_f4 cf, uint32_t qa,
+                                                  uint32_t qb, uint32_t qh, float* va, float* vb) {
+        uint32_t wa = (qa >> s4) & 0x0F0F0F0Fu, wb = (qb >> s4) & 0x0F0F0F0Fu;
+        if (Q5) {
+            wa |= ((qh >> q) & 0x01010101u) << 4;
+            wb |= ((qh >> (q + 4)) & 0x01010101u) << 4;
+        }
+        tlq_ab ka, kb;
+        ka.a = cf.x; ka.b = cf.y; kb.a = cf.z; kb.b = cf.w;
+        tlq_put4(va, wa, ka);
+        tlq_put4(vb, wb, kb);
+    }
+    // CB blocks starting at b0 of each of the R rows; FULL: all CB exist (no per-block checks).
+    template <int NT, int R, int CB, bool FULL>
+    static __device__ __forceinline__ void step(const uint8_t* const* wr, const float* __restrict__ x,
+                                                int cols, int lane, float (*acc)[NT], tlq_f4* tab,
+                                                int b0, int nblk) {
+        const int q = lane >> 3;
+        const int s4 = 4 * (q & 1);
+        const int qoff = QS + 32 * (lane >> 4) + 4 * (lane & 7);
+        const int hoff = 16 + 4 * (lane & 7);
+        // Table filling: LPB lanes per (row, block), each computing 4 / LPB entries.
+        enum { LPB = 32 / (CB * R) };
+        const int tr = lane / (CB * LPB), tb = (lane / LPB) % CB, tp = (lane % LPB) * (4 / LPB);
+        // One memory round trip per step: headers and every lane's quants are all requested
+        // before any of them is used.
+        tlq_u4 hd;
+        hd.x = hd.y = hd.z = hd.w = 0u;
+        const bool tv = FULL || tb < nblk;
+        const uint8_t* wt = wr[0];
+#pragma unroll
+        for (int r = 1; r < R; ++r) wt = tr == r ? wr[r] : wt;  // no run-time register indexing
+        if (tv) hd = tlq_ldw16(wt + (tlq_sz)(b0 + tb) * BYTES);
+        uint32_t qa[R][CB], qb[R][CB], qh[R][CB];
+#pragma unroll
+        for (int u = 0; u < CB; ++u)
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                qa[r][u] = qb[r][u] = qh[r][u] = 0u;
+                if (FULL || u < nblk)
+                    fetch(wr[r] + (tlq_sz)(b0 + u) * BYTES, qoff, hoff, qa[r][u], qb[r][u], qh[r][u]);
+            }
+        if (tv) {
+#pragma unroll
+            for (int pp = 0; pp < 4 / LPB; ++pp) tab[(tr * CB + tb) * 4 + tp + pp] = entry(hd, tp + pp);
+        }
+        TLQ_SYNCWARP();
+#pragma unroll
+        for (int u = 0; u < CB; ++u) {
+            if (FULL || u < nblk) {
+                float va[R][4], vb[R][4];
+#pragma unroll
+                for (int r = 0; r < R; ++r)
+                    decode(q, s4, tab[(r * CB + u) * 4 + q], qa[r][u], qb[r][u], qh[r][u], va[r], vb[r]);
+                const int col = 256 * (b0 + u) + 4 * lane;
+                mc_dot4<NT, R>(va, x, cols, col, acc);
+                mc_dot4<NT, R>(vb, x, cols, col + 128, acc);
+            }
+        }
+        TLQ_SYNCWARP();
+    }
+    template <int NT, int R>
+    static __device__ __forceinline__ void row(const uint8_t* const* wr, const float* __restrict__ x,
+                                               int cols, int lane, float (*acc)[NT], tlq_f4* tab) {
+        enum { CB = CH / R };
+        const int nb = cols >> 8;
+        int b0 = 0;
+        for (; b0 + CB <= nb; b0 += CB) step<NT, R, CB, true>(wr, x, cols, lane, acc, tab, b0, CB);
+        if (b0 < nb) step<NT, R, CB, false>(wr, x, cols, lane, acc, tab, b0, nb - b0);
+    }
+};
+
+// Q6_K (210-byte blocks, only 2-aligned: half-word loads). Lane L: k = L / 8, l0 = 4 (L % 8); for
+// each half h, columns 128h + 4L .. +4 = elements 128h + 32k + l0 + i: ql bytes
+// 64h + 32 (k & 1) + l0 (nibble k / 2), qh bytes 128 + 32h + l0 (bits 2k, 2k + 1), scale
+// 192 + 8h + 2k + l0 / 16.
+struct McRowQ6K {
+    enum { TAB = 1, BYTES = 210, R = 1, MAXNT = 2 };
+    struct Raw {
+        uint32_t dh, ql[2], qh[2], sc[2];
+    };
+    static __device__ __forceinline__ void fetch(const uint8_t* blk, int qlo, int l0, int sco,
+                                                 Raw& w) {
+        w.dh = tlq_h(blk + 208);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            w.ql[h] = tlq_w2(blk + 64 * h + qlo);
+            w.qh[h] = tlq_w2(blk + 128 + 32 * h + l0);
+            w.sc[h] = tlq_b(blk + sco + 8 * h);
+        }
+    }
+    template <int NT, int R>
+    static __device__ __forceinline__ void block(const float* __restrict__ x, int cols, int lane,
+                                                 int ns, int hs, int b, const Raw* w,
+                                                 float (*acc)[NT]) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            float v[R][4];
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                const float d = tl_h2f((uint16_t)w[r].dh);
+                const uint32_t u =
+                    ((w[r].ql[h] >> ns) & 0x0F0F0F0Fu) | (((w[r].qh[h] >> hs) & 0x03030303u) << 4);
+                tlq_put4(v[r], u, tlq_coef(d * (float)(int)(int8_t)w[r].sc[h], 32.f, 0.f));
+            }
+            mc_dot4<NT, R>(v, x, cols, 256 * b + 128 * h + 4 * lane, acc);
+        }
+    }
+    template <int NT, int R>
+    static __device__ __forceinline__ void row(const uint8_t* const* wr, const float* __restrict__ x,
+                                               int cols, int lane, float (*acc)[NT], tlq_f4*) {
+        enum { S = MC_Q6K_STEP / R };
+        const int nb = cols >> 8;
+        const int k = lane >> 3, l0 = 4 * (lane & 7);
+        const int qlo = 32 * (k & 1) + l0, ns = 4 * (k >> 1), hs = 2 * k;
+        const int sco = 192 + 2 * k + (l0 >> 4);
+        int b = 0;
+        for (; b + S <= nb; b += S) {
+            Raw w[S][R];
+#pragma unroll
+            for (int u = 0; u < S; ++u)
+#pragma unroll
+                for (int r = 0; r < R; ++r) fetch(wr[r] + (tlq_sz)(b + u) * BYTES, qlo, l0, sco, w[u][r]);
+#pragma unroll
+            for (int u = 0; u < S; ++u) block<NT, R>(x, cols, lane, ns, hs, b + u, w[u], acc);
+        }
+        for (; b < nb; ++b) {
+            Raw w[R];
+#pragma unroll
+            for (int r = 0; r < R; ++r) fetch(wr[r] + (tlq_sz)b * BYTES, qlo, l0, sco, w[r]);
+            block<NT, R>(x, cols, lane, ns, hs, b, w, acc);
+        }
+    }
+};
+
+// Rows r0 .. r0 + C::R per warp (a missing last row re-reads row r0 and is not written).
+template <class C, int NT>
+static __device__ __forceinline__ void mc_rows(const uint8_t* __restrict__ w,
+                                               const float* __restrict__ x, float* __restrict__ y,
+                                               int rows, int cols, tlq_sz row_bytes, tlq_f4* tab) {
+    const int lane = threadIdx.x & 31;
+    enum { R = C::R };
+    for (int r0 = (blockIdx.x * MV_WARPS + (threadIdx.x >> 5)) * R; r0 < rows;
+         r0 += gridDim.x * MV_WARPS * R) {
+        const uint8_t* wr[R];
+        float acc[R][NT];
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            wr[r] = w + (tlq_sz)(r0 + r < rows ? r0 + r : r0) * row_bytes;
+#pragma unroll
+            for (int t = 0; t < NT; ++t) acc[r][t] = 0.f;
+        }
+        C::template row<NT, R>(wr, x, cols, lane, acc, tab);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+#pragma unroll
+            for (int t = 0; t < NT; ++t) {
+                const float s = tl_warp_sum(acc[r][t]);
+                if (lane == t && r0 + r < rows) y[(tlq_sz)t * rows + r0 + r] = s;
+            }
+        }
+    }
+}
+
+template <class C>
+static __device__ __forceinline__ void mc_dispatch(const uint8_t* __restrict__ w,
+                                                   const float* __restrict__ x,
+                                                   float* __restrict__ y, int rows, int cols,
+                                                   int n_tok, tlq_sz row_bytes) {
+    __shared__ tlq_f4 tab[MV_WARPS * C::TAB];
+    tlq_f4* wtab = tab + (threadIdx.x >> 5) * C::TAB;
+    static_assert(C::MAXNT >= 1 && C::MAXNT <= 4, "MAXNT in 1..4");
+    for (int t0 = 0; t0 < n_tok; t0 += C::MAXNT) {
+        const int nt = n_tok - t0 < C::MAXNT ? n_tok - t0 : C::MAXNT;
+        const float* xt = x + (tlq_sz)t0 * cols;
+        float* yt = y + (tlq_sz)t0 * rows;
+        // Branches above MAXNT are dead (nt <= MAXNT) and compile away.
+        if (nt == 1 || C::MAXNT < 2) mc_rows<C, 1>(w, xt, yt, rows, cols, row_bytes, wtab);
+        else if (nt == 2 || C::MAXNT < 3) mc_rows<C, (C::MAXNT < 2 ? 1 : 2)>(w, xt, yt, rows, cols, row_bytes, wtab);
+        else if (nt == 3 || C::MAXNT < 4) mc_rows<C, (C::MAXNT < 3 ? 1 : 3)>(w, xt, yt, rows, cols, row_bytes, wtab);
+        else mc_rows<C, (C::MAXNT < 4 ? 1 : 4)>(w, xt, yt, rows, cols, row_bytes, wtab);
+    }
+}
+
+// Layout C when the columns split into 128-column chunks and the bases are aligned (always so
+// for model weights in fresh allocations); otherwise the unit layout above, one token per pass.
+#define TL_MATVEC_C(name, C, M, QKV, BYTESV, ALIGNV)                                             \
+    extern "C" __global__ void MV_LB matvec_##name(const uint8_t* __restrict__ w,                 \
+                                                   const float* __restrict__ x,                   \
+                                                   float* __restrict__ y, int rows, int cols,     \
+                                                   int n_tok) {                                   \
+        const tlq_sz row_bytes = (tlq_sz)(cols / (QKV)) * (BYTESV);                               \
+        if (cols % 128 == 0 && mv_aligned(w, ALIGNV) && mv_aligned(x, 16))                        \
+            mc_dispatch<C>(w, x, y, rows, cols, n_tok, row_bytes);                                \
+        else if (mv_aligned(w, M::ALIGN) && mv_aligned(x, 16))                                    \
+            mv_dispatch1<M, true>(w, x, y, rows, cols, n_tok);                                    \
+        else                                                                                      \
+            mv_dispatch1<M, false>(w, x, y, rows, cols, n_tok);                                   \
+    }
+
+TL_MATVEC_C(q4_0, McRow32<McQ4_0>, MvQ4_0, 32, 18, 2)
+TL_MATVEC_C(q4_1, McRow32<McQ4_1>, MvQ4_1, 32, 20, 4)
+TL_MATVEC_C(q5_0, McRow32<McQ5_0>, MvQ5_0, 32, 22, 2)
+TL_MATVEC_C(q5_1, McRow32<McQ5_1>, MvQ5_1, 32, 24, 8)
+TL_MATVEC_C(q8_0, McRow32<McQ8_0>, MvQ8_0, 32, 34, 2)
+TL_MATVEC_C(q4_k, McRowQ45K<false>, MvQ4_K, 256, 144, 16)
+TL_MATVEC_C(q5_k, McRowQ45K<true>, MvQ5_K, 256, 176, 16)
+TL_MATVEC_C(q6_k, McRowQ6K, MvQ6_K, 256, 210, 2)
+
+// ---------------------------------------------------------------------------------------------
+// Tiled matmul
+// ---------------------------------------------------------------------------------------------
+
+#define MM_BM 64
+#define MM_BN 64
+#define MM_BK 32
+#define MM_THREADS 256
+// Shared row stride: 68 floats keeps the 16-byte reads aligned and the loaders' column stores
+// (32 consecutive rows / tokens per warp) conflict-free.
+#define MM_LD (MM_BM + 4)
+
+// Global -> registers for one K step: this thread's 8 weights (row lr, columns k0 + lk ..) and 8
+// activations (token lt, same columns); zeros outside the matrix.
+template <class T>
+static __device__ __forceinline__ void mm_fetch(const uint8_t* __restrict__ wr, bool wok,
+                                                const float* __restrict__ xr, bool xok, bool xvec,
+                                                int c, int cols, float* wv, float* xv) {
+    if (wok && c < cols) {
+        Row8<T>::row8(wr, c, cols, wv);
+    } else {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) wv[i] = 0.f;
+    }
+    if (xok && xvec && c < cols) {
+        // cols % 8 == 0 here, so c + 8 <= cols.
+        const tlq_f4 a = *(const tlq_f4*)(xr + c), b = *(const tlq_f4*)(xr + c + 4);
+        xv[0] = a.x; xv[1] = a.y; xv[2] = a.z; xv[3] = a.w;
+        xv[4] = b.x; xv[5] = b.y; xv[6] = b.z; xv[7] = b.w;
+    } else {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) xv[i] = xok && c + i < cols ? xr[c + i] : 0.f;
+    }
+}
+
+template <class T>
+static __device__ __forceinline__ void mm_body(const uint8_t* __restrict__ w,
+                                               const float* __restrict__ x, float* __restrict__ y,
+                                               int rows, int cols, int n_tok) {
+    __shared__ __attribute__((aligned(16))) float ws[MM_BK][MM_LD];
+    __shared__ __attribute__((aligned(16))) float xs[MM_BK][MM_LD];
+    const int tid = threadIdx.x;
+    const int m0 = blockIdx.x * MM_BM, n0 = blockIdx.y * MM_BN;
+    const tlq_sz row_bytes = (tlq_sz)(cols / T::QK) * T::BYTES;
+    const bool xvec = cols % 8 == 0 && ((unsigned long long)x & 15ull) == 0;
+
+    // Loader role: row / token lm of the tile, K offset lk. Four consecutive threads share a row,
+    // so each warp-wide load touches 8 rows (not 32): the uncoalesced weight gathers are what
+    // limits this kernel.
+    const int lm = tid >> 2, lk = (tid & 3) * 8;
+    const bool wok = m0 + lm < rows, xok = n0 + lm < n_tok;
+    const uint8_t* wr = w + (tlq_sz)(wok ? m0 + lm : 0) * row_bytes;
+    const float* xr = x + (tlq_sz)(xok ? n0 + lm : 0) * cols;
+
+    // Compute role: rows tm*4 .. +4, tokens tn*4 .. +4.
+    const int tn = tid & 15, tm = tid >> 4;
+    float acc[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
+
+    float wv[8], xv[8];
+    const int nk = (cols + MM_BK - 1) / MM_BK;
+    mm_fetch<T>(wr, wok, xr, xok, xvec, lk, cols, wv, xv);
+    for (int kt = 0; kt < nk; ++kt) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            ws[lk + i][lm] = wv[i];
+            xs[lk + i][lm] = xv[i];
+        }
+        TL_SYNC();
+        if (kt + 1 < nk) mm_fetch<T>(wr, wok, xr, xok, xvec, (kt + 1) * MM_BK + lk, cols, wv, xv);
+#pragma unroll 8
+        for (int k = 0; k < MM_BK; ++k) {
+            const tlq_f4 a = *(const tlq_f4*)&ws[k][tm * 4];
+            const tlq_f4 b = *(const tlq_f4*)&xs[k][tn * 4];
+            const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
+        }
+        TL_SYNC();
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        const int t = n0 + tn * 4 + j;
+        if (t >= n_tok) continue;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int r = m0 + tm * 4 + i;
+            if (r < rows) y[(tlq_sz)t * rows + r] = acc[i][j];
+        }
+    }
+}
+
+#define TL_MATMUL(name, T)                                                                        \
+    extern "C" __global__ void TLQ_LAUNCH_BOUNDS(MM_THREADS)                                      \
+        matmul_##name(const uint8_t* __restrict__ w, const float* __restrict__ x,                 \
+                      float* __restrict__ y, int rows, int cols, int n_tok) {                     \
+        mm_body<T>(w, x, y, rows, cols, n_tok);                                                   \
+    }
+
+TL_MATMUL(f32, TF32)
+TL_MATMUL(f16, TF16)
+TL_MATMUL(bf16, TBF16)
+TL_MATMUL(q4_0, TQ4_0)
+TL_MATMUL(q4_1, TQ4_1)
+TL_MATMUL(q5_0, TQ5_0)
+TL_MATMUL(q5_1, TQ5_1)
+TL_MATMUL(q8_0, TQ8_0)
+TL_MATMUL(q2_k, TQ2_K)
+TL_MATMUL(q3_k, TQ3_K)
+TL_MATMUL(q4_k, TQ4_K)
+TL_MATMUL(q5_k, TQ5_K)
+TL_MATMUL(q6_k, TQ6_K)

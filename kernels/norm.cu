@@ -1,0 +1,129 @@
+// norm.cu: RMSNorm / LayerNorm over rows, and projection biases.
+//
+// Same math as src/backend/cpu/norm.rs: LayerNorm is two-pass (mean, then the mean of squared
+// deviations), RMSNorm uses the mean of squares; scale = 1 / sqrt(var + eps) (sqrt.rn then
+// rcp.rn, both correctly rounded); y = (x - mean) * scale * (w + w_offset) [+ b]. Sums are f32,
+// reduced as a tree (the CPU sums in f64; a tree keeps the f32 error at O(log n) ulp).
+//
+// Every thread writes only the elements it read itself, and all reads of a row finish before the
+// last reduction of that row, so the in-place entry points (x == out) are race-free.
+//
+// Entry points:
+//   norm_rows               one block per row (grid-stride over rows), any dim
+//   norm_rows_warp          one warp per row (grid-stride over rows), for short rows
+//   norm_rows_inplace       as norm_rows, x = norm(x), no bias
+//   norm_rows_inplace_warp  as norm_rows_warp, x = norm(x), no bias (QK-norm over heads)
+//   norm_add_bias           x[r * cols + i] += b[i]
+// blockDim.x must be a multiple of 32 (full warps: the shuffles use the full mask), at most 1024.
+
+#include "prelude.cuh"
+
+#define NORM_RMS 0
+#define NORM_LAYER 1
+
+// Sum over the whole block; every thread gets the same value. `sh` holds 32 floats.
+static __device__ __forceinline__ float norm_block_sum(float v, float* sh) {
+    v = tl_warp_sum(v);
+    // The previous call may still be reading `sh`: wait before overwriting it.
+    TL_SYNC();
+    if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
+    TL_SYNC();
+    const int nw = blockDim.x >> 5;
+    float t = 0.f;
+    for (int i = 0; i < nw; i++) t += sh[i];
+    return t;
+}
+
+struct NormBlockRed {
+    float* sh;
+    __device__ __forceinline__ float sum(float v) const { return norm_block_sum(v, sh); }
+};
+
+struct NormWarpRed {
+    __device__ __forceinline__ float sum(float v) const { return tl_warp_sum(v); }
+};
+
+// Normalise one row of `dim` values; this thread handles elements i0, i0 + step, ...
+// `bty < 0` means no bias. `out` may equal `x` (see the header).
+template <class Red>
+static __device__ __forceinline__ void norm_row(const Red& red, const float* x, float* out,
+                                                int dim, int i0, int step, const void* w,
+                                                int wty, const void* b, int bty, int kind,
+                                                float eps, float w_off) {
+    const float n = (float)dim;
+    float mean = 0.f;
+    float var;
+    if (kind == NORM_LAYER) {
+        float s = 0.f;
+        for (int i = i0; i < dim; i += step) s += x[i];
+        mean = red.sum(s) / n;
+        float v = 0.f;
+        for (int i = i0; i < dim; i += step) {
+            const float d = x[i] - mean;
+            v += d * d;
+        }
+        var = red.sum(v) / n;
+    } else {
+        float s = 0.f;
+        for (int i = i0; i < dim; i += step) s += x[i] * x[i];
+        var = red.sum(s) / n;
+    }
+    const float scale = tl_rsqrtf(var + eps);
+    for (int i = i0; i < dim; i += step) {
+        float y = (x[i] - mean) * scale * (tl_vec_get(w, wty, i) + w_off);
+        if (bty >= 0) y += tl_vec_get(b, bty, i);
+        out[i] = y;
+    }
+}
+
+// One block per row; grid-stride over rows.
+extern "C" __global__ void norm_rows(const float* x, float* out, const void* w, int wty,
+                                     const void* b, int bty, int rows, int dim, int kind,
+                                     float eps, float w_off) {
+    __shared__ float sh[32];
+    const NormBlockRed red{sh};
+    for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+        norm_row(red, x + r * dim, out + r * dim, dim, threadIdx.x, blockDim.x, w, wty, b, bty,
+                 kind, eps, w_off);
+    }
+}
+
+// One warp per row; grid-stride over rows (the row index is uniform within a warp).
+extern "C" __global__ void norm_rows_warp(const float* x, float* out, const void* w, int wty,
+                                          const void* b, int bty, int rows, int dim, int kind,
+                                          float eps, float w_off) {
+    const NormWarpRed red{};
+    const int wpb = blockDim.x >> 5;
+    for (int r = blockIdx.x * wpb + (threadIdx.x >> 5); r < rows; r += gridDim.x * wpb) {
+        norm_row(red, x + r * dim, out + r * dim, dim, threadIdx.x & 31, 32, w, wty, b, bty, kind,
+                 eps, w_off);
+    }
+}
+
+extern "C" __global__ void norm_rows_inplace(float* x, const void* w, int wty, int rows, int dim,
+                                             int kind, float eps, float w_off) {
+    __shared__ float sh[32];
+    const NormBlockRed red{sh};
+    for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+        norm_row(red, x + r * dim, x + r * dim, dim, threadIdx.x, blockDim.x, w, wty, nullptr, -1,
+                 kind, eps, w_off);
+    }
+}
+
+extern "C" __global__ void norm_rows_inplace_warp(float* x, const void* w, int wty, int rows,
+                                                  int dim, int kind, float eps, float w_off) {
+    const NormWarpRed red{};
+    const int wpb = blockDim.x >> 5;
+    for (int r = blockIdx.x * wpb + (threadIdx.x >> 5); r < rows; r += gridDim.x * wpb) {
+        norm_row(red, x + r * dim, x + r * dim, dim, threadIdx.x & 31, 32, w, wty, nullptr, -1,
+                 kind, eps, w_off);
+    }
+}
+
+// x[r * cols + i] += b[i] for `rows` rows; grid-stride over all rows * cols elements.
+extern "C" __global__ void norm_add_bias(float* x, const void* b, int bty, int rows, int cols) {
+    const int n = rows * cols;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        x[i] += tl_vec_get(b, bty, i % cols);
+    }
+}

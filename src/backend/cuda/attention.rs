@@ -1,0 +1,314 @@
+//! The f16 KV cache on the device and the launch wrappers for `kernels/attention.cu`: causal
+//! attention with GQA, sliding window and soft-capping, same semantics as
+//! [`crate::backend::cpu::attention`].
+//!
+//! Every call goes through split-K (flash-decoding): `attn_partial_*` runs one block per (key
+//! split, token, head), each walking its slice of the key range with an online softmax (one per
+//! warp over batches of keys, merged at the end). With one split (prefill: enough (token, head)
+//! blocks to fill the GPU) it writes the output directly; otherwise (decode: one token, a few
+//! heads, thousands of keys) it writes partial (max, sum, acc) triples to the cache's scratch
+//! and `attn_combine` merges them.
+
+use std::sync::Mutex;
+
+use cudarc::driver::{CudaSlice, DriverError, LaunchConfig, PushKernelArg};
+
+use super::activation::grid_stride_cfg;
+use super::{CudaBuf, Dev};
+use crate::backend::AttnShape;
+
+/// Splits are whole multiples of this many keys (two passes of the block's 4 warps × 8 keys), so
+/// no split is too short to pay for its block.
+const TILE: usize = 64;
+/// Threads per block of `attn_partial_*`: `32 * ATTN_WARPS` exactly.
+const THREADS: u32 = 128;
+/// Threads per block of `attn_combine` (one per output dim; blockIdx.y covers the rest).
+const COMBINE_THREADS: usize = 64;
+/// Largest head_dim / head_dim_v the kernels hold (`ATTN_MAX_D`).
+const MAX_D: usize = 512;
+/// Split the key range until about this many blocks run (an H100 has 132 SMs, each holding up
+/// to 16 of these 128-thread blocks).
+const TARGET_BLOCKS: usize = 1024;
+/// Most splits per (token, head) (`ATTN_MAX_SPLIT`: the combine keeps one weight per split in
+/// shared memory); also bounds the scratch.
+const MAX_SPLIT: usize = 64;
+/// Most blocks per grid dimension the launches ask for; the kernels stride over the rest.
+const MAX_GRID: usize = 65535;
+
+/// Every entry point of `kernels/attention.cu`.
+pub(crate) fn entry_points() -> Vec<String> {
+    [
+        "attn_kv_store",
+        "attn_partial_d64",
+        "attn_partial_d128",
+        "attn_partial_d256",
+        "attn_partial_d512",
+        "attn_partial_any",
+        "attn_combine",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// K and V rows for every position of the context, per layer, as f16 bits (like the CPU cache),
+/// plus the split-K scratch.
+pub struct CudaKvCache {
+    /// Positions per layer.
+    pub n_ctx: usize,
+    /// K values per position (`n_head_kv * head_dim`).
+    pub k_width: usize,
+    /// V values per position (`n_head_kv * head_dim_v`).
+    pub v_width: usize,
+    /// Per layer, `[n_ctx, k_width]` row-major f16 bits.
+    pub k: Vec<CudaSlice<u16>>,
+    /// Per layer, `[n_ctx, v_width]` row-major f16 bits.
+    pub v: Vec<CudaSlice<u16>>,
+    /// Split-K partials (see attention.cu for the layout). Sized at creation for decode with
+    /// heads up to 256 wide; grows (to a power of two) only for larger shapes, so steady-state
+    /// calls never allocate. A mutex because `attention` takes the cache by shared reference.
+    scratch: Mutex<CudaSlice<f32>>,
+}
+
+impl CudaKvCache {
+    /// A zeroed cache for `n_layer` layers of `n_ctx` positions.
+    pub(crate) fn new(
+        dev: &Dev,
+        n_layer: usize,
+        n_ctx: usize,
+        k_width: usize,
+        v_width: usize,
+    ) -> Result<Self, DriverError> {
+        let mut k = Vec::with_capacity(n_layer);
+        let mut v = Vec::with_capacity(n_layer);
+        for _ in 0..n_layer {
+            k.push(dev.stream.alloc_zeros::<u16>(n_ctx * k_width)?);
+            v.push(dev.stream.alloc_zeros::<u16>(n_ctx * v_width)?);
+        }
+        // With more than one split, n_tok * n_head * n_split < 2 * TARGET_BLOCKS (see
+        // `split_plan`), each partial holding 2 + head_dim_v floats.
+        let scratch = dev
+            .stream
+            .alloc_zeros::<f32>(2 * TARGET_BLOCKS * (2 + v_width.min(256)))?;
+        Ok(CudaKvCache {
+            n_ctx,
+            k_width,
+            v_width,
+            k,
+            v,
+            scratch: Mutex::new(scratch),
+        })
+    }
+
+    /// Round `n_tok` rows of `k` and `v` to f16 and write them at positions `pos0..pos0 + n_tok`
+    /// of `layer`. Panics when that runs past `n_ctx`.
+    pub(crate) fn store(
+        &mut self,
+        dev: &Dev,
+        layer: usize,
+        pos0: usize,
+        n_tok: usize,
+        k: &CudaBuf,
+        v: &CudaBuf,
+    ) {
+        if dev.failed() || n_tok == 0 {
+            return;
+        }
+        let (kw, vw) = (self.k_width, self.v_width);
+        assert!(
+            pos0 + n_tok <= self.n_ctx,
+            "kv store: positions {pos0}..{} past the context of {}",
+            pos0 + n_tok,
+            self.n_ctx
+        );
+        assert!(
+            k.len() >= n_tok * kw && v.len() >= n_tok * vw,
+            "kv store: K/V buffers shorter than {n_tok} rows"
+        );
+        let n = n_tok * kw.max(vw);
+        let (p, t, kw_i, vw_i) = (pos0 as i32, n_tok as i32, kw as i32, vw as i32);
+        let (kc, vc) = (&mut self.k[layer], &mut self.v[layer]);
+        let mut b = dev.stream.launch_builder(dev.func("attn_kv_store"));
+        b.arg(k)
+            .arg(v)
+            .arg(kc)
+            .arg(vc)
+            .arg(&p)
+            .arg(&t)
+            .arg(&kw_i)
+            .arg(&vw_i);
+        // SAFETY: the kernel reads k / v below n_tok * kw / n_tok * vw (held, asserted above) and
+        // writes the layer's K / V cache below (pos0 + n_tok) * kw / * vw <= n_ctx * kw / * vw,
+        // their lengths; arguments match attn_kv_store.
+        let r = unsafe { b.launch(grid_stride_cfg(n, 256)) };
+        dev.check("attn_kv_store", r);
+    }
+}
+
+/// (splits, keys per split) for `n_th` (token, head) pairs whose longest key range is `max_len`
+/// (>= 1): enough splits for about TARGET_BLOCKS blocks, none shorter than a tile, at most
+/// MAX_SPLIT, and no split that is empty for the longest range. When this returns more than one
+/// split, `n_th * splits < 2 * TARGET_BLOCKS`: splits <= ceil(TARGET / n_th) >= 2 means
+/// n_th < TARGET, and n_th * ceil(TARGET / n_th) < TARGET + n_th.
+fn split_plan(n_th: usize, max_len: usize) -> (usize, usize) {
+    let want = TARGET_BLOCKS.div_ceil(n_th);
+    let n = want.min(max_len.div_ceil(TILE)).clamp(1, MAX_SPLIT);
+    let chunk = max_len.div_ceil(n).next_multiple_of(TILE);
+    (max_len.div_ceil(chunk), chunk)
+}
+
+/// The `attn_partial_*` variant for these widths: the narrowest `dN` holding both head widths
+/// (fewer registers) when every width is even (32-bit K/V loads), else the generic one.
+fn partial_entry(s: &AttnShape, k_width: usize, v_width: usize) -> &'static str {
+    if !(s.head_dim | s.head_dim_v | k_width | v_width).is_multiple_of(2) {
+        return "attn_partial_any";
+    }
+    match s.head_dim.max(s.head_dim_v) {
+        0..=64 => "attn_partial_d64",
+        65..=128 => "attn_partial_d128",
+        129..=256 => "attn_partial_d256",
+        _ => "attn_partial_d512",
+    }
+}
+
+/// Causal attention of `n_tok` query rows at positions `pos0..` over the cache of `layer`.
+///
+/// `q` is `[n_tok, n_head * head_dim]`, `out` receives `[n_tok, n_head * head_dim_v]`; the K/V of
+/// this call's tokens must already be stored. Q is rounded to f16 before the dot like the CPU.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention(
+    dev: &Dev,
+    q: &CudaBuf,
+    kv: &CudaKvCache,
+    layer: usize,
+    pos0: usize,
+    n_tok: usize,
+    shape: &AttnShape,
+    out: &mut CudaBuf,
+) {
+    if dev.failed() || n_tok == 0 {
+        return;
+    }
+    let s = shape;
+    assert!(
+        s.n_head_kv > 0 && s.n_head.is_multiple_of(s.n_head_kv),
+        "attention: {} heads over {} K/V heads",
+        s.n_head,
+        s.n_head_kv
+    );
+    assert!(
+        s.head_dim <= MAX_D && s.head_dim_v <= MAX_D,
+        "attention: head widths {}/{} over the kernel's {MAX_D}",
+        s.head_dim,
+        s.head_dim_v
+    );
+    assert!(
+        s.n_head_kv * s.head_dim <= kv.k_width && s.n_head_kv * s.head_dim_v <= kv.v_width,
+        "attention: K/V heads wider than the cache"
+    );
+    assert!(
+        pos0 + n_tok <= kv.n_ctx,
+        "attention: positions past the context"
+    );
+    let n_th = n_tok * s.n_head;
+    assert!(
+        q.len() >= n_th * s.head_dim && out.len() >= n_th * s.head_dim_v,
+        "attention: Q/out buffers shorter than {n_tok} rows"
+    );
+    // A zero window would see no key at all; it is not a valid config, read it as "no window".
+    let window = s.window.filter(|&w| w > 0);
+    // The longest key range of any row: min(window, pos + 1) for the last row.
+    let max_len = window.map_or(pos0 + n_tok, |w| w.min(pos0 + n_tok));
+    let (n_split, chunk) = split_plan(n_th, max_len);
+    debug_assert!(n_split <= MAX_SPLIT);
+
+    let mut scratch = kv.scratch.lock().unwrap_or_else(|e| e.into_inner());
+    let need = if n_split > 1 {
+        n_th * n_split * (2 + s.head_dim_v)
+    } else {
+        0
+    };
+    if need > scratch.len() {
+        match dev.check(
+            "attention scratch",
+            dev.stream.alloc_zeros::<f32>(need.next_power_of_two()),
+        ) {
+            Some(buf) => *scratch = buf,
+            None => return,
+        }
+    }
+
+    let (p0, t, nh, nkv) = (
+        pos0 as i32,
+        n_tok as i32,
+        s.n_head as i32,
+        s.n_head_kv as i32,
+    );
+    let (hd, hdv, kw, vw) = (
+        s.head_dim as i32,
+        s.head_dim_v as i32,
+        kv.k_width as i32,
+        kv.v_width as i32,
+    );
+    let win = window.map_or(0, |w| w.min(i32::MAX as usize) as i32);
+    let cap = s.softcap.unwrap_or(0.0);
+    let (ns, ch) = (n_split as i32, chunk as i32);
+    let cfg = LaunchConfig {
+        grid_dim: (n_split as u32, n_th.min(MAX_GRID) as u32, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    {
+        let name = partial_entry(s, kv.k_width, kv.v_width);
+        let mut b = dev.stream.launch_builder(dev.func(name));
+        b.arg(q)
+            .arg(&kv.k[layer])
+            .arg(&kv.v[layer])
+            .arg(&mut *out)
+            .arg(&mut *scratch)
+            .arg(&p0)
+            .arg(&t)
+            .arg(&nh)
+            .arg(&nkv)
+            .arg(&hd)
+            .arg(&hdv)
+            .arg(&kw)
+            .arg(&vw)
+            .arg(&s.scale)
+            .arg(&win)
+            .arg(&cap)
+            .arg(&ns)
+            .arg(&ch);
+        // SAFETY: q is read below n_th * head_dim and out written below n_th * head_dim_v (held,
+        // asserted above); K/V rows read are < pos0 + n_tok <= n_ctx, at columns below
+        // n_head_kv * head_dim <= k_width (resp. v); head widths fit the kernel's shared arrays
+        // (<= MAX_D, asserted) and the variant's (partial_entry); with n_split > 1 the scratch
+        // holds n_th * n_split * (2 + head_dim_v) floats (grown above), and with one split it is
+        // not touched; the block is the 4 warps the kernel is written for; arguments match
+        // attn_partial_*.
+        let r = unsafe { b.launch(cfg) };
+        if dev.check(name, r).is_none() {
+            return;
+        }
+    }
+    if n_split > 1 {
+        let (n_th_i, hdv) = (n_th as i32, s.head_dim_v as i32);
+        let cfg = LaunchConfig {
+            grid_dim: (
+                n_th.min(MAX_GRID) as u32,
+                s.head_dim_v.div_ceil(COMBINE_THREADS) as u32,
+                1,
+            ),
+            block_dim: (COMBINE_THREADS as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = dev.stream.launch_builder(dev.func("attn_combine"));
+        b.arg(&*scratch).arg(out).arg(&n_th_i).arg(&ns).arg(&hdv);
+        // SAFETY: the kernel reads the n_th * n_split partials attn_partial_* just wrote (the
+        // scratch holds them, see above) and writes out below n_th * head_dim_v (held, asserted);
+        // n_split <= MAX_SPLIT (split_plan), the size of its weight array; whole warps;
+        // arguments match attn_combine.
+        let r = unsafe { b.launch(cfg) };
+        dev.check("attn_combine", r);
+    }
+}

@@ -1,0 +1,198 @@
+//! Launch wrappers for `kernels/matmul.cu`: `out[t] = W · x[t]` with the dequantization fused into
+//! the kernel, for every weight type in [`KERNEL_TYPES`] (the weights stay in their ggml block
+//! layout on the device).
+//!
+//! Two kernels per type: `matvec_<t>` (a warp per output row or pair of rows, memory bound; the
+//! decode path) and `matmul_<t>` (64 x 64 output tiles through shared memory; prefill).
+
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+
+use super::{CudaBuf, CudaWeight, Dev};
+use crate::quant::GgmlType;
+
+/// Weight types with matmul and embedding kernels (every GGUF weight type).
+pub(crate) const KERNEL_TYPES: &[GgmlType] = &[
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+/// The `<t>` of the kernel names for `ty`, or None when no kernel handles it (the activation-only
+/// Q8_1 / Q8_K, and I8, whose per-row scales the kernels do not take).
+pub(crate) fn type_suffix(ty: GgmlType) -> Option<&'static str> {
+    names(ty).map(|n| n.suffix)
+}
+
+/// Every entry point of `kernels/matmul.cu`.
+pub(crate) fn entry_points() -> Vec<String> {
+    KERNEL_TYPES
+        .iter()
+        .filter_map(|&t| names(t))
+        .flat_map(|n| [n.matvec.to_string(), n.matmul.to_string()])
+        .collect()
+}
+
+/// Kernel names of one weight type, as static strings so that launching allocates nothing.
+pub(crate) struct Names {
+    /// `<t>`.
+    pub suffix: &'static str,
+    /// `matvec_<t>`.
+    pub matvec: &'static str,
+    /// `matmul_<t>`.
+    pub matmul: &'static str,
+    /// `get_rows_<t>` (kernels/embed.cu).
+    pub get_rows: &'static str,
+}
+
+macro_rules! names {
+    ($s:literal) => {
+        Names {
+            suffix: $s,
+            matvec: concat!("matvec_", $s),
+            matmul: concat!("matmul_", $s),
+            get_rows: concat!("get_rows_", $s),
+        }
+    };
+}
+
+/// The kernel names for `ty` (None: no kernel, see [`type_suffix`]).
+pub(crate) fn names(ty: GgmlType) -> Option<Names> {
+    Some(match ty {
+        GgmlType::F32 => names!("f32"),
+        GgmlType::F16 => names!("f16"),
+        GgmlType::BF16 => names!("bf16"),
+        GgmlType::Q4_0 => names!("q4_0"),
+        GgmlType::Q4_1 => names!("q4_1"),
+        GgmlType::Q5_0 => names!("q5_0"),
+        GgmlType::Q5_1 => names!("q5_1"),
+        GgmlType::Q8_0 => names!("q8_0"),
+        GgmlType::Q2_K => names!("q2_k"),
+        GgmlType::Q3_K => names!("q3_k"),
+        GgmlType::Q4_K => names!("q4_k"),
+        GgmlType::Q5_K => names!("q5_k"),
+        GgmlType::Q6_K => names!("q6_k"),
+        GgmlType::Q8_1 | GgmlType::Q8_K | GgmlType::I8 => return None,
+    })
+}
+
+/// Up to this many tokens take `matvec_<t>` (which handles 1-4 tokens per pass over the weights
+/// and loops over passes); more take the tiled `matmul_<t>`. Measured on an H100 (4096 x 4096 and
+/// 11008 x 4096 matrices, Q4_K / Q6_K / Q8_0): at 16 tokens matvec is 4-6x faster than the tiled
+/// kernel, at 64 still faster, at 128 slower; 32 keeps a clear margin.
+pub(crate) const MATVEC_MAX_TOK: usize = 32;
+
+/// Warps per block of `matvec_<t>` (`MV_WARPS` in matmul.cu).
+const MV_WARPS: u32 = 4;
+/// Output tile of `matmul_<t>` (`MM_BM` x `MM_BN`) and its threads per block.
+const MM_TILE: usize = 64;
+const MM_THREADS: u32 = 256;
+/// Sizes beyond this are rejected: the kernels index with 32-bit ints and add a tile or a grid
+/// stride to them.
+const MAX_DIM: usize = 1 << 30;
+
+/// Output rows one warp of `matvec_<t>` handles at a time (`R` of the kernel's row loop: two for
+/// the types with the coalesced-layout row loop, except Q6_K). Any grid is correct (the kernel
+/// grid-strides over rows); this one gives each warp one row group.
+fn matvec_rows_per_warp(ty: GgmlType) -> u32 {
+    match ty {
+        GgmlType::Q4_0
+        | GgmlType::Q4_1
+        | GgmlType::Q5_0
+        | GgmlType::Q5_1
+        | GgmlType::Q8_0
+        | GgmlType::Q4_K
+        | GgmlType::Q5_K => 2,
+        _ => 1,
+    }
+}
+
+/// `out[t * w.rows + r] = sum_c W[r][c] * x[t * w.cols + c]` for `t < n_tok`.
+///
+/// Panics when `x` or `out` is shorter than `n_tok` rows, when `w.data` is shorter than its rows,
+/// or for a type without a kernel (rejected when the weight is loaded).
+pub(crate) fn matmul(dev: &Dev, w: &CudaWeight, x: &CudaBuf, n_tok: usize, out: &mut CudaBuf) {
+    if dev.failed() || n_tok == 0 || w.rows == 0 {
+        return;
+    }
+    let names =
+        names(w.ty).unwrap_or_else(|| panic!("matmul: no CUDA kernel for {} ({})", w.ty, w.name));
+    let row_bytes = w.ty.row_bytes(w.cols).unwrap_or_else(|| {
+        panic!(
+            "matmul: {} has {} columns, not whole {} blocks",
+            w.name, w.cols, w.ty
+        )
+    });
+    assert!(
+        w.rows < MAX_DIM && w.cols < MAX_DIM && n_tok < MAX_DIM,
+        "matmul: {} x {} for {n_tok} tokens exceeds the kernels' 32-bit indexing",
+        w.rows,
+        w.cols
+    );
+    assert!(
+        w.data.len() >= w.rows * row_bytes,
+        "matmul: {} holds {} bytes, {} rows need {}",
+        w.name,
+        w.data.len(),
+        w.rows,
+        w.rows * row_bytes
+    );
+    assert!(
+        x.len() >= n_tok * w.cols,
+        "matmul: input shorter than {n_tok} x {}",
+        w.cols
+    );
+    assert!(
+        out.len() >= n_tok * w.rows,
+        "matmul: output shorter than {n_tok} x {}",
+        w.rows
+    );
+    let (rows, cols, nt) = (w.rows as i32, w.cols as i32, n_tok as i32);
+    let (name, cfg) = if n_tok <= MATVEC_MAX_TOK {
+        let rows_per_block = (MV_WARPS * matvec_rows_per_warp(w.ty)) as usize;
+        let cfg = LaunchConfig {
+            grid_dim: (w.rows.div_ceil(rows_per_block) as u32, 1, 1),
+            block_dim: (32 * MV_WARPS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        (names.matvec, cfg)
+    } else {
+        assert!(
+            n_tok.div_ceil(MM_TILE) <= 65_535,
+            "matmul: {n_tok} tokens exceed the launch grid (65535 tiles of {MM_TILE})"
+        );
+        let cfg = LaunchConfig {
+            grid_dim: (
+                w.rows.div_ceil(MM_TILE) as u32,
+                n_tok.div_ceil(MM_TILE) as u32,
+                1,
+            ),
+            block_dim: (MM_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        (names.matmul, cfg)
+    };
+    let mut b = dev.stream.launch_builder(dev.func(name));
+    b.arg(&*w.data)
+        .arg(x)
+        .arg(out)
+        .arg(&rows)
+        .arg(&cols)
+        .arg(&nt);
+    // SAFETY: both kernels read W row r < rows at byte r * row_bytes(cols) (data holds
+    // rows * row_bytes bytes, asserted), read x[t * cols + c] and write out[t * rows + r] only for
+    // t < n_tok, c < cols, r < rows (buffer lengths asserted); every block outside the matrix
+    // returns or is masked; the sizes fit i32 (asserted); the arguments match the kernels'
+    // (w, x, y, rows, cols, n_tok).
+    let r = unsafe { b.launch(cfg) };
+    dev.check(name, r);
+}

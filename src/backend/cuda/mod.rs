@@ -1,0 +1,649 @@
+//! The CUDA backend (`--backend cuda`, cargo feature `cuda`): our own kernels from `kernels/*.cu`,
+//! compiled to PTX at build time and loaded through the driver API at run time (`cudarc` with
+//! dynamic loading: no CUDA toolkit is needed to run, and a machine without a driver gets a
+//! one-line error instead of a link failure).
+//!
+//! Weights are uploaded once, byte for byte in their own block format (tied matrices once), and
+//! dequantized inside the matmul kernels. Activations and the f16 KV cache live on the device.
+//! Every op is queued on one stream without waiting; the only synchronisation is
+//! [`Backend::read`] of the logits, which is also where any failure of the queued ops is reported
+//! (errors are sticky: after the first, ops return at once).
+//!
+//! One file per op family, each a set of launch wrappers for the kernels of the same name in
+//! `kernels/`: [`matmul`], [`embed`], [`norm`], [`rope`], [`activation`], [`attention`].
+
+pub mod activation;
+pub mod attention;
+pub mod embed;
+pub mod matmul;
+pub mod norm;
+pub mod rope;
+
+/// The PTX of every kernel file, embedded by build.rs.
+mod ptx {
+    include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
+}
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use cudarc::driver::sys::CUdevice_attribute as Attr;
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DriverError};
+use cudarc::nvrtc::Ptx;
+use serde::Serialize;
+
+use self::attention::CudaKvCache;
+use super::{AttnShape, Backend, NormSpec};
+use crate::error::{Error, Result};
+use crate::model::arch::{Activation, RopeLayout};
+use crate::model::config::RopeParams;
+use crate::model::weights::{Role, WeightView};
+use crate::quant::GgmlType;
+
+/// The kernels are compiled for this compute capability (PTX, JIT-compiled for newer GPUs).
+const MIN_COMPUTE: (i32, i32) = (8, 0);
+/// Device memory left free after the weights, for activations and the KV cache.
+const HEADROOM: usize = 256 << 20;
+
+/// An activation buffer on the device.
+pub type CudaBuf = CudaSlice<f32>;
+
+/// A weight on the device: its bytes exactly as in the file.
+pub struct CudaWeight {
+    /// Tensor name (for error messages).
+    pub name: String,
+    /// Storage type of the bytes.
+    pub ty: GgmlType,
+    /// Output rows (1 for a vector).
+    pub rows: usize,
+    /// Values per row.
+    pub cols: usize,
+    /// The bytes, shared between views of the same tensor (a tied embedding and output).
+    pub data: Arc<CudaSlice<u8>>,
+}
+
+/// Kernel id of a norm-weight or bias vector's element type (`TL_VEC_*` in prelude.cuh).
+pub(crate) fn vec_type_id(ty: GgmlType) -> i32 {
+    match ty {
+        GgmlType::F16 => 1,
+        GgmlType::BF16 => 2,
+        // `weight()` admits only F32, F16 and BF16 vectors.
+        _ => 0,
+    }
+}
+
+/// What the device is and what it offers (`torchless info --backend cuda`).
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceInfo {
+    /// Device ordinal.
+    pub ordinal: usize,
+    /// Marketing name, e.g. "NVIDIA H100 80GB HBM3".
+    pub name: String,
+    /// Compute capability, e.g. "9.0".
+    pub compute_capability: String,
+    /// Streaming multiprocessors.
+    pub multiprocessors: i32,
+    /// Total device memory in bytes.
+    pub memory_bytes: usize,
+    /// Free device memory in bytes when the backend started.
+    pub free_bytes: usize,
+    /// Driver API version, e.g. "13.0".
+    pub driver: String,
+    /// Weight types with matmul and embedding kernels.
+    pub weight_types: Vec<&'static str>,
+    /// The PTX target the kernels were built for.
+    pub ptx_target: String,
+}
+
+/// The device context, its stream and every kernel, shared by the op wrappers.
+pub(crate) struct Dev {
+    pub(crate) ctx: Arc<CudaContext>,
+    pub(crate) stream: Arc<CudaStream>,
+    funcs: HashMap<String, CudaFunction>,
+    error: Mutex<Option<String>>,
+}
+
+impl Dev {
+    /// The kernel `name`. Every name the wrappers use is checked at start-up
+    /// ([`all_entry_points`]), so a miss is a bug in this crate.
+    pub(crate) fn func(&self, name: &str) -> &CudaFunction {
+        self.funcs
+            .get(name)
+            .unwrap_or_else(|| panic!("kernel {name} missing (entry-point table out of sync)"))
+    }
+
+    /// Records the first error (sticky, reported by the next `read`); returns the value on success.
+    pub(crate) fn check<T>(&self, what: &str, r: std::result::Result<T, DriverError>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let mut slot = lock(&self.error);
+                if slot.is_none() {
+                    *slot = Some(format!("{what}: {e}"));
+                }
+                None
+            }
+        }
+    }
+
+    /// Records a failure found on the host (sticky, like a driver error).
+    pub(crate) fn fail(&self, why: String) {
+        let mut slot = lock(&self.error);
+        if slot.is_none() {
+            *slot = Some(why);
+        }
+    }
+
+    /// True once an error was recorded: ops then return at once.
+    pub(crate) fn failed(&self) -> bool {
+        lock(&self.error).is_some()
+    }
+
+    fn take_error(&self) -> Option<String> {
+        lock(&self.error).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Every entry point the wrappers launch; start-up checks the loaded PTX has each.
+pub(crate) fn all_entry_points() -> Vec<String> {
+    let mut v = matmul::entry_points();
+    v.extend(embed::entry_points());
+    v.extend(norm::entry_points());
+    v.extend(rope::entry_points());
+    v.extend(activation::entry_points());
+    v.extend(attention::entry_points());
+    v
+}
+
+/// Entry points (`.entry NAME(`) declared in a PTX text.
+pub fn ptx_entry_points(ptx: &str) -> Vec<String> {
+    ptx.lines()
+        .filter_map(|l| {
+            let rest = l.trim_start().strip_prefix(".visible .entry ")?;
+            Some(rest.split('(').next()?.trim().to_string())
+        })
+        .collect()
+}
+
+/// Every embedded kernel module, as (file stem, PTX text).
+pub fn ptx_modules() -> &'static [(&'static str, &'static str)] {
+    ptx::MODULES
+}
+
+/// Entry points the backend needs (for the build's PTX coverage test).
+pub fn required_entry_points() -> Vec<String> {
+    all_entry_points()
+}
+
+/// The driver's CUDA API version, e.g. "13.0".
+fn driver_version() -> String {
+    let mut v: std::ffi::c_int = 0;
+    // SAFETY: cuDriverGetVersion writes one int through a valid pointer; the library is loaded.
+    let r = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) };
+    if r == cudarc::driver::sys::CUresult::CUDA_SUCCESS {
+        format!("{}.{}", v / 1000, (v % 1000) / 10)
+    } else {
+        "unknown".into()
+    }
+}
+
+/// Device-side RoPE tables of recent calls, keyed by what determines them.
+#[derive(Default)]
+struct RopeCache {
+    entries: Vec<(RopeKey, Arc<CudaSlice<f32>>)>,
+}
+
+#[derive(PartialEq)]
+struct RopeKey {
+    pos0: usize,
+    n_tok: usize,
+    inv_freq: Vec<u64>,
+    attn_factor: u64,
+}
+
+/// A tensor's bytes by (map address, start, len).
+type UploadKey = (usize, usize, usize);
+/// The map is kept alive with its upload so its address cannot be reused by another map while the
+/// key is cached.
+type Upload = (Arc<memmap2::Mmap>, Arc<CudaSlice<u8>>);
+
+/// Distinct tables kept (Gemma 3 alternates two RoPE bases; the rest are stale steps).
+const ROPE_CACHE_LEN: usize = 4;
+
+/// The CUDA implementation of [`Backend`] on one device.
+pub struct CudaBackend {
+    dev: Dev,
+    info: DeviceInfo,
+    /// Uploaded tensors: tied views share one upload.
+    uploads: Mutex<HashMap<UploadKey, Upload>>,
+    /// Token ids of the current embedding lookup.
+    ids: Mutex<Option<CudaSlice<u32>>>,
+    rope: Mutex<RopeCache>,
+}
+
+/// Whether the NVIDIA driver library can be loaded on this machine.
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen the driver library by its usual names.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+impl CudaBackend {
+    /// Opens device `ordinal`: loads the driver, checks the device and its compute capability,
+    /// and loads every kernel. A missing driver or device is a one-line error.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        if !driver_present() {
+            return Err(Error::Cuda(
+                "no CUDA driver found (libcuda.so could not be loaded): --backend cuda needs an \
+                 NVIDIA GPU with its driver installed; use --backend cpu on this machine"
+                    .into(),
+            ));
+        }
+        // cudarc panics on a driver too old to have a symbol it binds; turn that into an error.
+        std::panic::catch_unwind(|| Self::open(ordinal)).unwrap_or_else(|p| {
+            let why = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown failure".into());
+            Err(Error::Cuda(format!(
+                "the CUDA driver could not be used ({why}); update the NVIDIA driver"
+            )))
+        })
+    }
+
+    fn open(ordinal: usize) -> Result<Self> {
+        let drv = |what: &str| {
+            let what = what.to_string();
+            move |e: DriverError| Error::Cuda(format!("{what}: {e}"))
+        };
+        let count = CudaContext::device_count().map_err(drv("cannot initialise the driver"))?;
+        if count <= 0 {
+            return Err(Error::Cuda(
+                "the CUDA driver is installed but reports no device".into(),
+            ));
+        }
+        if ordinal >= count as usize {
+            return Err(Error::Cuda(format!(
+                "--device {ordinal}: only {count} CUDA device(s) (0..{})",
+                count - 1
+            )));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(drv("cannot open the device"))?;
+        let name = ctx.name().map_err(drv("device name"))?;
+        let cc = ctx
+            .compute_capability()
+            .map_err(drv("compute capability"))?;
+        if cc < MIN_COMPUTE {
+            return Err(Error::Cuda(format!(
+                "{name} has compute capability {}.{}; the kernels need {}.{} or newer (Ampere)",
+                cc.0, cc.1, MIN_COMPUTE.0, MIN_COMPUTE.1
+            )));
+        }
+        let sms = ctx
+            .attribute(Attr::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(drv("device attributes"))?;
+        let (free, total) = ctx.mem_get_info().map_err(drv("device memory"))?;
+        let driver = driver_version();
+        // SAFETY: this backend uses one stream for every op, so the per-buffer events cudarc
+        // records to order work across streams are never needed.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().map_err(drv("cannot create a stream"))?;
+        let mut funcs = HashMap::new();
+        for (stem, text) in ptx::MODULES {
+            let module = ctx
+                .load_module(Ptx::from_src(*text))
+                .map_err(drv(&format!("loading kernels/{stem}.cu")))?;
+            for entry in ptx_entry_points(text) {
+                let f = module
+                    .load_function(&entry)
+                    .map_err(drv(&format!("kernel {entry}")))?;
+                funcs.insert(entry, f);
+            }
+        }
+        if let Some(missing) = all_entry_points()
+            .into_iter()
+            .find(|e| !funcs.contains_key(e))
+        {
+            return Err(Error::Cuda(format!(
+                "the embedded PTX has no kernel {missing}; rebuild torchless"
+            )));
+        }
+        let info = DeviceInfo {
+            ordinal,
+            name,
+            compute_capability: format!("{}.{}", cc.0, cc.1),
+            multiprocessors: sms,
+            memory_bytes: total,
+            free_bytes: free,
+            driver,
+            weight_types: matmul::KERNEL_TYPES.iter().map(|t| t.name()).collect(),
+            ptx_target: "sm_80 (PTX ISA 7.5, JIT-compiled for the device)".into(),
+        };
+        Ok(CudaBackend {
+            dev: Dev {
+                ctx,
+                stream,
+                funcs,
+                error: Mutex::new(None),
+            },
+            info,
+            uploads: Mutex::new(HashMap::new()),
+            ids: Mutex::new(None),
+            rope: Mutex::new(RopeCache::default()),
+        })
+    }
+
+    /// The device and what it supports.
+    pub fn device_info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// Device-to-device copy bandwidth in bytes/s, counting bytes read and written (the usual
+    /// convention; `bench` compares decode's weight reads against it): the best of 5 copies of
+    /// 1 GiB.
+    pub fn copy_bandwidth(&self) -> Result<f64> {
+        const BYTES: usize = 1 << 30;
+        let cuda = |e: DriverError| Error::Cuda(format!("bandwidth probe: {e}"));
+        let src = self.dev.stream.alloc_zeros::<u8>(BYTES).map_err(cuda)?;
+        let mut dst = self.dev.stream.alloc_zeros::<u8>(BYTES).map_err(cuda)?;
+        let mut best = f64::MAX;
+        for _ in 0..6 {
+            self.dev.stream.synchronize().map_err(cuda)?;
+            let t0 = std::time::Instant::now();
+            self.dev.stream.memcpy_dtod(&src, &mut dst).map_err(cuda)?;
+            self.dev.stream.synchronize().map_err(cuda)?;
+            best = best.min(t0.elapsed().as_secs_f64());
+        }
+        Ok(2.0 * BYTES as f64 / best)
+    }
+
+    /// Waits for every queued op; reports the first failure.
+    pub fn synchronize(&self) -> Result<()> {
+        let r = self.dev.stream.synchronize();
+        self.dev.check("synchronize", r);
+        match self.dev.take_error() {
+            Some(e) => Err(Error::Cuda(e)),
+            None => Ok(()),
+        }
+    }
+
+    fn upload(&self, v: &WeightView<'_>) -> Result<Arc<CudaSlice<u8>>> {
+        let key = (Arc::as_ptr(v.map) as usize, v.start, v.len);
+        if let Some((_, d)) = lock(&self.uploads).get(&key) {
+            return Ok(d.clone());
+        }
+        let (free, total) = self
+            .dev
+            .ctx
+            .mem_get_info()
+            .map_err(|e| Error::Cuda(format!("device memory: {e}")))?;
+        if v.len + HEADROOM > free {
+            return Err(Error::Cuda(format!(
+                "the model does not fit on {}: tensor '{}' needs {} MiB but only {} MiB of {} MiB \
+                 are free (keeping {} MiB for activations)",
+                self.info.name,
+                v.name,
+                v.len >> 20,
+                free >> 20,
+                total >> 20,
+                HEADROOM >> 20
+            )));
+        }
+        let d = self
+            .dev
+            .stream
+            .clone_htod(v.bytes())
+            .map_err(|e| Error::Cuda(format!("uploading '{}': {e}", v.name)))?;
+        let d = Arc::new(d);
+        lock(&self.uploads).insert(key, (v.map.clone(), d.clone()));
+        Ok(d)
+    }
+
+    /// The device (cos, sin) table for `n_tok` positions from `pos0`, computed on the host in f64
+    /// exactly as the CPU does, uploaded once per distinct table.
+    fn rope_table(&self, p: &RopeParams, pos0: usize, n_tok: usize) -> Option<Arc<CudaSlice<f32>>> {
+        let (inv_freq, attn_factor) = p.table(pos0 + n_tok);
+        let key = RopeKey {
+            pos0,
+            n_tok,
+            inv_freq: inv_freq.iter().map(|f| f.to_bits()).collect(),
+            attn_factor: attn_factor.to_bits(),
+        };
+        let mut cache = lock(&self.rope);
+        if let Some((_, t)) = cache.entries.iter().find(|(k, _)| *k == key) {
+            return Some(t.clone());
+        }
+        let half = inv_freq.len();
+        let mut cs = Vec::with_capacity(n_tok * half * 2);
+        for t in 0..n_tok {
+            let pos = (pos0 + t) as f64;
+            for f in &inv_freq {
+                let th = pos * f;
+                cs.push((th.cos() * attn_factor) as f32);
+                cs.push((th.sin() * attn_factor) as f32);
+            }
+        }
+        let r = self.dev.stream.clone_htod(&cs);
+        let table = Arc::new(self.dev.check("rope table upload", r)?);
+        if cache.entries.len() >= ROPE_CACHE_LEN {
+            cache.entries.remove(0);
+        }
+        cache.entries.push((key, table.clone()));
+        Some(table)
+    }
+}
+
+impl Backend for CudaBackend {
+    type Weight = CudaWeight;
+    type Buf = CudaBuf;
+    type KvCache = CudaKvCache;
+
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn describe(&self) -> String {
+        let i = &self.info;
+        format!(
+            "cuda: {} (compute {}, {} SMs, {:.1} GiB, driver {}), kernels PTX {}",
+            i.name,
+            i.compute_capability,
+            i.multiprocessors,
+            i.memory_bytes as f64 / (1u64 << 30) as f64,
+            i.driver,
+            i.ptx_target
+        )
+    }
+
+    fn weight(&self, v: WeightView<'_>, role: Role) -> Result<CudaWeight> {
+        let supported = match role {
+            Role::Norm => matches!(v.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16),
+            Role::Matmul | Role::Embedding => matmul::type_suffix(v.ty).is_some(),
+        };
+        if !supported {
+            return Err(Error::UnsupportedType {
+                name: v.name.to_string(),
+                ty: v.ty.name(),
+                backend: "cuda",
+                role: role.name(),
+            });
+        }
+        Ok(CudaWeight {
+            name: v.name.to_string(),
+            ty: v.ty,
+            rows: v.rows,
+            cols: v.cols,
+            data: self.upload(&v)?,
+        })
+    }
+
+    fn buf(&self, len: usize) -> Result<CudaBuf> {
+        self.dev
+            .stream
+            .alloc_zeros::<f32>(len.max(1))
+            .map_err(|e| Error::Cuda(format!("allocating {len} activations: {e}")))
+    }
+
+    fn buf_len(&self, buf: &CudaBuf) -> usize {
+        buf.len()
+    }
+
+    fn read(&self, buf: &CudaBuf, len: usize, out: &mut Vec<f32>) -> Result<()> {
+        out.clear();
+        out.resize(len, 0.0);
+        if !self.dev.failed() {
+            let r = self.dev.stream.memcpy_dtoh(&buf.slice(..len), &mut out[..]);
+            self.dev.check("reading results", r);
+        }
+        self.synchronize()
+    }
+
+    fn kv_cache(
+        &self,
+        n_layer: usize,
+        n_ctx: usize,
+        k_width: usize,
+        v_width: usize,
+    ) -> Result<CudaKvCache> {
+        CudaKvCache::new(&self.dev, n_layer, n_ctx, k_width, v_width).map_err(|e| {
+            Error::Cuda(format!(
+                "allocating the KV cache ({n_layer} layers × {n_ctx} positions): {e}"
+            ))
+        })
+    }
+
+    fn embed(&self, table: &CudaWeight, ids: &[u32], scale: f32, out: &mut CudaBuf) {
+        if self.dev.failed() {
+            return;
+        }
+        // get_rows reads row ids[t] unchecked: refuse an id past the table here.
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= table.rows) {
+            self.dev.fail(format!(
+                "token id {bad} is past the {} rows of '{}'",
+                table.rows, table.name
+            ));
+            return;
+        }
+        let mut slot = lock(&self.ids);
+        if slot.as_ref().is_none_or(|d| d.len() < ids.len()) {
+            let r = self.dev.stream.alloc_zeros::<u32>(ids.len().max(128));
+            *slot = self.dev.check("allocating token ids", r);
+        }
+        let Some(dev_ids) = slot.as_mut() else { return };
+        let r = self
+            .dev
+            .stream
+            .memcpy_htod(ids, &mut dev_ids.slice_mut(..ids.len()));
+        if self.dev.check("uploading token ids", r).is_none() {
+            return;
+        }
+        embed::embed(&self.dev, table, dev_ids, ids.len(), scale, out);
+    }
+
+    fn norm(
+        &self,
+        spec: NormSpec,
+        x: &CudaBuf,
+        w: &CudaWeight,
+        b: Option<&CudaWeight>,
+        rows: usize,
+        dim: usize,
+        out: &mut CudaBuf,
+    ) {
+        norm::norm(&self.dev, spec, x, w, b, rows, dim, out);
+    }
+
+    fn norm_inplace(
+        &self,
+        spec: NormSpec,
+        x: &mut CudaBuf,
+        w: &CudaWeight,
+        rows: usize,
+        dim: usize,
+    ) {
+        norm::norm_inplace(&self.dev, spec, x, w, rows, dim);
+    }
+
+    fn matmul(&self, w: &CudaWeight, x: &CudaBuf, n_tok: usize, out: &mut CudaBuf) {
+        matmul::matmul(&self.dev, w, x, n_tok, out);
+    }
+
+    fn rope(
+        &self,
+        x: &mut CudaBuf,
+        n_tok: usize,
+        n_heads: usize,
+        head_dim: usize,
+        pos0: usize,
+        layout: RopeLayout,
+        p: &RopeParams,
+    ) {
+        if self.dev.failed() || p.n_rot == 0 {
+            return;
+        }
+        let Some(cs) = self.rope_table(p, pos0, n_tok) else {
+            return;
+        };
+        rope::rope(&self.dev, x, n_tok, n_heads, head_dim, p.n_rot, layout, &cs);
+    }
+
+    fn kv_store(
+        &self,
+        kv: &mut CudaKvCache,
+        layer: usize,
+        pos0: usize,
+        n_tok: usize,
+        k: &CudaBuf,
+        v: &CudaBuf,
+    ) {
+        kv.store(&self.dev, layer, pos0, n_tok, k, v);
+    }
+
+    fn attention(
+        &self,
+        q: &CudaBuf,
+        kv: &CudaKvCache,
+        layer: usize,
+        pos0: usize,
+        n_tok: usize,
+        shape: &AttnShape,
+        out: &mut CudaBuf,
+    ) {
+        attention::attention(&self.dev, q, kv, layer, pos0, n_tok, shape, out);
+    }
+
+    fn add_bias(&self, x: &mut CudaBuf, b: &CudaWeight, rows: usize) {
+        norm::add_bias(&self.dev, x, b, rows);
+    }
+
+    fn act(&self, act: Activation, x: &mut CudaBuf, len: usize) {
+        activation::act(&self.dev, act, x, len);
+    }
+
+    fn glu(&self, act: Activation, gate: &CudaBuf, up: &CudaBuf, len: usize, out: &mut CudaBuf) {
+        activation::glu(&self.dev, act, gate, up, len, out);
+    }
+
+    fn add(&self, x: &mut CudaBuf, y: &CudaBuf, len: usize) {
+        activation::add(&self.dev, x, y, len);
+    }
+
+    fn softcap(&self, x: &mut CudaBuf, c: f32, len: usize) {
+        activation::softcap(&self.dev, x, c, len);
+    }
+
+    fn copy_row(&self, x: &CudaBuf, src_row: usize, width: usize, out: &mut CudaBuf) {
+        if self.dev.failed() {
+            return;
+        }
+        let r = self.dev.stream.memcpy_dtod(
+            &x.slice(src_row * width..(src_row + 1) * width),
+            &mut out.slice_mut(..width),
+        );
+        self.dev.check("copy_row", r);
+    }
+}

@@ -1,0 +1,188 @@
+//! Launch wrappers for `kernels/norm.cu`: RMSNorm / LayerNorm over rows (into another buffer or
+//! in place) and projection biases. Same math as [`crate::backend::cpu::norm`], with f32 sums.
+
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+
+use super::activation::grid_stride_cfg;
+use super::{vec_type_id, CudaBuf, CudaWeight, Dev};
+use crate::backend::NormSpec;
+use crate::model::arch::NormKind;
+
+/// Rows up to this long get one warp each (QK-norm heads of 64–256 values, small models): a
+/// block per short row would leave most of its threads idle and pay block-wide barriers.
+const WARP_ROW_MAX: usize = 512;
+
+/// Warps per block of the warp-per-row kernels.
+const WARPS_PER_BLOCK: usize = 4;
+
+/// Most blocks a norm launch asks for; the kernels stride over the remaining rows.
+const MAX_BLOCKS: usize = 65535;
+
+/// Every entry point of `kernels/norm.cu`.
+pub(crate) fn entry_points() -> Vec<String> {
+    [
+        "norm_rows",
+        "norm_rows_warp",
+        "norm_rows_inplace",
+        "norm_rows_inplace_warp",
+        "norm_add_bias",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The kernels' norm id (`NORM_*` in norm.cu).
+fn kind_id(kind: NormKind) -> i32 {
+    match kind {
+        NormKind::Rms => 0,
+        NormKind::Layer => 1,
+    }
+}
+
+/// The launch for `rows` rows of `dim`, and whether it is the warp-per-row kernel. Long rows get a
+/// block each, about 8 values per thread (64..=1024 threads, whole warps as the kernel requires).
+fn row_cfg(rows: usize, dim: usize) -> (LaunchConfig, bool) {
+    if dim <= WARP_ROW_MAX {
+        let blocks = rows.div_ceil(WARPS_PER_BLOCK).clamp(1, MAX_BLOCKS);
+        let cfg = LaunchConfig {
+            grid_dim: (blocks as u32, 1, 1),
+            block_dim: ((WARPS_PER_BLOCK * 32) as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        (cfg, true)
+    } else {
+        let threads = dim.div_ceil(8).next_multiple_of(32).clamp(64, 1024);
+        let cfg = LaunchConfig {
+            grid_dim: (rows.clamp(1, MAX_BLOCKS) as u32, 1, 1),
+            block_dim: (threads as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        (cfg, false)
+    }
+}
+
+/// Normalise `rows` rows of `dim` values of `x` into `out`:
+/// `(x - mean) / sqrt(var + eps) * (w + w_offset) + b` (LayerNorm; RMSNorm has mean 0 and uses
+/// the mean square as `var`; `b` is added when given).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn norm(
+    dev: &Dev,
+    spec: NormSpec,
+    x: &CudaBuf,
+    w: &CudaWeight,
+    b: Option<&CudaWeight>,
+    rows: usize,
+    dim: usize,
+    out: &mut CudaBuf,
+) {
+    if dev.failed() || rows == 0 || dim == 0 {
+        return;
+    }
+    let n = rows * dim;
+    assert!(
+        x.len() >= n && out.len() >= n,
+        "norm: buffers shorter than {rows} x {dim}"
+    );
+    assert!(w.cols >= dim, "norm: weight {} shorter than {dim}", w.name);
+    if let Some(b) = b {
+        assert!(b.cols >= dim, "norm: bias {} shorter than {dim}", b.name);
+    }
+    let (cfg, warp) = row_cfg(rows, dim);
+    let name = if warp { "norm_rows_warp" } else { "norm_rows" };
+    let wty = vec_type_id(w.ty);
+    // Without a bias the kernel never reads `b` (bty < 0); pass the weight as a valid pointer.
+    let (bdata, bty) = match b {
+        Some(b) => (b.data.as_ref(), vec_type_id(b.ty)),
+        None => (w.data.as_ref(), -1i32),
+    };
+    let (rows_i, dim_i, kind) = (rows as i32, dim as i32, kind_id(spec.kind));
+    let mut lb = dev.stream.launch_builder(dev.func(name));
+    lb.arg(x)
+        .arg(out)
+        .arg(w.data.as_ref())
+        .arg(&wty)
+        .arg(bdata)
+        .arg(&bty)
+        .arg(&rows_i)
+        .arg(&dim_i)
+        .arg(&kind)
+        .arg(&spec.eps)
+        .arg(&spec.w_offset);
+    // SAFETY: the kernel reads x and writes out at indices < rows * dim, which both hold (asserted
+    // above), and reads w / b at indices < dim, which they hold (cols >= dim, asserted); blocks
+    // are whole warps as the kernel requires; arguments match norm_rows / norm_rows_warp.
+    let r = unsafe { lb.launch(cfg) };
+    dev.check(name, r);
+}
+
+/// `x = norm(x)` for each of `rows` rows of `dim` values, without bias (QK-norm over each head:
+/// many short rows, one warp each).
+pub(crate) fn norm_inplace(
+    dev: &Dev,
+    spec: NormSpec,
+    x: &mut CudaBuf,
+    w: &CudaWeight,
+    rows: usize,
+    dim: usize,
+) {
+    if dev.failed() || rows == 0 || dim == 0 {
+        return;
+    }
+    assert!(
+        x.len() >= rows * dim,
+        "norm_inplace: buffer shorter than {rows} x {dim}"
+    );
+    assert!(
+        w.cols >= dim,
+        "norm_inplace: weight {} shorter than {dim}",
+        w.name
+    );
+    let (cfg, warp) = row_cfg(rows, dim);
+    let name = if warp {
+        "norm_rows_inplace_warp"
+    } else {
+        "norm_rows_inplace"
+    };
+    let wty = vec_type_id(w.ty);
+    let (rows_i, dim_i, kind) = (rows as i32, dim as i32, kind_id(spec.kind));
+    let mut lb = dev.stream.launch_builder(dev.func(name));
+    lb.arg(x)
+        .arg(w.data.as_ref())
+        .arg(&wty)
+        .arg(&rows_i)
+        .arg(&dim_i)
+        .arg(&kind)
+        .arg(&spec.eps)
+        .arg(&spec.w_offset);
+    // SAFETY: the kernel reads and writes x at indices < rows * dim (held, asserted above), each
+    // thread only the elements it read itself, and reads w at indices < dim (cols >= dim);
+    // blocks are whole warps; arguments match norm_rows_inplace / norm_rows_inplace_warp.
+    let r = unsafe { lb.launch(cfg) };
+    dev.check(name, r);
+}
+
+/// `x[r * b.cols + i] += b[i]` for each of `rows` rows (projection biases).
+pub(crate) fn add_bias(dev: &Dev, x: &mut CudaBuf, b: &CudaWeight, rows: usize) {
+    let cols = b.cols;
+    if dev.failed() || rows == 0 || cols == 0 {
+        return;
+    }
+    let n = rows * cols;
+    assert!(
+        x.len() >= n,
+        "add_bias: buffer shorter than {rows} x {cols}"
+    );
+    let bty = vec_type_id(b.ty);
+    let (rows_i, cols_i) = (rows as i32, cols as i32);
+    let mut lb = dev.stream.launch_builder(dev.func("norm_add_bias"));
+    lb.arg(x)
+        .arg(b.data.as_ref())
+        .arg(&bty)
+        .arg(&rows_i)
+        .arg(&cols_i);
+    // SAFETY: the kernel writes x at indices < rows * cols (held, asserted above) and reads b at
+    // indices < cols, its length; arguments match norm_add_bias.
+    let r = unsafe { lb.launch(grid_stride_cfg(n, 256)) };
+    dev.check("norm_add_bias", r);
+}
