@@ -36,6 +36,8 @@ fi
 if cargo clippy --version >/dev/null 2>&1; then
     cargo clippy --release --all-targets -- -D warnings
     cargo clippy --release --all-targets --features cuda -- -D warnings
+    # The GPU-only test target is outside --all-targets (`test = false`); lint it too.
+    cargo clippy --release --features cuda --test cuda_device -- -D warnings
 else
     echo "test.sh: clippy is not installed; skipping lints" >&2
 fi
