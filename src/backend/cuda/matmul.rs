@@ -1,5 +1,5 @@
 //! Launch wrappers for `kernels/matmul.cu`: `out[t] = W · x[t]` with the dequantization fused into
-//! the kernel, for every weight type in [`KERNEL_TYPES`] (the weights stay in their ggml block
+//! the kernel, for every weight type in `KERNEL_TYPES` (the weights stay in their ggml block
 //! layout on the device).
 //!
 //! Two kernels per type: `matvec_<t>` (a warp per output row or pair of rows, memory bound; the
