@@ -10,22 +10,8 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 use super::{CudaBuf, CudaWeight, Dev};
 use crate::quant::GgmlType;
 
-/// Weight types with matmul and embedding kernels (every GGUF weight type).
-pub(crate) const KERNEL_TYPES: &[GgmlType] = &[
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-];
+/// Weight types with matmul and embedding kernels: every GGUF weight type.
+pub(crate) const KERNEL_TYPES: &[GgmlType] = &GgmlType::WEIGHTS;
 
 /// The `<t>` of the kernel names for `ty`, or None when no kernel handles it (the activation-only
 /// Q8_1 / Q8_K, and I8, whose per-row scales the kernels do not take).
