@@ -6,9 +6,16 @@
 //! headers would). `TORCHLESS_CUDA_COMPILER=nvcc|clang|/path/to/clang` picks one explicitly. The
 //! PTX targets sm_80 at PTX ISA 7.5, which the driver JIT-compiles for any newer GPU. A kernel
 //! that does not compile fails the build with the compiler's own `file:line` messages.
+//!
+//! With feature `wgpu`, every `shaders/*.wgsl` op family is validated with naga and embedded
+//! (`build/shaders.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+#[cfg(feature = "wgpu")]
+#[path = "build/shaders.rs"]
+mod shaders;
 
 fn main() {
     let commit = Command::new("git")
@@ -23,6 +30,14 @@ fn main() {
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=build.rs");
 
+    #[cfg(feature = "wgpu")]
+    {
+        let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+        if let Err(e) = shaders::build(&out_dir) {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
     if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
         if let Err(e) = build_kernels() {
             eprintln!("error: {e}");

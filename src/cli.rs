@@ -35,10 +35,10 @@ struct Exec {
     /// CPU threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Backend to run on: cpu, or cuda (builds with feature `cuda`).
+    /// Backend to run on: cpu, cuda (builds with feature `cuda`) or wgpu (feature `wgpu`).
     #[arg(long, default_value = "cpu")]
     backend: String,
-    /// GPU ordinal for device backends.
+    /// GPU for device backends: the CUDA ordinal, or the wgpu adapter index.
     #[arg(long, default_value_t = 0)]
     device: usize,
 }
@@ -49,6 +49,7 @@ impl Exec {
             backend: self.backend.parse::<BackendKind>()?,
             threads: self.threads,
             device: self.device,
+            cpu_path: None,
         })
     }
 }
@@ -211,7 +212,8 @@ enum Command {
         model: PathBuf,
         #[arg(long)]
         json: bool,
-        /// Also describe this backend's device (cuda: the GPU and what it supports).
+        /// Also describe this backend's device (cuda: the GPU; wgpu: the adapter, its features
+        /// and limits).
         #[arg(long, default_value = "cpu")]
         backend: String,
         /// GPU ordinal for device backends.
@@ -585,7 +587,7 @@ fn cmd_bench(
     let backend = model.backend_description();
     let bw_kind = match load.backend {
         BackendKind::Cpu => "read",
-        BackendKind::Cuda => "device copy",
+        BackendKind::Cuda | BackendKind::Wgpu => "device copy",
     };
     let report = [
         format!(
@@ -653,6 +655,18 @@ fn device_info(backend: BackendKind, device: usize) -> Result<Option<Value>> {
         BackendKind::Cuda => {
             let _ = device;
             Err(Error::BackendNotBuilt("cuda"))
+        }
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => {
+            let b = torchless::backend::wgpu::WgpuBackend::new(device)?;
+            Ok(Some(
+                serde_json::to_value(b.adapter_report()).unwrap_or_default(),
+            ))
+        }
+        #[cfg(not(feature = "wgpu"))]
+        BackendKind::Wgpu => {
+            let _ = device;
+            Err(Error::BackendNotBuilt("wgpu"))
         }
     }
 }

@@ -8,9 +8,13 @@ use std::path::Path;
 
 use crate::model::config::SourceFormat;
 
+use crate::backend::cpu::caps::{CpuCaps, KernelPath};
+use crate::backend::cpu::dot::DotKernels;
 use crate::backend::cpu::CpuBackend;
 #[cfg(feature = "cuda")]
 use crate::backend::cuda::CudaBackend;
+#[cfg(feature = "wgpu")]
+use crate::backend::wgpu::WgpuBackend;
 use crate::backend::{Backend, BackendKind};
 use crate::error::{Error, Result};
 use crate::graph::{Executor, Logits, State};
@@ -27,6 +31,8 @@ pub struct LoadOptions {
     pub threads: usize,
     /// GPU ordinal for device backends.
     pub device: usize,
+    /// CPU kernel path; `None`: the best this CPU has (or what `TORCHLESS_CPU` names).
+    pub cpu_path: Option<KernelPath>,
 }
 
 impl Default for LoadOptions {
@@ -35,6 +41,7 @@ impl Default for LoadOptions {
             backend: BackendKind::Cpu,
             threads: 0,
             device: 0,
+            cpu_path: None,
         }
     }
 }
@@ -54,6 +61,8 @@ enum Exec {
     Cpu(Executor<CpuBackend>),
     #[cfg(feature = "cuda")]
     Cuda(Executor<CudaBackend>),
+    #[cfg(feature = "wgpu")]
+    Wgpu(Executor<WgpuBackend>),
 }
 
 /// Runs `$body` with `$e` bound to the executor of whichever backend `$exec` holds.
@@ -63,6 +72,8 @@ macro_rules! with_exec {
             Exec::Cpu($e) => $body,
             #[cfg(feature = "cuda")]
             Exec::Cuda($e) => $body,
+            #[cfg(feature = "wgpu")]
+            Exec::Wgpu($e) => $body,
         }
     };
 }
@@ -76,6 +87,8 @@ enum StateKind {
     Cpu(State<CpuBackend>),
     #[cfg(feature = "cuda")]
     Cuda(State<CudaBackend>),
+    #[cfg(feature = "wgpu")]
+    Wgpu(State<WgpuBackend>),
 }
 
 impl SeqState {
@@ -85,6 +98,8 @@ impl SeqState {
             StateKind::Cpu(s) => s.n_past,
             #[cfg(feature = "cuda")]
             StateKind::Cuda(s) => s.n_past,
+            #[cfg(feature = "wgpu")]
+            StateKind::Wgpu(s) => s.n_past,
         }
     }
     /// Forgets positions from `n` on (their cache entries are overwritten by later passes);
@@ -94,6 +109,8 @@ impl SeqState {
             StateKind::Cpu(s) => &mut s.n_past,
             #[cfg(feature = "cuda")]
             StateKind::Cuda(s) => &mut s.n_past,
+            #[cfg(feature = "wgpu")]
+            StateKind::Wgpu(s) => &mut s.n_past,
         };
         *np = (*np).min(n);
     }
@@ -103,6 +120,8 @@ impl SeqState {
             StateKind::Cpu(s) => s.n_ctx,
             #[cfg(feature = "cuda")]
             StateKind::Cuda(s) => s.n_ctx,
+            #[cfg(feature = "wgpu")]
+            StateKind::Wgpu(s) => s.n_ctx,
         }
     }
 }
@@ -138,11 +157,26 @@ impl Model {
         let file = ModelSource::open(path)?;
         let tokenizer = file.tokenizer()?;
         let exec = match opts.backend {
-            BackendKind::Cpu => Exec::Cpu(Executor::load(&file, CpuBackend::new(opts.threads)?)?),
+            BackendKind::Cpu => {
+                let cpu = match opts.cpu_path {
+                    None => CpuBackend::new(opts.threads)?,
+                    Some(path) => {
+                        let caps = CpuCaps::detect();
+                        let kernels = DotKernels::select(&caps, Some(path))
+                            .map_err(|e| Error::CpuKernels(e.to_string()))?;
+                        CpuBackend::with_kernels(caps, kernels, opts.threads)?
+                    }
+                };
+                Exec::Cpu(Executor::load(&file, cpu)?)
+            }
             #[cfg(feature = "cuda")]
             BackendKind::Cuda => Exec::Cuda(Executor::load(&file, CudaBackend::new(opts.device)?)?),
             #[cfg(not(feature = "cuda"))]
             BackendKind::Cuda => return Err(Error::BackendNotBuilt("cuda")),
+            #[cfg(feature = "wgpu")]
+            BackendKind::Wgpu => Exec::Wgpu(Executor::load(&file, WgpuBackend::new(opts.device)?)?),
+            #[cfg(not(feature = "wgpu"))]
+            BackendKind::Wgpu => return Err(Error::BackendNotBuilt("wgpu")),
         };
         let n_vocab = with_exec!(&exec, e => e.config.n_vocab);
         // HF checkpoints often pad the embedding past the tokenizer (to a multiple of 64 or
@@ -183,6 +217,8 @@ impl Model {
             Exec::Cpu(e) => Ok(crate::bench::read_bandwidth(e.backend.threads())),
             #[cfg(feature = "cuda")]
             Exec::Cuda(e) => e.backend.copy_bandwidth(),
+            #[cfg(feature = "wgpu")]
+            Exec::Wgpu(e) => e.backend.copy_bandwidth(),
         }
     }
 
@@ -232,6 +268,8 @@ impl Model {
             Exec::Cpu(e) => StateKind::Cpu(e.new_state(n_ctx)?),
             #[cfg(feature = "cuda")]
             Exec::Cuda(e) => StateKind::Cuda(e.new_state(n_ctx)?),
+            #[cfg(feature = "wgpu")]
+            Exec::Wgpu(e) => StateKind::Wgpu(e.new_state(n_ctx)?),
         }))
     }
 
@@ -242,7 +280,9 @@ impl Model {
             (Exec::Cpu(e), StateKind::Cpu(s)) => e.forward(s, ids, mode),
             #[cfg(feature = "cuda")]
             (Exec::Cuda(e), StateKind::Cuda(s)) => e.forward(s, ids, mode),
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "wgpu")]
+            (Exec::Wgpu(e), StateKind::Wgpu(s)) => e.forward(s, ids, mode),
+            #[cfg(any(feature = "cuda", feature = "wgpu"))]
             _ => Err(Error::InvalidArgument(
                 "a sequence state belongs to the backend of the model that made it".into(),
             )),

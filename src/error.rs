@@ -124,7 +124,7 @@ pub enum Error {
         max: usize,
     },
     /// `--backend` names no known backend.
-    #[error("unknown backend '{0}' (available: cpu, cuda)")]
+    #[error("unknown backend '{0}' (available: cpu, cuda, wgpu)")]
     UnknownBackend(String),
     /// `--backend` names a backend this build leaves out (a cargo feature).
     #[error("backend '{0}' is not built in: rebuild with `cargo build --release --features {0}`")]
@@ -132,6 +132,10 @@ pub enum Error {
     /// The CUDA backend could not start or a kernel failed (driver, device, memory).
     #[error("cuda: {0}")]
     Cuda(String),
+    /// The wgpu backend could not start, a shader failed, or the model does not fit the
+    /// adapter's limits.
+    #[error("wgpu: {0}")]
+    Wgpu(String),
     /// The requested CPU kernel path is not available on this CPU.
     #[error("cpu kernels: {0}")]
     CpuKernels(String),

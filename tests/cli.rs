@@ -422,3 +422,115 @@ fn cuda_backend_where_it_cannot_run_is_a_clear_error() {
     let o = torchless(&["info", "--model", m.to_str().unwrap(), "--backend", "cuda"]);
     assert_eq!(o.status.success(), expect.is_none());
 }
+
+/// `--backend wgpu` without the `wgpu` feature says how to rebuild, in one line.
+#[cfg(not(feature = "wgpu"))]
+#[test]
+fn wgpu_backend_not_built_is_a_clear_error() {
+    let m = model(SMOLLM2);
+    let o = torchless(&["info", "--model", m.to_str().unwrap(), "--backend", "wgpu"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "should fail: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains(
+            "backend 'wgpu' is not built in: rebuild with `cargo build --release --features wgpu`"
+        ),
+        "unexpected message: {err}"
+    );
+}
+
+/// Mesa's Vulkan loader prints "XDG_RUNTIME_DIR is invalid" lines when the variable is unset
+/// (CI); give the child a valid one so stderr holds only what torchless says.
+#[cfg(feature = "wgpu")]
+fn with_runtime_dir(args: &[&str]) -> std::process::Output {
+    let dir = std::env::temp_dir().join(format!("torchless-xdg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("runtime dir");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    }
+    torchless_env(args, &[("XDG_RUNTIME_DIR", dir.to_str().unwrap())])
+}
+
+/// `info --backend wgpu --json` describes the adapter: its name, API, the features the shaders
+/// use and the limits that decide how tensors are split.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_info_describes_the_adapter() {
+    let m = model(SMOLLM2);
+    let o = with_runtime_dir(&[
+        "info",
+        "--model",
+        m.to_str().unwrap(),
+        "--backend",
+        "wgpu",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    let d = &v["device"];
+    assert!(
+        d["name"].as_str().is_some_and(|s| !s.is_empty()),
+        "adapter name: {d}"
+    );
+    assert!(d["api"].is_string(), "api: {d}");
+    let features: Vec<&str> = d["features"]
+        .as_array()
+        .expect("features")
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    assert!(features.contains(&"immediates"), "features: {features:?}");
+    assert!(
+        d["limits"]["max_storage_buffer_binding_size"]
+            .as_u64()
+            .is_some_and(|n| n >= 128 << 20),
+        "limits: {d}"
+    );
+    let types: Vec<&str> = d["weight_types"]
+        .as_array()
+        .expect("weight types")
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    for t in ["Q4_0", "Q4_1", "Q5_0", "Q8_0", "Q4_K", "Q6_K", "F16", "F32"] {
+        assert!(types.contains(&t), "{t} missing from {types:?}");
+    }
+}
+
+/// A wrong `--device` for wgpu is one line naming the adapters there are, and a non-zero exit.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_bad_device_is_a_clear_error() {
+    let m = model(SMOLLM2);
+    let o = with_runtime_dir(&[
+        "run",
+        "--model",
+        m.to_str().unwrap(),
+        "--prompt",
+        "Hi",
+        "-n",
+        "2",
+        "--backend",
+        "wgpu",
+        "--device",
+        "99",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "should fail: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("--device 99: only"),
+        "unexpected message: {err}"
+    );
+}
+
+/// `run --backend wgpu` generates the same greedy text as the CPU on SmolLM2.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_greedy_run_matches_cpu() {
+    let cpu = stdout(&greedy_capital(&[]));
+    let gpu = stdout(&greedy_capital(&["--backend", "wgpu"]));
+    assert_eq!(gpu, cpu, "wgpu and cpu greedy text differ");
+}

@@ -7,6 +7,10 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub mod rope_tables;
+#[cfg(feature = "wgpu")]
+pub mod wgpu;
 
 use std::str::FromStr;
 
@@ -22,6 +26,9 @@ pub enum BackendKind {
     Cpu,
     /// `cuda::CudaBackend` (cargo feature `cuda`): `--backend cuda`, NVIDIA GPUs.
     Cuda,
+    /// `wgpu::WgpuBackend` (cargo feature `wgpu`): `--backend wgpu`, any Vulkan / Metal / DX12
+    /// adapter.
+    Wgpu,
 }
 
 impl FromStr for BackendKind {
@@ -30,6 +37,7 @@ impl FromStr for BackendKind {
         match s {
             "cpu" => Ok(BackendKind::Cpu),
             "cuda" => Ok(BackendKind::Cuda),
+            "wgpu" => Ok(BackendKind::Wgpu),
             other => Err(Error::UnknownBackend(other.to_string())),
         }
     }

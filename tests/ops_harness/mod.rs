@@ -31,6 +31,8 @@
 
 #![allow(dead_code)]
 
+pub mod models;
+
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};

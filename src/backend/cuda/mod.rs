@@ -33,6 +33,7 @@ use cudarc::nvrtc::Ptx;
 use serde::Serialize;
 
 use self::attention::CudaKvCache;
+use super::rope_tables::RopeTables;
 use super::{AttnShape, Backend, NormSpec};
 use crate::error::{Error, Result};
 use crate::model::arch::{Activation, RopeLayout};
@@ -191,28 +192,11 @@ fn driver_version() -> String {
     }
 }
 
-/// Device-side RoPE tables of recent calls, keyed by what determines them.
-#[derive(Default)]
-struct RopeCache {
-    entries: Vec<(RopeKey, Arc<CudaSlice<f32>>)>,
-}
-
-#[derive(PartialEq)]
-struct RopeKey {
-    pos0: usize,
-    n_tok: usize,
-    inv_freq: Vec<u64>,
-    attn_factor: u64,
-}
-
 /// A tensor's bytes by (map address, start, len).
 type UploadKey = (usize, usize, usize);
 /// The map is kept alive with its upload so its address cannot be reused by another map while the
 /// key is cached.
 type Upload = (Arc<memmap2::Mmap>, Arc<CudaSlice<u8>>);
-
-/// Distinct tables kept (Gemma 3 alternates two RoPE bases; the rest are stale steps).
-const ROPE_CACHE_LEN: usize = 4;
 
 /// The CUDA implementation of [`Backend`] on one device.
 pub struct CudaBackend {
@@ -222,7 +206,7 @@ pub struct CudaBackend {
     uploads: Mutex<HashMap<UploadKey, Upload>>,
     /// Token ids of the current embedding lookup.
     ids: Mutex<Option<CudaSlice<u32>>>,
-    rope: Mutex<RopeCache>,
+    rope: Mutex<RopeTables<CudaSlice<f32>>>,
 }
 
 /// Whether the NVIDIA driver library can be loaded on this machine.
@@ -333,7 +317,7 @@ impl CudaBackend {
             info,
             uploads: Mutex::new(HashMap::new()),
             ids: Mutex::new(None),
-            rope: Mutex::new(RopeCache::default()),
+            rope: Mutex::new(RopeTables::default()),
         })
     }
 
@@ -403,37 +387,12 @@ impl CudaBackend {
         Ok(d)
     }
 
-    /// The device (cos, sin) table for `n_tok` positions from `pos0`, computed on the host in f64
-    /// exactly as the CPU does, uploaded once per distinct table.
+    /// The device (cos, sin) table for `n_tok` positions from `pos0` (see [`RopeTables`]).
     fn rope_table(&self, p: &RopeParams, pos0: usize, n_tok: usize) -> Option<Arc<CudaSlice<f32>>> {
-        let (inv_freq, attn_factor) = p.table(pos0 + n_tok);
-        let key = RopeKey {
-            pos0,
-            n_tok,
-            inv_freq: inv_freq.iter().map(|f| f.to_bits()).collect(),
-            attn_factor: attn_factor.to_bits(),
-        };
-        let mut cache = lock(&self.rope);
-        if let Some((_, t)) = cache.entries.iter().find(|(k, _)| *k == key) {
-            return Some(t.clone());
-        }
-        let half = inv_freq.len();
-        let mut cs = Vec::with_capacity(n_tok * half * 2);
-        for t in 0..n_tok {
-            let pos = (pos0 + t) as f64;
-            for f in &inv_freq {
-                let th = pos * f;
-                cs.push((th.cos() * attn_factor) as f32);
-                cs.push((th.sin() * attn_factor) as f32);
-            }
-        }
-        let r = self.dev.stream.clone_htod(&cs);
-        let table = Arc::new(self.dev.check("rope table upload", r)?);
-        if cache.entries.len() >= ROPE_CACHE_LEN {
-            cache.entries.remove(0);
-        }
-        cache.entries.push((key, table.clone()));
-        Some(table)
+        lock(&self.rope).get(p, pos0, n_tok, |cs| {
+            let r = self.dev.stream.clone_htod(cs);
+            self.dev.check("rope table upload", r)
+        })
     }
 }
 

@@ -1,0 +1,126 @@
+//! Build-time half of the wgpu backend: composes every `shaders/*.wgsl` op family with the files
+//! it includes, parses and validates the result with naga (the version wgpu itself uses), and
+//! embeds the checked sources. A broken shader fails the build with its own file and line.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Each op family's module: the files concatenated, in order (the last one is the family's own).
+/// Must list every `shaders/*.wgsl` that is not a shared part.
+pub const FAMILIES: &[(&str, &[&str])] = &[
+    ("activation", &["common", "activation"]),
+    ("norm", &["common", "norm"]),
+    ("rope", &["common", "rope"]),
+    ("attention", &["common", "attention"]),
+    ("embed", &["common", "quant", "embed"]),
+    ("matmul", &["common", "quant", "matmul"]),
+];
+
+/// Files that are only ever included into a family.
+const SHARED: &[&str] = &["common", "quant"];
+
+/// What the shaders may use. Immediates (push constants) carry every dispatch's parameters (the
+/// backend requires the feature at start-up); halves are decoded with `unpack2x16float`, which
+/// naga gates behind SHADER_FLOAT16_IN_FLOAT32 (wgpu grants it on Vulkan, Metal and DX12).
+fn capabilities() -> naga::valid::Capabilities {
+    naga::valid::Capabilities::IMMEDIATES | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
+}
+
+/// A composed module and where each of its parts starts (0-based line), for error locations.
+struct Composed {
+    text: String,
+    parts: Vec<(String, usize)>,
+}
+
+impl Composed {
+    /// `shaders/<file>.wgsl:<line>` of 1-based line `line` of the composed text.
+    fn locate(&self, line: usize) -> String {
+        let (file, start) = self
+            .parts
+            .iter()
+            .rev()
+            .find(|(_, s)| *s < line)
+            .cloned()
+            .unwrap_or_else(|| (self.parts[0].0.clone(), 0));
+        format!("shaders/{file}.wgsl:{}", line - start)
+    }
+}
+
+fn compose(dir: &Path, parts: &[&str]) -> Result<Composed, String> {
+    let mut text = String::new();
+    let mut spans = Vec::new();
+    for part in parts {
+        let path = dir.join(format!("{part}.wgsl"));
+        let src = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        spans.push((part.to_string(), text.lines().count()));
+        text.push_str(&src);
+        if !src.ends_with('\n') {
+            text.push('\n');
+        }
+    }
+    Ok(Composed { text, parts: spans })
+}
+
+/// Parse and validate one family; the error names the file and line.
+fn check(family: &str, c: &Composed) -> Result<(), String> {
+    let module = naga::front::wgsl::parse_str(&c.text).map_err(|e| {
+        let at = e
+            .location(&c.text)
+            .map(|l| c.locate(l.line_number as usize))
+            .unwrap_or_else(|| format!("shaders/{family}.wgsl"));
+        format!("{at}: {}\n{}", e.message(), e.emit_to_string(&c.text))
+    })?;
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities())
+        .validate(&module)
+        .map_err(|e| {
+            let at = e
+                .spans()
+                .next()
+                .map(|(span, _)| c.locate(span.location(&c.text).line_number as usize))
+                .unwrap_or_else(|| format!("shaders/{family}.wgsl"));
+            format!(
+                "{at}: invalid shader ({family}): {}",
+                e.emit_to_string(&c.text)
+            )
+        })?;
+    Ok(())
+}
+
+/// Validates every family and writes `OUT_DIR/shaders.rs`, defining
+/// `pub const MODULES: &[(&str, &str)]` (family, composed WGSL).
+pub fn build(out_dir: &Path) -> Result<(), String> {
+    let dir = Path::new("shaders");
+    println!("cargo:rerun-if-changed=shaders");
+    // Every file must be a family or a shared part, so a new shader cannot be silently left out.
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| format!("shaders/: {e}"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wgsl"))
+        .filter_map(|p| Some(p.file_stem()?.to_string_lossy().into_owned()))
+        .collect();
+    on_disk.sort();
+    for stem in &on_disk {
+        let known = FAMILIES.iter().any(|(f, _)| f == stem) || SHARED.contains(&stem.as_str());
+        if !known {
+            return Err(format!(
+                "shaders/{stem}.wgsl is neither an op family nor a shared part (build/shaders.rs)"
+            ));
+        }
+    }
+    let mut table = String::from("pub const MODULES: &[(&str, &str)] = &[\n");
+    for (family, parts) in FAMILIES {
+        let c = compose(dir, parts)?;
+        check(family, &c)?;
+        let file = out_dir.join(format!("{family}.wgsl"));
+        std::fs::write(&file, &c.text).map_err(|e| format!("{}: {e}", file.display()))?;
+        writeln!(
+            table,
+            "    ({family:?}, include_str!(concat!(env!(\"OUT_DIR\"), \"/{family}.wgsl\"))),"
+        )
+        .expect("write to a String");
+    }
+    table.push_str("];\n");
+    let rs = out_dir.join("shaders.rs");
+    std::fs::write(&rs, table).map_err(|e| format!("{}: {e}", rs.display()))
+}

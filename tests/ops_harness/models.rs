@@ -1,0 +1,236 @@
+//! The two real models on a device backend against the CPU backend, through the library API
+//! (shared by tests/cuda_device.rs and tests/wgpu_backend.rs), and the I8 refusal check.
+
+use std::path::PathBuf;
+
+use torchless::backend::{Backend, BackendKind};
+use torchless::graph::Logits;
+use torchless::{Error, LoadOptions, Model};
+
+/// SmolLM2-135M-Instruct, Q4_1 (llama family).
+pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+/// gemma-3-270m, Q4_K_M (Q8_0 tied output, sliding window).
+pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
+
+/// `name` in `TORCHLESS_MODELS_DIR` (default `./models`); a missing file fails the test.
+pub fn model_path(name: &str) -> PathBuf {
+    let dir = std::env::var_os("TORCHLESS_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| super::repo_dir().join("models"));
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run tools/fetch-models.sh (the test command does)",
+        p.display()
+    );
+    p
+}
+
+fn options(backend: BackendKind) -> LoadOptions {
+    LoadOptions {
+        backend,
+        ..Default::default()
+    }
+}
+
+/// Loads `name` onto `backend`, or fails the test saying why.
+pub fn load(name: &str, backend: BackendKind) -> Model {
+    Model::load(model_path(name), &options(backend))
+        .unwrap_or_else(|e| panic!("{name} on {backend:?}: {e}"))
+}
+
+fn fixture_json(rel: &str) -> serde_json::Value {
+    let p = super::repo_dir().join("tests/fixtures").join(rel);
+    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .expect("fixture json")
+}
+
+/// The fixed prompt: the ids of the llama.cpp parity fixture (tests/parity.rs), 64+ tokens.
+pub fn prompt_ids(fixture: &str) -> Vec<u32> {
+    let ids: Vec<u32> = fixture_json(&format!("logits/{fixture}.json"))["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_u64().expect("id") as u32)
+        .collect();
+    assert!(
+        ids.len() >= 64,
+        "{fixture}: the prompt fixture has {} ids",
+        ids.len()
+    );
+    ids
+}
+
+/// The RMS logit difference the issue asks of a device backend against the CPU.
+pub const RMS_TARGET: f64 = 0.1;
+/// How far above the CPU's own noise floor (see [`cpu_noise_floor`]) a device may land.
+pub const FLOOR_FACTOR: f64 = 1.25;
+
+/// The CPU's own disagreement with itself on this prompt: RMS logit difference between its
+/// portable scalar kernels and its best SIMD kernels, which quantize the same weights and
+/// activations the same way and differ only in f32 summation order. On these small models that
+/// order noise is amplified to ~0.2 RMS (an 8-bit activation block whose value sits near a
+/// rounding boundary flips a quant), which no backend that sums in another order can beat.
+pub fn cpu_noise_floor(name: &str, ids: &[u32]) -> f64 {
+    use torchless::backend::cpu::caps::{CpuCaps, KernelPath};
+    use torchless::backend::cpu::dot::DotKernels;
+    use torchless::backend::cpu::CpuBackend;
+    let run = |path: Option<KernelPath>| {
+        let caps = CpuCaps::detect();
+        let kernels = DotKernels::select(&caps, path).expect("CPU kernels");
+        let b = CpuBackend::with_kernels(caps, kernels, 0).expect("CPU backend");
+        super::executor_logits(&model_path(name), b, ids).expect("CPU logits")
+    };
+    let (best, n_vocab) = run(None);
+    let (scalar, _) = run(Some(KernelPath::Scalar));
+    super::logit_diff(&scalar, &best, n_vocab, 0.5).rms
+}
+
+/// Device logits within the real-model bounds of the CPU's: the same top-1 wherever the CPU's
+/// top-2 margin is ≥ 0.5 (a flip there is a bug, not rounding), and RMS logit difference ≤ 0.1
+/// or, where the CPU's own scalar and SIMD kernels already disagree by more ([`cpu_noise_floor`],
+/// `floor`), within [`FLOOR_FACTOR`] of that floor. The two backends share every rounding that
+/// matters (weights, 8-bit activations, f16 Q and KV) and differ by summation order.
+pub fn assert_logits_close(what: &str, got: &[f32], want: &[f32], n_vocab: usize, floor: f64) {
+    let bound = RMS_TARGET.max(FLOOR_FACTOR * floor);
+    let d = super::logit_diff(got, want, n_vocab, 0.5);
+    eprintln!(
+        "{what}: {} positions, RMS Δlogit {:.4} (bound {bound:.4}; CPU scalar vs SIMD {floor:.4}), \
+         max|Δ|/scale {:.2e}, KL {:.2e}, top-1 {}/{} clear",
+        d.positions,
+        d.rms,
+        d.max_rel,
+        d.mean_kl,
+        d.clear - d.top1_mismatch.len(),
+        d.clear
+    );
+    assert!(d.rms.is_finite(), "{what}: non-finite logits");
+    assert!(
+        d.top1_mismatch.is_empty(),
+        "{what}: top-1 differs where the CPU's margin is ≥ 0.5 (pos, cpu, device, margin): {:?}",
+        d.top1_mismatch
+    );
+    assert!(
+        d.rms <= bound,
+        "{what}: RMS logit difference {:.4} > {bound:.4} (the CPU's own scalar vs SIMD: {floor:.4})",
+        d.rms
+    );
+}
+
+/// All-position logits of the fixed prompt, in one batch, device vs CPU; then the same prompt
+/// fed to the device as a prefix batch followed by one token per step (the decode path: n_tok = 1
+/// at growing pos0), each step's logits against the CPU's for that position.
+pub fn real_model_logits(name: &str, fixture: &str, backend: BackendKind) {
+    let ids = prompt_ids(fixture);
+    let cpu = load(name, BackendKind::Cpu);
+    let dev = load(name, backend);
+    eprintln!("{}", dev.backend_description());
+    let n_vocab = cpu.config().n_vocab;
+    let want = cpu.logits(&ids).expect("CPU logits");
+    let got = dev.logits(&ids).expect("device logits");
+    let floor = cpu_noise_floor(name, &ids);
+    assert_logits_close(&format!("{name} batch"), &got, &want, n_vocab, floor);
+
+    let prefix = ids.len() - 24;
+    let mut st = dev.new_state(ids.len()).expect("device state");
+    let mut steps = dev
+        .forward(&mut st, &ids[..prefix], Logits::Last)
+        .expect("device prefix");
+    for &id in &ids[prefix..ids.len() - 1] {
+        steps.extend(
+            dev.forward(&mut st, &[id], Logits::Last)
+                .expect("device decode step"),
+        );
+    }
+    let want_steps = &want[(prefix - 1) * n_vocab..(ids.len() - 1) * n_vocab];
+    assert_logits_close(
+        &format!("{name} decode"),
+        &steps,
+        want_steps,
+        n_vocab,
+        floor,
+    );
+}
+
+/// Perplexity of the parity text (tests/fixtures/perplexity, the chunks llama-perplexity used,
+/// or the first `max_chunks` of them) within 0.5% of the CPU's, or, where the CPU's own scalar
+/// and SIMD kernels already disagree by more on those chunks, within [`FLOOR_FACTOR`] of that
+/// gap. Over all 13 chunks the CPU's AVX2 and AVX-512 paths agree to 0.15% (SmolLM2); over 3
+/// chunks (~190 scored tokens) their summation-order noise alone moves perplexity by 1–3%.
+pub fn real_model_perplexity(
+    name: &str,
+    fixture: &str,
+    backend: BackendKind,
+    max_chunks: Option<usize>,
+) {
+    let meta = fixture_json(&format!("perplexity/{fixture}.json"));
+    let ctx = meta["ctx"].as_u64().expect("ctx") as usize;
+    let chunks = meta["chunks"].as_u64().expect("chunks") as usize;
+    let chunks = max_chunks.map_or(chunks, |m| m.min(chunks));
+    let text_path = super::repo_dir().join("tests/fixtures/perplexity/text.txt");
+    let text = std::fs::read_to_string(&text_path)
+        .unwrap_or_else(|e| panic!("{}: {e}", text_path.display()));
+    let run = |m: &Model| {
+        m.perplexity(&text, ctx, Some(chunks), |_, _, _| {})
+            .unwrap_or_else(|e| panic!("{name} perplexity on {}: {e}", m.backend_description()))
+    };
+    let cpu = run(&load(name, BackendKind::Cpu));
+    let dev = run(&load(name, backend));
+    let floor = (run(&cpu_scalar(name)).ppl - cpu.ppl).abs() / cpu.ppl;
+    let bound = 0.005f64.max(FLOOR_FACTOR * floor);
+    let rel = (dev.ppl - cpu.ppl).abs() / cpu.ppl;
+    eprintln!(
+        "{name}: PPL {backend:?} {:.4} vs cpu {:.4} ({:.3}% apart, bound {:.3}%; CPU scalar vs \
+         SIMD {:.3}%; {} chunks of {ctx})",
+        dev.ppl,
+        cpu.ppl,
+        rel * 100.0,
+        bound * 100.0,
+        floor * 100.0,
+        dev.chunks
+    );
+    assert_eq!(dev.chunks, chunks);
+    assert!(dev.ppl.is_finite(), "{name}: perplexity is not finite");
+    assert!(
+        rel <= bound,
+        "{name}: {backend:?} perplexity {:.4} is {:.3}% from the CPU's {:.4} (bound {:.3}%)",
+        dev.ppl,
+        rel * 100.0,
+        cpu.ppl,
+        bound * 100.0
+    );
+}
+
+/// `name` on the CPU's portable scalar kernels (the reference the harness compares against).
+fn cpu_scalar(name: &str) -> Model {
+    let opts = LoadOptions {
+        cpu_path: Some(torchless::backend::cpu::caps::KernelPath::Scalar),
+        ..options(BackendKind::Cpu)
+    };
+    Model::load(model_path(name), &opts)
+        .unwrap_or_else(|e| panic!("{name} on the scalar CPU path: {e}"))
+}
+
+/// I8 (compressed-tensors w8a8) has no kernel on `backend`: loading every fixture's `i8`
+/// directory must fail with the clear `UnsupportedType` error naming the tensor, the type and
+/// the backend, both through the executor and through `Model::load`.
+pub fn assert_i8_refused<B: Backend>(backend: BackendKind, name: &str, make: impl Fn() -> B) {
+    for case in super::ARCH_CASES {
+        let path = super::arch_dir(case).join("i8");
+        let ids = super::arch_ids(case);
+        match super::executor_logits(&path, make(), &ids) {
+            Ok(_) => panic!("{case}/i8 ran on {name}; I8 weights have no {name} kernel"),
+            Err(e @ Error::UnsupportedType { ty, backend: b, .. }) => {
+                assert_eq!((ty, b), ("I8", name), "{case}/i8: {e}");
+                let msg = e.to_string();
+                assert!(msg.contains("I8") && msg.contains(name), "{case}/i8: {msg}");
+            }
+            Err(e) => panic!("{case}/i8: expected UnsupportedType for I8 on {name}, got: {e}"),
+        }
+        match Model::load(&path, &options(backend)) {
+            Err(Error::UnsupportedType { ty: "I8", .. }) => {}
+            Err(e) => panic!("{case}/i8 via Model::load: expected UnsupportedType, got: {e}"),
+            Ok(_) => panic!("{case}/i8 loaded on {name} via Model::load"),
+        }
+    }
+}
