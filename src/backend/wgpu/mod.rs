@@ -79,22 +79,9 @@ pub struct WgpuWeight {
     pub(crate) parts: Arc<[Part]>,
 }
 
-/// The weight types the matmul and embedding shaders decode (quant.wgsl).
-pub const WEIGHT_TYPES: [GgmlType; 13] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-];
+/// The weight types the matmul and embedding shaders decode (quant.wgsl): every GGUF weight
+/// type.
+pub const WEIGHT_TYPES: &[GgmlType] = &GgmlType::WEIGHTS;
 
 /// The adapter's limits that decide what runs (and how tensors are split).
 #[derive(Clone, Debug, Serialize)]
