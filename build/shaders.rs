@@ -5,25 +5,45 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// Each op family's module: the files concatenated, in order (the last one is the family's own).
-/// Must list every `shaders/*.wgsl` that is not a shared part.
-pub const FAMILIES: &[(&str, &[&str])] = &[
-    ("activation", &["common", "activation"]),
-    ("norm", &["common", "norm"]),
-    ("rope", &["common", "rope"]),
-    ("attention", &["common", "attention"]),
-    ("embed", &["common", "quant", "embed"]),
-    ("matmul", &["common", "quant", "matmul"]),
+/// An optional adapter feature a module uses. Its module is validated with that capability and
+/// built only on adapters that have the feature; every other module must do without it.
+#[derive(Clone, Copy)]
+pub enum Needs {
+    /// Only what every adapter the backend accepts has.
+    Base,
+    /// Subgroup operations (wgpu's `SUBGROUP` feature).
+    Subgroup,
+}
+
+/// Each shader module: its name, the files concatenated in order (the last one is its own) and
+/// the optional feature it needs. Must list every `shaders/*.wgsl` that is not a shared part.
+pub const FAMILIES: &[(&str, &[&str], Needs)] = &[
+    ("activation", &["common", "activation"], Needs::Base),
+    ("norm", &["common", "norm"], Needs::Base),
+    ("rope", &["common", "rope"], Needs::Base),
+    ("attention", &["common", "attention"], Needs::Base),
+    ("embed", &["common", "quant", "embed"], Needs::Base),
+    ("matmul", &["common", "quant", "matmul"], Needs::Base),
+    (
+        "matvec_subgroup",
+        &["common", "quant", "matmul", "matvec_subgroup"],
+        Needs::Subgroup,
+    ),
 ];
 
-/// Files that are only ever included into a family.
+/// Files that are only ever included into a module (`matmul` is also a family of its own).
 const SHARED: &[&str] = &["common", "quant"];
 
-/// What the shaders may use. Immediates (push constants) carry every dispatch's parameters (the
+/// What a module may use. Immediates (push constants) carry every dispatch's parameters (the
 /// backend requires the feature at start-up); halves are decoded with `unpack2x16float`, which
 /// naga gates behind SHADER_FLOAT16_IN_FLOAT32 (wgpu grants it on Vulkan, Metal and DX12).
-fn capabilities() -> naga::valid::Capabilities {
-    naga::valid::Capabilities::IMMEDIATES | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
+fn capabilities(needs: Needs) -> naga::valid::Capabilities {
+    use naga::valid::Capabilities as C;
+    let base = C::IMMEDIATES | C::SHADER_FLOAT16_IN_FLOAT32;
+    match needs {
+        Needs::Base => base,
+        Needs::Subgroup => base | C::SUBGROUP,
+    }
 }
 
 /// A composed module and where each of its parts starts (0-based line), for error locations.
@@ -62,7 +82,7 @@ fn compose(dir: &Path, parts: &[&str]) -> Result<Composed, String> {
 }
 
 /// Parse and validate one family; the error names the file and line.
-fn check(family: &str, c: &Composed) -> Result<(), String> {
+fn check(family: &str, needs: Needs, c: &Composed) -> Result<(), String> {
     let module = naga::front::wgsl::parse_str(&c.text).map_err(|e| {
         let at = e
             .location(&c.text)
@@ -70,7 +90,7 @@ fn check(family: &str, c: &Composed) -> Result<(), String> {
             .unwrap_or_else(|| format!("shaders/{family}.wgsl"));
         format!("{at}: {}\n{}", e.message(), e.emit_to_string(&c.text))
     })?;
-    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities())
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities(needs))
         .validate(&module)
         .map_err(|e| {
             let at = e
@@ -87,7 +107,8 @@ fn check(family: &str, c: &Composed) -> Result<(), String> {
 }
 
 /// Validates every family and writes `OUT_DIR/shaders.rs`, defining
-/// `pub const MODULES: &[(&str, &str)]` (family, composed WGSL).
+/// `pub const MODULES: &[Module]` (the backend defines `Module`: family, needed feature,
+/// composed WGSL).
 pub fn build(out_dir: &Path) -> Result<(), String> {
     let dir = Path::new("shaders");
     println!("cargo:rerun-if-changed=shaders");
@@ -101,22 +122,24 @@ pub fn build(out_dir: &Path) -> Result<(), String> {
         .collect();
     on_disk.sort();
     for stem in &on_disk {
-        let known = FAMILIES.iter().any(|(f, _)| f == stem) || SHARED.contains(&stem.as_str());
+        let known = FAMILIES.iter().any(|(f, _, _)| f == stem) || SHARED.contains(&stem.as_str());
         if !known {
             return Err(format!(
                 "shaders/{stem}.wgsl is neither an op family nor a shared part (build/shaders.rs)"
             ));
         }
     }
-    let mut table = String::from("pub const MODULES: &[(&str, &str)] = &[\n");
-    for (family, parts) in FAMILIES {
+    let mut table = String::from("pub const MODULES: &[Module] = &[\n");
+    for (family, parts, needs) in FAMILIES {
         let c = compose(dir, parts)?;
-        check(family, &c)?;
+        check(family, *needs, &c)?;
         let file = out_dir.join(format!("{family}.wgsl"));
         std::fs::write(&file, &c.text).map_err(|e| format!("{}: {e}", file.display()))?;
         writeln!(
             table,
-            "    ({family:?}, include_str!(concat!(env!(\"OUT_DIR\"), \"/{family}.wgsl\"))),"
+            "    Module {{ family: {family:?}, subgroup: {}, wgsl: \
+             include_str!(concat!(env!(\"OUT_DIR\"), \"/{family}.wgsl\")) }},",
+            matches!(needs, Needs::Subgroup)
         )
         .expect("write to a String");
     }

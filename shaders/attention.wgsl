@@ -73,11 +73,6 @@ fn kv_store(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
 var<workgroup> q_sh: array<f32, MAX_DK>;
 var<workgroup> p_sh: array<f32, WG>;
 
-fn tanh_safe(v: f32) -> f32 {
-    let e = exp(-2.0 * abs(v));
-    return sign(v) * (1.0 - e) / (1.0 + e);
-}
-
 @compute @workgroup_size(WG)
 fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let h = wid.x;
@@ -122,7 +117,7 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
             }
             s = dot * pa.scale;
             if pa.softcap != 0.0 {
-                s = pa.softcap * tanh_safe(s / pa.softcap);
+                s = pa.softcap * tanh_accurate(s / pa.softcap);
             }
         }
         // The chunk's max, shared through p_sh.

@@ -12,6 +12,22 @@ fn bf16_from_bits(bits: u32) -> f32 {
     return bitcast<f32>((bits & 0xffffu) << 16u);
 }
 
+// tanh to a few ulps relative everywhere. Past |v| = 1/4 it is built from one exp of a
+// non-positive argument, which never overflows (a library tanh built as (e^2v - 1) / (e^2v + 1)
+// gives inf / inf for large v). Below, 1 - exp(-2|v|) would cancel to a few bits (soft-capping
+// divides scores by c = 30 or 50, so small arguments are the common case); the Taylor series
+// through v^9 is exact to f32 there (the next term is under 1e-8 of v).
+fn tanh_accurate(v: f32) -> f32 {
+    let a = abs(v);
+    if a < 0.25 {
+        let v2 = v * v;
+        return v * (1.0 + v2 * (-1.0 / 3.0 + v2 * (2.0 / 15.0 + v2 * (-17.0 / 315.0
+            + v2 * (62.0 / 2835.0)))));
+    }
+    let e = exp(-2.0 * a);
+    return sign(v) * (1.0 - e) / (1.0 + e);
+}
+
 // ggml type ids (GgmlType::ggml_id) of the weight types the shaders decode.
 const TY_F32: u32 = 0u;
 const TY_F16: u32 = 1u;

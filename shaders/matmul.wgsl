@@ -10,6 +10,7 @@
 //   matvec  n_tok <= MV_TOK (decode): MV_ROWS rows per workgroup, MV_LANES invocations per row.
 //           Each invocation decodes groups of 8 weights (lane, lane + MV_LANES, ...) once and
 //           multiplies them with every token's x; one barrier, then each row's lanes are summed.
+//           (matvec_subgroup.wgsl sums them with subgroup shuffles instead, where it can.)
 //   matmul_rows  any n_tok, no workgroup memory: one row and up to MV_TOK tokens per invocation
 //           (for software adapters, see below).
 //   matmul  any n_tok (prefill): 64 rows × 64 tokens per workgroup of 16 × 16 invocations, each
@@ -139,57 +140,67 @@ fn act_sum(t: u32, blk: u32) -> f32 {
 const MV_ROWS: u32 = 8u;
 const MV_LANES: u32 = 8u; // MV_ROWS * MV_LANES == WG
 
+// This invocation's share of row r for every token: groups lane, lane + MV_LANES, ... of the row.
+// Token t's sum is component t % 4 of lo (t < 4) or hi: vectors stay in registers where a
+// dynamically indexed array may not. A row past the end gives zeros (its invocations still take
+// part in the reduction that follows).
+struct MvAcc {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+fn matvec_partial(r: u32, lane: u32) -> MvAcc {
+    var acc = MvAcc(vec4<f32>(0.0), vec4<f32>(0.0));
+    if r >= p.rows {
+        return acc;
+    }
+    let rb = r * p.row_bytes;
+    let n_g = p.cols / 8u;
+    for (var g = lane; g < n_g; g += MV_LANES) {
+        var v = get8(WTYPE, rb, g);
+        var m = 0.0;
+        if is_q1() {
+            m = q1_min(rb, g / 4u);
+            v.a -= vec4<f32>(m);
+            v.b -= vec4<f32>(m);
+        }
+        for (var t = 0u; t < p.n_tok; t++) {
+            let xi = t * p.cols + g * 8u;
+            var d = dot(v.a, x4(xi)) + dot(v.b, x4(xi + 4u));
+            if is_q1() && g % 4u == 0u {
+                d += m * act_sum(t, g / 4u);
+            }
+            if t < 4u {
+                acc.lo[t] += d;
+            } else {
+                acc.hi[t - 4u] += d;
+            }
+        }
+    }
+    // Float rows only: the last cols % 8 values.
+    for (var i = n_g * 8u + lane; i < p.cols; i += MV_LANES) {
+        let wv = getf(WTYPE, rb, i);
+        for (var t = 0u; t < p.n_tok; t++) {
+            let d = wv * x[t * p.cols + i];
+            if t < 4u {
+                acc.lo[t] += d;
+            } else {
+                acc.hi[t - 4u] += d;
+            }
+        }
+    }
+    return acc;
+}
+
 @compute @workgroup_size(WG)
 fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
     let lane = lid % MV_LANES;
     let row_in = lid / MV_LANES;
-    let r = (wid.x + wid.y * nwg.x) * MV_ROWS + row_in;
-    // Token t's sum is component t % 4 of acc_lo (t < 4) or acc_hi: vectors stay in registers
-    // where a dynamically indexed array may not.
-    var acc_lo = vec4<f32>(0.0);
-    var acc_hi = vec4<f32>(0.0);
-    // Rows past the end still reach the barrier below.
-    if r < p.rows {
-        let rb = r * p.row_bytes;
-        let n_g = p.cols / 8u;
-        for (var g = lane; g < n_g; g += MV_LANES) {
-            var v = get8(WTYPE, rb, g);
-            var m = 0.0;
-            if is_q1() {
-                m = q1_min(rb, g / 4u);
-                v.a -= vec4<f32>(m);
-                v.b -= vec4<f32>(m);
-            }
-            for (var t = 0u; t < p.n_tok; t++) {
-                let xi = t * p.cols + g * 8u;
-                var d = dot(v.a, x4(xi)) + dot(v.b, x4(xi + 4u));
-                if is_q1() && g % 4u == 0u {
-                    d += m * act_sum(t, g / 4u);
-                }
-                if t < 4u {
-                    acc_lo[t] += d;
-                } else {
-                    acc_hi[t - 4u] += d;
-                }
-            }
-        }
-        // Float rows only: the last cols % 8 values.
-        for (var i = n_g * 8u + lane; i < p.cols; i += MV_LANES) {
-            let wv = getf(WTYPE, rb, i);
-            for (var t = 0u; t < p.n_tok; t++) {
-                let d = wv * x[t * p.cols + i];
-                if t < 4u {
-                    acc_lo[t] += d;
-                } else {
-                    acc_hi[t - 4u] += d;
-                }
-            }
-        }
-    }
+    let acc = matvec_partial((wid.x + wid.y * nwg.x) * MV_ROWS + row_in, lane);
     for (var t = 0u; t < 4u; t++) {
-        mv_red[(t * MV_ROWS + row_in) * MV_LANES + lane] = acc_lo[t];
-        mv_red[((t + 4u) * MV_ROWS + row_in) * MV_LANES + lane] = acc_hi[t];
+        mv_red[(t * MV_ROWS + row_in) * MV_LANES + lane] = acc.lo[t];
+        mv_red[((t + 4u) * MV_ROWS + row_in) * MV_LANES + lane] = acc.hi[t];
     }
     workgroupBarrier();
     // Invocation (t, row) sums its row's lanes for token t.

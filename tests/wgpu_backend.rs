@@ -11,8 +11,8 @@
 mod ops_harness;
 
 use ops_harness::{models, Family};
-use torchless::backend::wgpu::matmul::Prefill;
-use torchless::backend::wgpu::WgpuBackend;
+use torchless::backend::wgpu::matmul::{Matvec, Prefill};
+use torchless::backend::wgpu::{ShaderChoice, WgpuBackend};
 use torchless::backend::BackendKind;
 
 /// Adapter 0, or a panic saying why not (these tests must fail without an adapter).
@@ -55,14 +55,23 @@ fn ops_attention() {
     ops_harness::check_family(&adapter(), "wgpu", Family::Attention);
 }
 
-/// Both prefill shaders, whichever this adapter would choose: `tiled` (GPUs) and `rows`
-/// (software adapters).
+/// Every matmul shader, whichever this adapter would choose: both prefill shaders, `tiled` (GPUs)
+/// and `rows` (software adapters), and both decode shaders, `workgroup` and `subgroup` (the
+/// adapter must have subgroups: lavapipe, which CI runs on, does).
 #[test]
-fn ops_matmul_both_prefill_shaders() {
-    for prefill in [Prefill::Tiled, Prefill::Rows] {
-        let b = WgpuBackend::with_prefill(0, Some(prefill))
+fn ops_matmul_every_shader_variant() {
+    for (prefill, matvec) in [
+        (Prefill::Tiled, Matvec::Workgroup),
+        (Prefill::Rows, Matvec::Subgroup),
+    ] {
+        let choice = ShaderChoice {
+            prefill: Some(prefill),
+            matvec: Some(matvec),
+        };
+        let b = WgpuBackend::with_shaders(0, choice)
             .unwrap_or_else(|e| panic!("no usable wgpu adapter: {e}"));
-        ops_harness::check_family(&b, &format!("wgpu {}", prefill.name()), Family::Matmul);
+        let label = format!("wgpu {} prefill, {} matvec", prefill.name(), matvec.name());
+        ops_harness::check_family(&b, &label, Family::Matmul);
     }
 }
 

@@ -1,5 +1,6 @@
 //! Matrix products with the weight dequantized in the shader (`shaders/matmul.wgsl`): `matvec`
-//! for decode (a few tokens), the tiled `matmul` for prefill. Each weight type gets its own
+//! for decode (a few tokens; `matvec_subgroup` where the adapter has subgroups), the tiled
+//! `matmul` or barrier-free `matmul_rows` for prefill. Each weight type gets its own
 //! pipeline (the override constant `WTYPE`), and a weight split across storage bindings runs one
 //! dispatch per part, each writing its rows' columns of the output.
 
@@ -49,6 +50,80 @@ impl Prefill {
         match self {
             Prefill::Tiled => "tiled",
             Prefill::Rows => "rows",
+        }
+    }
+}
+
+/// How `matvec` (decode) sums the lanes of a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Matvec {
+    /// Through workgroup memory and one barrier (`matvec`): every adapter.
+    Workgroup,
+    /// In registers by subgroup shuffles (`matvec_subgroup`): adapters with the `subgroup`
+    /// feature whose subgroups hold whole rows.
+    Subgroup,
+}
+
+/// Environment variable that forces the decode shader (`workgroup` or `subgroup`).
+pub const MATVEC_ENV: &str = "TORCHLESS_WGPU_MATVEC";
+
+/// Subgroup sizes `matvec_subgroup` handles: at least one row of `MV_LANES` (8) lanes, and
+/// whole subgroups in a workgroup of 64.
+const SUBGROUP_SIZES: std::ops::RangeInclusive<u32> = 8..=64;
+
+impl Matvec {
+    /// `subgroup` where the adapter has the feature and a usable subgroup size, else
+    /// `workgroup`; or what `forced` (else [`MATVEC_ENV`]) names. Forcing `subgroup` on an
+    /// adapter that cannot run it is an error saying why.
+    pub fn choose(
+        forced: Option<Matvec>,
+        features: wgpu::Features,
+        info: &wgpu::AdapterInfo,
+    ) -> Result<Matvec, String> {
+        let usable = if !features.contains(wgpu::Features::SUBGROUP) {
+            Err("the adapter lacks the `subgroup` feature".to_string())
+        } else if !SUBGROUP_SIZES.contains(&info.subgroup_min_size)
+            || !SUBGROUP_SIZES.contains(&info.subgroup_max_size)
+        {
+            Err(format!(
+                "its subgroups are {}..={} invocations, outside the {}..={} the shader handles",
+                info.subgroup_min_size,
+                info.subgroup_max_size,
+                SUBGROUP_SIZES.start(),
+                SUBGROUP_SIZES.end()
+            ))
+        } else {
+            Ok(())
+        };
+        let forced = match forced {
+            Some(m) => Some(m),
+            None => match std::env::var(MATVEC_ENV).ok().as_deref() {
+                None | Some("") | Some("auto") => None,
+                Some("workgroup") => Some(Matvec::Workgroup),
+                Some("subgroup") => Some(Matvec::Subgroup),
+                Some(other) => {
+                    return Err(format!(
+                        "{MATVEC_ENV}={other}: expected workgroup, subgroup or auto"
+                    ))
+                }
+            },
+        };
+        match (forced, usable) {
+            (Some(Matvec::Subgroup), Err(why)) => Err(format!(
+                "the subgroup matvec shader cannot run on '{}': {why}",
+                info.name
+            )),
+            (Some(m), _) => Ok(m),
+            (None, Ok(())) => Ok(Matvec::Subgroup),
+            (None, Err(_)) => Ok(Matvec::Workgroup),
+        }
+    }
+
+    /// The shader's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Matvec::Workgroup => "workgroup",
+            Matvec::Subgroup => "subgroup",
         }
     }
 }
@@ -106,7 +181,19 @@ pub(crate) fn matmul(gpu: &Gpu, w: &WgpuWeight, x: &WgpuBuf, n_tok: usize, out: 
                 part.rows.div_ceil(MATVEC_ROWS),
                 gpu.limits.max_compute_workgroups_per_dimension,
             );
-            gpu.dispatch("matmul", "matvec", ty, &bindings, &params, groups);
+            match gpu.matvec {
+                Matvec::Workgroup => {
+                    gpu.dispatch("matmul", "matvec", ty, &bindings, &params, groups)
+                }
+                Matvec::Subgroup => gpu.dispatch(
+                    "matvec_subgroup",
+                    "matvec_subgroup",
+                    ty,
+                    &bindings,
+                    &params,
+                    groups,
+                ),
+            }
         } else if gpu.prefill == Prefill::Rows {
             let groups = [
                 u(part.rows.div_ceil(WG)),

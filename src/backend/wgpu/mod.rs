@@ -27,6 +27,7 @@ pub mod rope;
 
 /// The composed WGSL of every op family, validated and embedded by build.rs.
 mod wgsl {
+    use super::Module;
     include!(concat!(env!("OUT_DIR"), "/shaders.rs"));
 }
 
@@ -44,9 +45,29 @@ use crate::model::config::RopeParams;
 use crate::model::weights::{Role, WeightView};
 use crate::quant::GgmlType;
 
-/// Every embedded shader module, as (op family, composed WGSL).
-pub fn shader_modules() -> &'static [(&'static str, &'static str)] {
+/// One embedded shader module, validated by build.rs (build/shaders.rs).
+pub struct Module {
+    /// The op family (or variant) it implements: the name dispatches use.
+    pub family: &'static str,
+    /// It uses subgroup operations, so it is built only on adapters that run them.
+    pub subgroup: bool,
+    /// The composed WGSL.
+    pub wgsl: &'static str,
+}
+
+/// Every embedded shader module.
+pub fn shader_modules() -> &'static [Module] {
     wgsl::MODULES
+}
+
+/// Shader variants forced for a backend instead of chosen for its adapter (tests run every
+/// variant the adapter can on one adapter this way).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShaderChoice {
+    /// The prefill matmul shader (`None`: [`matmul::Prefill::choose`]).
+    pub prefill: Option<matmul::Prefill>,
+    /// The decode matvec shader (`None`: [`matmul::Matvec::choose`]).
+    pub matvec: Option<matmul::Matvec>,
 }
 
 /// An activation buffer on the adapter: `len` f32 values.
@@ -123,6 +144,11 @@ pub struct AdapterReport {
     /// The prefill matmul shader chosen for this adapter: `tiled` (workgroup-memory tiles) on
     /// GPUs, `rows` (no barriers) on software adapters.
     pub prefill_matmul: &'static str,
+    /// The decode matvec shader: `subgroup` (shuffles) where the adapter has subgroups of 8 to
+    /// 64 invocations, else `workgroup` (workgroup memory and a barrier).
+    pub decode_matvec: &'static str,
+    /// The adapter's subgroup sizes, smallest and largest.
+    pub subgroup_sizes: [u32; 2],
 }
 
 /// The device, its queue, the shader modules, the encoder being recorded and the sticky error,
@@ -143,6 +169,8 @@ pub(crate) struct Gpu {
     pub(crate) limits: wgpu::Limits,
     /// The prefill matmul shader for this adapter.
     pub(crate) prefill: matmul::Prefill,
+    /// The decode matvec shader for this adapter.
+    pub(crate) matvec: matmul::Matvec,
 }
 
 /// A compute pipeline and the layout of its bind group 0.
@@ -454,12 +482,12 @@ impl WgpuBackend {
     /// Opens adapter `index` (see [`adapters`]): checks it has what the shaders need and builds
     /// every shader module. No adapter, or one without the required feature, is a one-line error.
     pub fn new(index: usize) -> Result<Self> {
-        Self::with_prefill(index, None)
+        Self::with_shaders(index, ShaderChoice::default())
     }
 
-    /// As [`WgpuBackend::new`], with the prefill matmul shader forced (`None`: chosen for the
-    /// adapter; tests run both on one adapter this way).
-    pub fn with_prefill(index: usize, prefill: Option<matmul::Prefill>) -> Result<Self> {
+    /// As [`WgpuBackend::new`], with the shader variants `choice` names forced. Forcing one the
+    /// adapter cannot run is an error.
+    pub fn with_shaders(index: usize, choice: ShaderChoice) -> Result<Self> {
         let mut found = adapters();
         if found.is_empty() {
             return Err(Error::Wgpu(
@@ -492,13 +520,18 @@ impl WgpuBackend {
             )));
         }
         let limits = adapter.limits();
-        let prefill = match prefill {
+        let prefill = match choice.prefill {
             Some(p) => p,
             None => matmul::Prefill::choose(info.device_type).map_err(Error::Wgpu)?,
         };
+        let matvec = matmul::Matvec::choose(choice.matvec, features, &info).map_err(Error::Wgpu)?;
+        let mut required_features = wgpu::Features::IMMEDIATES;
+        if matvec == matmul::Matvec::Subgroup {
+            required_features |= wgpu::Features::SUBGROUP;
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("torchless"),
-            required_features: wgpu::Features::IMMEDIATES,
+            required_features,
             // The adapter's own limits: the largest bindings and buffers it allows.
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
@@ -516,7 +549,11 @@ impl WgpuBackend {
             }
         }));
         let mut modules = HashMap::new();
-        for (family, src) in wgsl::MODULES {
+        for m in wgsl::MODULES {
+            if m.subgroup && matvec != matmul::Matvec::Subgroup {
+                continue;
+            }
+            let (family, src) = (&m.family, m.wgsl);
             let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(family),
@@ -549,6 +586,8 @@ impl WgpuBackend {
             },
             weight_types: WEIGHT_TYPES.iter().map(|t| t.name()).collect(),
             prefill_matmul: prefill.name(),
+            decode_matvec: matvec.name(),
+            subgroup_sizes: [info.subgroup_min_size, info.subgroup_max_size],
         };
         Ok(WgpuBackend {
             gpu: Gpu {
@@ -562,6 +601,7 @@ impl WgpuBackend {
                 error,
                 limits,
                 prefill,
+                matvec,
             },
             report,
             uploads: Mutex::new(HashMap::new()),
@@ -720,14 +760,16 @@ impl Backend for WgpuBackend {
     fn describe(&self) -> String {
         let r = &self.report;
         format!(
-            "wgpu: {} ({}, {}, {}), features [{}], max binding {} MiB, {} prefill matmul",
+            "wgpu: {} ({}, {}, {}), features [{}], max binding {} MiB, {} prefill matmul, {} \
+             decode matvec",
             r.name,
             r.api,
             r.device_type,
             r.driver,
             r.features.join(", "),
             r.limits.max_storage_buffer_binding_size >> 20,
-            r.prefill_matmul
+            r.prefill_matmul,
+            r.decode_matvec
         )
     }
 
