@@ -1,6 +1,7 @@
-//! Criterion benches of the CPU fused dequant-dot kernels: single-threaded matvec
-//! (one `DotKernels::dot` per weight row) for every weight type at the real models'
-//! shapes, on every kernel path this CPU supports. Throughput is weight bytes read.
+//! Criterion benches of the CPU fused dequant-dot kernels, single-threaded, for every weight
+//! type at the real models' shapes, on every kernel path this CPU supports: `matvec/*` (one
+//! `DotKernels::dot` per weight row, decode) and `prefill128/*` (the batched matmul of a
+//! 128-token prompt, tiled kernels included). Throughput is weight bytes read (once per call).
 //!
 //! Shapes are `n x rows` (row length x number of rows, GGUF's `[n, rows]`):
 //! SmolLM2 ffn 576x1536 / 1536x576, gemma3 ffn 640x2048 / 2048x640, and the gemma3 Q8_0
@@ -15,6 +16,7 @@ use half::f16;
 
 use torchless::backend::cpu::caps::{CpuCaps, KernelPath};
 use torchless::backend::cpu::dot::DotKernels;
+use torchless::backend::cpu::matmul::{matmul_rows, MatmulScratch, WeightRows};
 use torchless::quant::{Acts, GgmlType};
 
 const SHAPES: [(usize, usize); 4] = [(576, 1536), (1536, 576), (640, 2048), (2048, 640)];
@@ -130,6 +132,53 @@ fn bench_matvec(c: &mut Criterion) {
     bench_shape(c, &kernels, GgmlType::Q8_0, BIG.0, BIG.1);
 }
 
+/// Tokens in a prefill batch (llama-bench's pp128).
+const PREFILL_TOKENS: usize = 128;
+
+/// The prefill matmul (quantize the batch, then every row against every token, as
+/// `CpuBackend::matmul` runs it) on one thread; throughput counts weight bytes once per batch.
+fn bench_prefill(c: &mut Criterion) {
+    let kernels = kernel_sets();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    for ty in GgmlType::WEIGHTS {
+        for (n, rows) in SHAPES {
+            if n % ty.block_len() != 0 {
+                continue;
+            }
+            let mut g = Gen(0x5EED ^ (n * rows) as u64 ^ ty.ggml_id() as u64);
+            let w = weights(ty, n, rows, &mut g);
+            let x: Vec<f32> = (0..n * PREFILL_TOKENS).map(|_| g.f32()).collect();
+            let mut out = vec![0.0f32; rows * PREFILL_TOKENS];
+            let mut group = c.benchmark_group(format!("prefill{PREFILL_TOKENS}/{ty}"));
+            group.throughput(Throughput::Bytes(w.len() as u64));
+            for k in &kernels {
+                let mut scratch = MatmulScratch::default();
+                let rows_of = WeightRows {
+                    ty,
+                    data: &w,
+                    rows,
+                    cols: n,
+                };
+                group.bench_function(
+                    BenchmarkId::new(k.path().as_str(), format!("{n}x{rows}")),
+                    |b| {
+                        b.iter(|| {
+                            pool.install(|| {
+                                matmul_rows(k, rows_of, &x, PREFILL_TOKENS, &mut scratch, &mut out)
+                            });
+                            black_box(&out);
+                        })
+                    },
+                );
+            }
+            group.finish();
+        }
+    }
+}
+
 fn bench_quantize(c: &mut Criterion) {
     let kernels = kernel_sets();
     let n = 2048;
@@ -163,6 +212,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_matvec, bench_quantize
+    targets = bench_matvec, bench_prefill, bench_quantize
 }
 criterion_main!(benches);

@@ -1,6 +1,8 @@
 //! CPU ops against direct, naive formulas (the op-by-op harness the GPU backends will share
 //! starts from these references).
 
+use torchless::backend::cpu::attention::AttnScratch;
+use torchless::backend::cpu::caps::{CpuCaps, KernelPath};
 use torchless::backend::cpu::{activation, attention, norm, rope};
 use torchless::backend::{AttnShape, NormSpec};
 use torchless::model::arch::{Activation, NormKind, RopeLayout};
@@ -126,8 +128,24 @@ fn attention_is_causal_grouped_and_windowed() {
             window,
             softcap,
         };
+        let simd_ok = CpuCaps::detect().supports(KernelPath::Avx2).is_ok();
+        let mut scratch = AttnScratch::default();
         let mut out = vec![0.0; n * n_head * hd];
-        attention::attention(&q, &kv, 0, 0, n, &shape, &mut out);
+        attention::attention(&q, &kv, 0, 0, n, &shape, false, &mut scratch, &mut out);
+        // The AVX2 build of the same loops, and single-token calls at each position (decode),
+        // give bit-identical rows.
+        let width = n_head * hd;
+        for simd in [false, true].into_iter().filter(|&s| !s || simd_ok) {
+            let mut batch = vec![0.0; n * width];
+            attention::attention(&q, &kv, 0, 0, n, &shape, simd, &mut scratch, &mut batch);
+            assert_eq!(batch, out, "simd={simd} batch");
+            for t in 0..n {
+                let mut one = vec![0.0; width];
+                let qt = &q[t * width..(t + 1) * width];
+                attention::attention(qt, &kv, 0, t, 1, &shape, simd, &mut scratch, &mut one);
+                assert_eq!(one, out[t * width..(t + 1) * width], "simd={simd} pos {t}");
+            }
+        }
         for t in 0..n {
             for h in 0..n_head {
                 let g = h / (n_head / n_kv);

@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use torchless::backend::cpu::caps::{parse_request, requested_path, CpuCaps, KernelPath};
-use torchless::backend::cpu::dot::{DotError, DotKernels};
+use torchless::backend::cpu::dot::{DotError, DotKernels, TokenTiles, TILE_TOKENS};
 use torchless::quant::{dequantize_row, ActKind, ActRow, Acts, BlockQ8_0, GgmlType};
 
 // ---------------------------------------------------------------------------
@@ -456,8 +456,76 @@ fn dot_tokens_bit_identical_to_dot() {
     }
 }
 
+/// The tiled kernels over `count` tokens equal `dot` per token, bit for bit, and give 0 for the
+/// padding tokens of the last group, on every path that has them. Returns how many paths did.
+fn check_dot_tile(ty: GgmlType, nb: usize, count: usize, rng: &mut StdRng) -> usize {
+    let n = nb * ty.block_len();
+    let w = random_row(ty, nb, rng);
+    let (buf, range) = misaligned(&w);
+    let x = random_acts(count * n, rng);
+    let mut tiled = 0;
+    for k in kernel_sets().into_iter().filter(|k| k.has_tiles(ty)) {
+        tiled += 1;
+        let mut acts = Acts::new();
+        k.quantize(ty.act_kind(), &x, n, &mut acts);
+        let mut tiles = TokenTiles::new();
+        assert!(tiles.fill(&acts), "{ty}: tiles refused {}", ty.act_kind());
+        assert_eq!(tiles.groups(), count.div_ceil(TILE_TOKENS));
+        for g in 0..tiles.groups() {
+            let mut out = [f32::NAN; TILE_TOKENS];
+            assert!(k.dot_tile(ty, &buf[range.clone()], &tiles, g, &mut out));
+            for (i, o) in out.iter().enumerate() {
+                let t = g * TILE_TOKENS + i;
+                let want = if t < count {
+                    k.dot(ty, &w, acts.row(t), n)
+                } else {
+                    0.0
+                };
+                assert_eq!(
+                    o.to_bits(),
+                    want.to_bits(),
+                    "{ty} {} nb={nb} count={count} token {t}: {o} vs {want}",
+                    k.path()
+                );
+            }
+        }
+    }
+    tiled
+}
+
+#[test]
+fn dot_tile_bit_identical_to_dot() {
+    let mut rng = StdRng::seed_from_u64(777);
+    let mut tiled = 0;
+    for ty in GgmlType::ALL {
+        for nb in [1, 2, 3, 5, 8, 18, 21] {
+            for count in [1, 7, 8, 9, 16, 21] {
+                tiled += check_dot_tile(ty, nb, count, &mut rng);
+            }
+        }
+    }
+    // On a CPU with AVX512-VNNI the five 32-value types have tiled kernels; elsewhere none do
+    // and `dot_tile` must say so.
+    if CpuCaps::detect().supports(KernelPath::Avx512).is_ok()
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+    {
+        assert_eq!(tiled, 5 * 7 * 6, "tiled kernels exercised");
+    }
+    let k = DotKernels::scalar();
+    let mut out = [1.0; TILE_TOKENS];
+    assert!(!k.dot_tile(GgmlType::Q4_0, &[], &TokenTiles::new(), 0, &mut out));
+    assert_eq!(out, [1.0; TILE_TOKENS]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn dot_tile_matches_dot_prop(ty_idx in 0usize..15, nb in 1usize..=24, count in 1usize..=20, seed in any::<u64>()) {
+        let ty = GgmlType::ALL[ty_idx];
+        let mut rng = StdRng::seed_from_u64(seed);
+        check_dot_tile(ty, nb, count, &mut rng);
+    }
 
     #[test]
     fn dot_tokens_matches_dot_prop(ty_idx in 0usize..15, nb in 1usize..=9, t0 in 0usize..3, count in 1usize..=9, seed in any::<u64>()) {
@@ -659,6 +727,35 @@ fn q8_0_quantization_matches_gguf_py() {
         let got = row_bytes(a.row(0));
         for (b, (g, w)) in got.chunks(34).zip(want.chunks(34)).enumerate() {
             assert_eq!(g, w, "{} block {b}", k.path());
+        }
+    }
+}
+
+/// The AVX-512 K-quant kernels (two groups per `vpdpwssd` step) sum the same integers as the
+/// AVX2 ones, so their results are bit-identical; checked where both paths run.
+#[test]
+fn avx512_k_quants_bit_identical_to_avx2() {
+    let caps = CpuCaps::detect();
+    let (Ok(a2), Ok(a5)) = (
+        DotKernels::select(&caps, Some(KernelPath::Avx2)),
+        DotKernels::select(&caps, Some(KernelPath::Avx512)),
+    ) else {
+        // Nothing to compare on a CPU without both paths; the per-path tests still ran.
+        return;
+    };
+    let mut rng = StdRng::seed_from_u64(5150);
+    for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+        for nb in [1, 2, 3, 5] {
+            let n = nb * 256;
+            let w = random_row(ty, nb, &mut rng);
+            let x = random_acts(n, &mut rng);
+            let mut acts = Acts::new();
+            a2.quantize(ty.act_kind(), &x, n, &mut acts);
+            let (r2, r5) = (
+                a2.dot(ty, &w, acts.row(0), n),
+                a5.dot(ty, &w, acts.row(0), n),
+            );
+            assert_eq!(r2.to_bits(), r5.to_bits(), "{ty} nb={nb}: {r2} vs {r5}");
         }
     }
 }

@@ -15,15 +15,16 @@ use std::sync::{Arc, Mutex};
 use memmap2::Mmap;
 use rayon::prelude::*;
 
-use self::attention::CpuKvCache;
+use self::attention::{AttnScratch, CpuKvCache};
 use self::caps::{CpuCaps, KernelPath};
 use self::dot::DotKernels;
+use self::matmul::MatmulScratch;
 use super::{AttnShape, Backend, NormSpec};
 use crate::error::{Error, Result};
 use crate::model::arch::{Activation, RopeLayout};
 use crate::model::config::RopeParams;
 use crate::model::weights::{Role, WeightView};
-use crate::quant::{self, Acts, GgmlType};
+use crate::quant::{self, GgmlType};
 
 /// More threads than this is a typo, not a machine: refuse before spawning them.
 const MAX_THREADS: usize = 1024;
@@ -63,9 +64,11 @@ pub struct CpuBackend {
     kernels: DotKernels,
     pool: rayon::ThreadPool,
     threads: usize,
-    /// Matmul scratch: quantized activations (block formats and per-token int8) and the
-    /// transposed batch output.
-    scratch: Mutex<(Acts, int8::I8Acts, Vec<f32>)>,
+    /// Matmul scratch: quantized activations (block formats, their tiled layout and per-token
+    /// int8) and the transposed batch output.
+    scratch: Mutex<(MatmulScratch, int8::I8Acts)>,
+    /// Attention scratch: one layer's cached K/V rows widened to f32.
+    attn: Mutex<AttnScratch>,
 }
 
 impl CpuBackend {
@@ -102,7 +105,8 @@ impl CpuBackend {
             kernels,
             pool,
             threads,
-            scratch: Mutex::new((Acts::new(), int8::I8Acts::default(), Vec::new())),
+            scratch: Mutex::new((MatmulScratch::default(), int8::I8Acts::default())),
+            attn: Mutex::new(AttnScratch::default()),
         })
     }
 
@@ -244,7 +248,7 @@ impl Backend for CpuBackend {
 
     fn matmul(&self, w: &CpuWeight, x: &Vec<f32>, n_tok: usize, out: &mut Vec<f32>) {
         let mut guard = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
-        let (acts, i8_acts, tmp) = &mut *guard;
+        let (mm, i8_acts) = &mut *guard;
         if let Some((sty, map, start, len)) = &w.scales {
             let scales = norm::Vector::new(*sty, &map[*start..*start + *len]);
             int8::matmul(
@@ -255,12 +259,12 @@ impl Backend for CpuBackend {
                 x,
                 n_tok,
                 i8_acts,
-                tmp,
+                &mut mm.tmp,
                 out,
             );
             return;
         }
-        matmul::matmul(&self.kernels, w, x, n_tok, acts, tmp, out);
+        matmul::matmul(&self.kernels, w, x, n_tok, mm, out);
     }
 
     fn rope(
@@ -298,7 +302,9 @@ impl Backend for CpuBackend {
         shape: &AttnShape,
         out: &mut Vec<f32>,
     ) {
-        attention::attention(q, kv, layer, pos0, n_tok, shape, out);
+        let mut scratch = self.attn.lock().unwrap_or_else(|p| p.into_inner());
+        let simd = self.kernels.path() != KernelPath::Scalar;
+        attention::attention(q, kv, layer, pos0, n_tok, shape, simd, &mut scratch, out);
     }
 
     fn add_bias(&self, x: &mut Vec<f32>, b: &CpuWeight, rows: usize) {

@@ -221,7 +221,7 @@ pub(super) fn q5_1_quants(b: &WBlockQ5_1) -> __m256i {
 /// The four 32-quant groups (unsigned, q + 32) of half `h` (0 or 1) of a Q6_K block.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q6_k_quants(xb: &WBlockQ6_K, h: usize) -> [__m256i; 4] {
+pub(super) fn q6_k_quants(xb: &WBlockQ6_K, h: usize) -> [__m256i; 4] {
     let (m3, m15) = (_mm256_set1_epi8(3), _mm256_set1_epi8(15));
     let ql1 = load32(sub::<32, u8>(&xb.ql, 64 * h));
     let ql2 = load32(sub::<32, u8>(&xb.ql, 64 * h + 32));
@@ -838,7 +838,7 @@ macro_rules! k4_loop_n {
 /// The low and high nibbles of the 32 bytes of group `j` of a Q4_K/Q5_K block.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn k4_nibbles(qs: &[u8; 128], j: usize) -> (__m256i, __m256i) {
+pub(super) fn k4_nibbles(qs: &[u8; 128], j: usize) -> (__m256i, __m256i) {
     let m4 = _mm256_set1_epi8(0x0F);
     let q4 = load32(sub::<32, u8>(qs, 32 * j));
     (
@@ -850,7 +850,7 @@ fn k4_nibbles(qs: &[u8; 128], j: usize) -> (__m256i, __m256i) {
 /// Group `j` of a Q5_K block: the nibbles plus the 5th bits (bits `2j` and `2j + 1` of `qh`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q5_k_group(xb: &WBlockQ5_K, j: usize) -> (__m256i, __m256i) {
+pub(super) fn q5_k_group(xb: &WBlockQ5_K, j: usize) -> (__m256i, __m256i) {
     let (lo, hi) = k4_nibbles(&xb.qs, j);
     let bits = _mm256_srl_epi16(load32(&xb.qh), _mm_cvtsi32_si128(2 * j as i32));
     let b16 = _mm256_set1_epi8(0x10);

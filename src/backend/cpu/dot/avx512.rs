@@ -10,9 +10,11 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{
-    f16x2, hsum_ps, load32i, multi_entry, nibbles32, q4_0_quants, q5_0_quants, q5_1_quants,
-    q8_0_pair_loop_n, token_rows,
+    f16x2, hsum_ps, hsum_ps128, k4_nibbles, load32i, load_bsums, multi_entry, nibbles32,
+    q4_0_quants, q5_0_quants, q5_1_quants, q5_k_group, q6_k_quants, q8_0_pair_loop_n, sub,
+    token_rows,
 };
+use super::tiles::{QuantPair, TileGroup, TILE_TOKENS};
 use super::DotKernels;
 use crate::quant::blocks::*;
 
@@ -32,7 +34,26 @@ pub(super) unsafe fn install(k: &mut DotKernels) {
         k.q5_0_n = Some(q5_0_multi);
         k.q5_1_n = Some(q5_1_multi);
         k.q8_0_n = Some(q8_0_multi);
+        k.q4_0_t = Some(q4_0_tile);
+        k.q4_1_t = Some(q4_1_tile);
+        k.q5_0_t = Some(q5_0_tile);
+        k.q5_1_t = Some(q5_1_tile);
+        k.q8_0_t = Some(q8_0_tile);
+        k.q4_k = q4_k_impl;
+        k.q5_k = q5_k_impl;
+        k.q6_k = q6_k_impl;
+        k.q4_k_n = Some(q4_k_multi);
+        k.q5_k_n = Some(q5_k_multi);
+        k.q6_k_n = Some(q6_k_multi);
     }
+}
+
+/// 64 bytes (two 32-quant groups of a Q8_K block) as one vector.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn load64i(b: &[i8; 64]) -> __m512i {
+    // SAFETY: `b` is 64 readable bytes and `loadu` has no alignment requirement.
+    unsafe { _mm512_loadu_si512(b.as_ptr() as *const _) }
 }
 
 /// Sum of products of unsigned bytes `u` with signed bytes `s`, per 4 adjacent bytes, as f32.
@@ -314,5 +335,412 @@ multi_entry!(
     q5_1_multi,
     q5_1_n,
     BlockQ8_1,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+);
+
+// ---------------------------------------------------------------------------
+// Tiled forms: one weight row × TILE_TOKENS (8) tokens from a `TokenTiles` layout, two blocks
+// per 512-bit `vpdpbusd` (lanes 0–7 are block 2i, lanes 8–15 block 2i+1, exactly the single-token
+// kernels' `acc0` / `acc1`). The signed weight trick uses AVX-512BW's `abs` and a masked
+// negate of the activations (there is no 512-bit `sign`), which yields the same integers as
+// `_mm256_sign_epi8`; the scales are the same f32 products, so every token's result is
+// bit-identical to the single-token kernel.
+// ---------------------------------------------------------------------------
+
+/// Lane indices that broadcast token `t`'s two block scales from `[sc0 tokens | sc1 tokens]`
+/// into `[sc0[t] × 8 | sc1[t] × 8]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn scale_index(t: usize) -> __m512i {
+    _mm512_add_epi32(
+        _mm512_set_epi32(8, 8, 8, 8, 8, 8, 8, 8, 0, 0, 0, 0, 0, 0, 0, 0),
+        _mm512_set1_epi32(t as i32),
+    )
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn load_pair(p: &QuantPair) -> __m512i {
+    // SAFETY: `p` is 64 readable bytes and `loadu` has no alignment requirement.
+    unsafe { _mm512_loadu_si512(p.as_ptr() as *const _) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn load_tokens(v: &[f32; TILE_TOKENS]) -> __m256 {
+    // SAFETY: `v` is 8 readable f32 and `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_ps(v.as_ptr()) }
+}
+
+/// Low 32 bytes of a quant pair (an odd last block).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn load_first(p: &QuantPair) -> __m256i {
+    // SAFETY: `p` is 64 readable bytes, so its first 32 are; `loadu` is unaligned.
+    unsafe { _mm256_loadu_si256(p.as_ptr() as *const __m256i) }
+}
+
+/// Two 256-bit halves as one 512-bit vector (`lo` in lanes 0–7).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn join_ps(lo: __m256, hi: __m256) -> __m512 {
+    // The f64x4 forms are AVX-512F (the f32x8 ones need DQ); lanes are moved, not converted.
+    _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+        _mm512_castps_pd(_mm512_castps256_ps512(lo)),
+        _mm256_castps_pd(hi),
+    ))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn join_si(lo: __m256i, hi: __m256i) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+}
+
+/// `acc`'s lanes 0–7 (`acc0`) get `fmadd(s, p, acc0)`, lanes 8–15 are unchanged: the odd
+/// last block, which the single-token kernels add into `acc0` alone.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn fmadd_low(s: __m256, p: __m256, acc: __m512) -> __m512 {
+    let lo = _mm256_fmadd_ps(s, p, _mm512_castps512_ps256(acc));
+    _mm512_castpd_ps(_mm512_insertf64x4::<0>(
+        _mm512_castps_pd(acc),
+        _mm256_castps_pd(lo),
+    ))
+}
+
+/// `hsum_ps(acc0 + acc1)` of the single-token kernels.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn hsum_halves(acc: __m512) -> f32 {
+    hsum_ps(_mm256_add_ps(
+        _mm512_castps512_ps256(acc),
+        _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc))),
+    ))
+}
+
+/// The tiled form of [`q8_0_loop`]: `qx(block)` gives a block's 32 signed weight quants.
+macro_rules! q8_0_tile {
+    ($x:expr, $g:expr, $out:expr, |$b:ident| $qx:expr) => {{
+        let (x, g, out): (_, TileGroup<'_>, &mut [f32; TILE_TOKENS]) = ($x, $g, $out);
+        let nb = x.len();
+        assert!(
+            g.qs.len() == nb.div_ceil(2) && g.d.len() >= nb,
+            "tiled dot: shape mismatch"
+        );
+        let mut acc = [_mm512_setzero_ps(); TILE_TOKENS];
+        for i in 0..nb / 2 {
+            let (xb0, xb1) = (&x[2 * i], &x[2 * i + 1]);
+            let (dx0, dx1) = f16x2(u16::from_le_bytes(xb0.d), u16::from_le_bytes(xb1.d));
+            let q0 = {
+                let $b = xb0;
+                $qx
+            };
+            let q1 = {
+                let $b = xb1;
+                $qx
+            };
+            let q = join_si(q0, q1);
+            let aq = _mm512_abs_epi8(q);
+            let neg = _mm512_movepi8_mask(q);
+            let sc = join_ps(
+                _mm256_mul_ps(_mm256_set1_ps(dx0), load_tokens(&g.d[2 * i])),
+                _mm256_mul_ps(_mm256_set1_ps(dx1), load_tokens(&g.d[2 * i + 1])),
+            );
+            let ys = &g.qs[i];
+            for t in 0..TILE_TOKENS {
+                let y = load_pair(&ys[t]);
+                let sy = _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y);
+                let p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), aq, sy));
+                let s = _mm512_permutexvar_ps(scale_index(t), sc);
+                acc[t] = _mm512_fmadd_ps(s, p, acc[t]);
+            }
+        }
+        if nb % 2 == 1 {
+            let xb = &x[nb - 1];
+            let q = {
+                let $b = xb;
+                $qx
+            };
+            let aq = _mm256_sign_epi8(q, q);
+            let dx = f16x2(u16::from_le_bytes(xb.d), 0).0;
+            let dy = &g.d[nb - 1];
+            let ys = &g.qs[nb / 2];
+            for t in 0..TILE_TOKENS {
+                let p = dot_i8i8_abs(aq, q, load_first(&ys[t]));
+                acc[t] = fmadd_low(_mm256_set1_ps(dx * dy[t]), p, acc[t]);
+            }
+        }
+        for t in 0..TILE_TOKENS {
+            out[t] = hsum_halves(acc[t]);
+        }
+    }};
+}
+
+/// The tiled form of [`q8_1_loop`]: `qx(block)` gives a block's 32 unsigned weight quants.
+macro_rules! q8_1_tile {
+    ($x:expr, $g:expr, $out:expr, |$b:ident| $qx:expr) => {{
+        let (x, g, out): (_, TileGroup<'_>, &mut [f32; TILE_TOKENS]) = ($x, $g, $out);
+        let nb = x.len();
+        assert!(
+            g.qs.len() == nb.div_ceil(2) && g.d.len() >= nb && g.s.len() >= nb,
+            "tiled dot: shape mismatch"
+        );
+        let mut acc = [_mm512_setzero_ps(); TILE_TOKENS];
+        // Lane t: token t's sum of `mx * sy` over block pairs, then the odd block's term.
+        let mut acc_m = _mm256_setzero_ps();
+        let mut tail_m = _mm256_setzero_ps();
+        for i in 0..nb / 2 {
+            let (xb0, xb1) = (&x[2 * i], &x[2 * i + 1]);
+            let (dx0, mx0) = f16x2(u16::from_le_bytes(xb0.d), u16::from_le_bytes(xb0.m));
+            let (dx1, mx1) = f16x2(u16::from_le_bytes(xb1.d), u16::from_le_bytes(xb1.m));
+            let q0 = {
+                let $b = xb0;
+                $qx
+            };
+            let q1 = {
+                let $b = xb1;
+                $qx
+            };
+            let q = join_si(q0, q1);
+            let sc = join_ps(
+                _mm256_mul_ps(_mm256_set1_ps(dx0), load_tokens(&g.d[2 * i])),
+                _mm256_mul_ps(_mm256_set1_ps(dx1), load_tokens(&g.d[2 * i + 1])),
+            );
+            let m0 = _mm256_mul_ps(_mm256_set1_ps(mx0), load_tokens(&g.s[2 * i]));
+            let m1 = _mm256_mul_ps(_mm256_set1_ps(mx1), load_tokens(&g.s[2 * i + 1]));
+            acc_m = _mm256_add_ps(acc_m, _mm256_add_ps(m0, m1));
+            let ys = &g.qs[i];
+            for t in 0..TILE_TOKENS {
+                let p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(
+                    _mm512_setzero_si512(),
+                    q,
+                    load_pair(&ys[t]),
+                ));
+                let s = _mm512_permutexvar_ps(scale_index(t), sc);
+                acc[t] = _mm512_fmadd_ps(s, p, acc[t]);
+            }
+        }
+        if nb % 2 == 1 {
+            let xb = &x[nb - 1];
+            let q = {
+                let $b = xb;
+                $qx
+            };
+            let (dx, mx) = f16x2(u16::from_le_bytes(xb.d), u16::from_le_bytes(xb.m));
+            let (dy, sy) = (&g.d[nb - 1], &g.s[nb - 1]);
+            tail_m = _mm256_add_ps(tail_m, _mm256_mul_ps(_mm256_set1_ps(mx), load_tokens(sy)));
+            let ys = &g.qs[nb / 2];
+            for t in 0..TILE_TOKENS {
+                let p = dot_u8i8(q, load_first(&ys[t]));
+                acc[t] = fmadd_low(_mm256_set1_ps(dx * dy[t]), p, acc[t]);
+            }
+        }
+        let mut m = [0.0f32; TILE_TOKENS];
+        // SAFETY: `m` is 8 writable f32 and `storeu` has no alignment requirement.
+        unsafe { _mm256_storeu_ps(m.as_mut_ptr(), _mm256_add_ps(acc_m, tail_m)) };
+        for t in 0..TILE_TOKENS {
+            out[t] = hsum_halves(acc[t]) + m[t];
+        }
+    }};
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_0_tile(w: &[u8], g: TileGroup<'_>, out: &mut [f32; TILE_TOKENS]) {
+    let x: &[WBlockQ4_0] = weight_blocks(w);
+    q8_0_tile!(x, g, out, |b| q4_0_quants(b))
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q5_0_tile(w: &[u8], g: TileGroup<'_>, out: &mut [f32; TILE_TOKENS]) {
+    let x: &[WBlockQ5_0] = weight_blocks(w);
+    q8_0_tile!(x, g, out, |b| q5_0_quants(b))
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q8_0_tile(w: &[u8], g: TileGroup<'_>, out: &mut [f32; TILE_TOKENS]) {
+    let x: &[WBlockQ8_0] = weight_blocks(w);
+    q8_0_tile!(x, g, out, |b| load32i(&b.qs))
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_1_tile(w: &[u8], g: TileGroup<'_>, out: &mut [f32; TILE_TOKENS]) {
+    let x: &[WBlockQ4_1] = weight_blocks(w);
+    q8_1_tile!(x, g, out, |b| nibbles32(&b.qs))
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q5_1_tile(w: &[u8], g: TileGroup<'_>, out: &mut [f32; TILE_TOKENS]) {
+    let x: &[WBlockQ5_1] = weight_blocks(w);
+    q8_1_tile!(x, g, out, |b| q5_1_quants(b))
+}
+
+// ---------------------------------------------------------------------------
+// K-quant forms (Q8_K activations, whose 256 quants are contiguous): two 32-quant groups per
+// 512-bit step, with AVX512-VNNI's `vpdpwssd` doing `maddubs`' pair sums × the group scales and
+// the accumulation in one instruction. Lanes 0–7 and 8–15 hold what the AVX2 kernels' 8 lanes
+// hold for the first and second group; the integer sums are exact, so after adding the halves
+// every token's result is bit-identical to the AVX2 kernel (single- and multi-token alike).
+// ---------------------------------------------------------------------------
+
+/// The sum of the two 8-lane halves of an integer accumulator.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn fold_halves(v: __m512i) -> __m256i {
+    _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
+}
+
+/// 16-bit scale lanes for `maddubs` over two 32-quant groups: `a` for the first 16 pair sums,
+/// `b` for the next 16.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn scales16_2(a: i16, b: i16) -> __m512i {
+    join_si(_mm256_set1_epi16(a), _mm256_set1_epi16(b))
+}
+
+/// The AVX-512 form of the AVX2 `k4_loop_n` (Q4_K, Q5_K): `group(block, j)` gives the low and
+/// high 32-quant halves of 64-quant group `j`.
+macro_rules! k4_loop_512 {
+    ($n:ident, $x:expr, $y:expr, $out:expr, |$b:ident, $j:ident| $group:expr) => {{
+        let (x, y, out): (_, _, &mut [f32; $n]) = ($x, $y, $out);
+        let nb = x.len();
+        let ys: [&[BlockQ8_K]; $n] = token_rows(y, nb);
+        let mut acc = [_mm256_setzero_ps(); $n];
+        let mut acc_m = [_mm_setzero_ps(); $n];
+        for (i, xb) in x.iter().enumerate() {
+            let (xd, xmin) = f16x2(u16::from_le_bytes(xb.d), u16::from_le_bytes(xb.dmin));
+            let (sc, mn) = unpack_scales_k4(&xb.scales);
+            let mins = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(i64::from_le_bytes(mn)));
+            let mut d = [0.0f32; $n];
+            let mut sumi = [_mm512_setzero_si512(); $n];
+            for t in 0..$n {
+                let yb = &ys[t][i];
+                d[t] = yb.d * xd;
+                let dmin = -yb.d * xmin;
+                let bs = load_bsums(&yb.bsums);
+                let bs8 = _mm_hadd_epi16(
+                    _mm256_castsi256_si128(bs),
+                    _mm256_extracti128_si256::<1>(bs),
+                );
+                let pm = _mm_madd_epi16(mins, bs8);
+                acc_m[t] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(pm), acc_m[t]);
+            }
+            for j in 0..4 {
+                let (ql, qh) = {
+                    let ($b, $j) = (xb, j);
+                    $group
+                };
+                let q = join_si(ql, qh);
+                let s16 = scales16_2(sc[2 * j] as i16, sc[2 * j + 1] as i16);
+                for t in 0..$n {
+                    let y8 = load64i(sub::<64, i8>(&ys[t][i].qs, 64 * j));
+                    sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(q, y8), s16);
+                }
+            }
+            for t in 0..$n {
+                let s = _mm256_cvtepi32_ps(fold_halves(sumi[t]));
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d[t]), s, acc[t]);
+            }
+        }
+        for t in 0..$n {
+            out[t] = hsum_ps(acc[t]) + hsum_ps128(acc_m[t]);
+        }
+    }};
+}
+
+/// Q4_K against `N` tokens.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q4_k_n<const N: usize>(w: &[u8], y: &[BlockQ8_K], out: &mut [f32; N]) {
+    let x: &[WBlockQ4_K] = weight_blocks(w);
+    k4_loop_512!(N, x, y, out, |b, j| k4_nibbles(&b.qs, j))
+}
+
+/// Q5_K against `N` tokens.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q5_k_n<const N: usize>(w: &[u8], y: &[BlockQ8_K], out: &mut [f32; N]) {
+    let x: &[WBlockQ5_K] = weight_blocks(w);
+    k4_loop_512!(N, x, y, out, |b, j| q5_k_group(b, j))
+}
+
+/// Q6_K against `N` tokens: the AVX2 `q6_k_n` with groups `k` and `k + 1` in one step.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn q6_k_n<const N: usize>(w: &[u8], y: &[BlockQ8_K], out: &mut [f32; N]) {
+    let x: &[WBlockQ6_K] = weight_blocks(w);
+    let nb = x.len();
+    let ys: [&[BlockQ8_K]; N] = token_rows(y, nb);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for (i, xb) in x.iter().enumerate() {
+        let xd = f16_le(xb.d);
+        // SAFETY: `scales` is 16 readable bytes; `loadu` has no alignment requirement.
+        let scales = unsafe { _mm_loadu_si128(xb.scales.as_ptr() as *const __m128i) };
+        let scales16 = _mm256_cvtepi8_epi16(scales);
+        let scales2 = _mm256_broadcastsi128_si256(scales);
+        let mut sumi = [_mm512_setzero_si512(); N];
+        for h in 0..2 {
+            let q = q6_k_quants(xb, h);
+            for k in [0, 2] {
+                let g = (4 * h + k) as i8;
+                // Bytes: scale 2g × 8, 2g+1 × 8 | 2g+2 × 8, 2g+3 × 8 (both 128-bit lanes hold
+                // all 16 scales), widened to the 32 pair-sum lanes of two groups.
+                let idx = _mm256_add_epi8(
+                    _mm256_setr_epi8(
+                        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3,
+                        3, 3, 3, 3, 3, 3, 3,
+                    ),
+                    _mm256_set1_epi8(2 * g),
+                );
+                let sv16 = _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(scales2, idx));
+                let qk = join_si(q[k], q[k + 1]);
+                for t in 0..N {
+                    let y8 = load64i(sub::<64, i8>(&ys[t][i].qs, 128 * h + 32 * k));
+                    sumi[t] = _mm512_dpwssd_epi32(sumi[t], _mm512_maddubs_epi16(qk, y8), sv16);
+                }
+            }
+        }
+        for t in 0..N {
+            let yb = &ys[t][i];
+            let d = yb.d * xd;
+            let sub32 = _mm256_slli_epi32::<5>(_mm256_madd_epi16(load_bsums(&yb.bsums), scales16));
+            let s = _mm256_sub_epi32(fold_halves(sumi[t]), sub32);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[t]);
+        }
+    }
+    for t in 0..N {
+        out[t] = hsum_ps(acc[t]);
+    }
+}
+
+/// The single-token kernels are the one-token multi-token kernels.
+macro_rules! single_of_multi {
+    ($name:ident, $kern:ident) => {
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        fn $name(w: &[u8], y: &[BlockQ8_K]) -> f32 {
+            let mut out = [0f32; 1];
+            $kern::<1>(w, y, &mut out);
+            out[0]
+        }
+    };
+}
+
+single_of_multi!(q4_k_impl, q4_k_n);
+single_of_multi!(q5_k_impl, q5_k_n);
+single_of_multi!(q6_k_impl, q6_k_n);
+
+multi_entry!(
+    q4_k_multi,
+    q4_k_n,
+    BlockQ8_K,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+);
+multi_entry!(
+    q5_k_multi,
+    q5_k_n,
+    BlockQ8_K,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
+);
+multi_entry!(
+    q6_k_multi,
+    q6_k_n,
+    BlockQ8_K,
     "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
 );

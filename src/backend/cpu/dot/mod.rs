@@ -9,16 +9,23 @@
 //! Kernels:
 //! - scalar: every type, from [`crate::quant::dot_ref`] and the reference quantizers in
 //!   [`crate::quant::act`].
-//! - AVX2 (+FMA, F16C): F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K, and the
-//!   Q8_0 / Q8_1 / Q8_K activation quantizers (bit-identical to the reference).
-//! - AVX-512 (with AVX512-VNNI): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 via 256-bit `vpdpbusd`; every
-//!   other type (and CPUs without VNNI) uses the AVX2 kernel.
+//! - AVX2 (+FMA, F16C): F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K,
+//!   Q6_K, and the Q8_0 / Q8_1 / Q8_K activation quantizers (bit-identical to the reference).
+//! - AVX-512 (with AVX512-VNNI): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 via 256-bit `vpdpbusd`, and
+//!   Q4_K, Q5_K, Q6_K two 32-quant groups per 512-bit `vpdpwssd` step (bit-identical to the
+//!   AVX2 kernels); every other type (and CPUs without VNNI) uses the AVX2 kernel.
 //!
-//! [`DotKernels::dot_tokens`] dots one weight row with several token rows, decoding each
-//! weight block once per group of up to [`MAX_TOKENS`] tokens. AVX2 and AVX-512 have
-//! multi-token kernels for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (AVX-512 with VNNI: its own; AVX2:
-//! also Q4_K and Q6_K, used on both paths); they are bit-identical per token to the path's
-//! single-token kernel. Other types and the scalar path loop the single-token kernel.
+//! Batches (prefill) have two more forms, both bit-identical per token to the path's
+//! single-token kernel:
+//! - [`DotKernels::dot_tokens`] dots one weight row with up to [`MAX_TOKENS`] token rows,
+//!   decoding each weight block once per group. AVX2 has them for Q4_0, Q4_1, Q5_0, Q5_1,
+//!   Q8_0, Q4_K, Q5_K, Q6_K; AVX-512 with VNNI has its own for all of those.
+//! - [`DotKernels::dot_tile`] dots one weight row with [`TILE_TOKENS`] tokens from a
+//!   [`TokenTiles`] layout (quants of two blocks in one 64-byte row per token, scales widened
+//!   to f32 once per batch): two blocks per 512-bit `vpdpbusd`. AVX-512 with VNNI has them for
+//!   Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; the matmul prefers them for batches of 8 tokens or more.
+//!
+//! Other types and the scalar path loop the single-token kernel.
 
 use crate::backend::cpu::caps::{CpuCaps, KernelPath};
 use crate::quant::act::rows_of;
@@ -26,6 +33,9 @@ use crate::quant::{
     dot_ref, quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k, ActBufMut, ActKind, ActRow,
     Acts, BlockQ8_0, BlockQ8_1, BlockQ8_K, GgmlType,
 };
+
+mod tiles;
+pub use tiles::{TileGroup, TokenTiles, TILE_TOKENS};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -70,6 +80,11 @@ type Q8_1DotNFn = unsafe fn(&[u8], &[BlockQ8_1], &mut [f32]);
 /// Multi-token dot with Q8_K activations (see [`Q8_0DotNFn`]).
 type Q8KDotNFn = unsafe fn(&[u8], &[BlockQ8_K], &mut [f32]);
 
+/// Tiled dot: `out[t] = dot(w, token t of the group)` for the [`TILE_TOKENS`] tokens of a
+/// [`TokenTiles`] group (padding tokens give 0); bit-identical to the path's single-token
+/// kernel for every real token.
+type TileDotFn = unsafe fn(&[u8], TileGroup<'_>, &mut [f32; TILE_TOKENS]);
+
 /// Most tokens one multi-token kernel call handles.
 pub const MAX_TOKENS: usize = 4;
 
@@ -104,6 +119,12 @@ pub struct DotKernels {
     q4_k_n: Option<Q8KDotNFn>,
     q5_k_n: Option<Q8KDotNFn>,
     q6_k_n: Option<Q8KDotNFn>,
+    // Tiled kernels over a `TokenTiles` layout; `None` where this path has none.
+    q4_0_t: Option<TileDotFn>,
+    q5_0_t: Option<TileDotFn>,
+    q8_0_t: Option<TileDotFn>,
+    q4_1_t: Option<TileDotFn>,
+    q5_1_t: Option<TileDotFn>,
 }
 
 impl DotKernels {
@@ -182,6 +203,11 @@ impl DotKernels {
             q4_k_n: None,
             q5_k_n: None,
             q6_k_n: None,
+            q4_0_t: None,
+            q5_0_t: None,
+            q8_0_t: None,
+            q4_1_t: None,
+            q5_1_t: None,
         }
     }
 
@@ -258,6 +284,48 @@ impl DotKernels {
                 }
             }
         }
+    }
+
+    /// The tiled kernel for `ty` on this path, if it has one.
+    fn tile_kernel(&self, ty: GgmlType) -> Option<TileDotFn> {
+        match ty {
+            GgmlType::Q4_0 => self.q4_0_t,
+            GgmlType::Q5_0 => self.q5_0_t,
+            GgmlType::Q8_0 => self.q8_0_t,
+            GgmlType::Q4_1 => self.q4_1_t,
+            GgmlType::Q5_1 => self.q5_1_t,
+            _ => None,
+        }
+    }
+
+    /// Whether [`DotKernels::dot_tile`] runs for `ty` on this path.
+    pub fn has_tiles(&self, ty: GgmlType) -> bool {
+        self.tile_kernel(ty).is_some()
+    }
+
+    /// `out[t] = dot(ty, w_row, token g * TILE_TOKENS + t)` for the tokens of group `g` of
+    /// `tiles` (0 for padding tokens past the batch), bit-identical to [`DotKernels::dot`] on
+    /// the same path. Returns false, leaving `out` alone, when this path has no tiled kernel
+    /// for `ty` ([`DotKernels::has_tiles`]).
+    ///
+    /// Panics when `tiles` does not hold `ty.act_kind()` rows of `w_row`'s length, or has no
+    /// group `g`.
+    pub fn dot_tile(
+        &self,
+        ty: GgmlType,
+        w_row: &[u8],
+        tiles: &TokenTiles,
+        g: usize,
+        out: &mut [f32; TILE_TOKENS],
+    ) -> bool {
+        let Some(f) = self.tile_kernel(ty) else {
+            return false;
+        };
+        let group = tiles.group(ty.act_kind(), tiles.blocks(), g);
+        // SAFETY: as in `dot`, every installed kernel's target features are present; the
+        // kernel checks that `w_row` has as many blocks as the group's tokens.
+        unsafe { f(w_row, group, out) };
+        true
     }
 
     #[inline]
