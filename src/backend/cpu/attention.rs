@@ -99,12 +99,12 @@ pub fn attention(
             |(scores, qh), (idx, o)| {
                 let (t, h) = (idx / s.n_head, idx % s.n_head);
                 let qrow = &q[(t * s.n_head + h) * s.head_dim..][..s.head_dim];
+                #[cfg(target_arch = "x86_64")]
                 if simd {
                     // SAFETY: the caller sets `simd` only where AVX2, FMA and F16C exist.
-                    unsafe { attend_avx2(qrow, &cache, pos0 + t, h, s, scores, qh, o) }
-                } else {
-                    attend(qrow, &cache, pos0 + t, h, s, scores, qh, o)
+                    return unsafe { attend_avx2(qrow, &cache, pos0 + t, h, s, scores, qh, o) };
                 }
+                attend(qrow, &cache, pos0 + t, h, s, scores, qh, o)
             },
         );
 }
@@ -165,26 +165,11 @@ fn attend(
     }
 }
 
-/// [`attend`] compiled for AVX2 (8-wide), same operations in the same order.
+/// [`attend`] compiled for AVX2 (8-wide), same operations in the same order. Off x86_64
+/// there is none, and `simd` is ignored.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 #[cfg(target_arch = "x86_64")]
-unsafe fn attend_avx2(
-    qrow: &[f32],
-    c: &Widened<'_>,
-    pos: usize,
-    h: usize,
-    s: &AttnShape,
-    scores: &mut Vec<f32>,
-    qh: &mut [f32],
-    o: &mut [f32],
-) {
-    attend(qrow, c, pos, h, s, scores, qh, o)
-}
-
-/// Off x86_64 there is no AVX2 build; `simd` is never set there.
-#[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
 unsafe fn attend_avx2(
     qrow: &[f32],
     c: &Widened<'_>,

@@ -784,6 +784,21 @@ fn q6_k_impl(w: &[u8], y: &[BlockQ8_K]) -> f32 {
 /// term (`-dmin * sum_j min_j * bsum_j`) and the scaled integer dots of the 8 sub-blocks, whose
 /// 64-quant groups `j` come from `$group(xb, j) -> (low 32, high 32)` as unsigned bytes. Integer
 /// sums are exact, so interleaving tokens changes nothing; the float steps per token are fixed.
+/// One Q4_K/Q5_K block's min term for one token, added to `acc_m`:
+/// `-dy * dmin * sum_j m_j * (bsums[2j] + bsums[2j + 1])` (lanes summed at the end).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn k4_min_term(mins: __m128i, yb: &BlockQ8_K, xmin: f32, acc_m: __m128) -> __m128 {
+    let dmin = -yb.d * xmin;
+    let bs = load_bsums(&yb.bsums);
+    let bs8 = _mm_hadd_epi16(
+        _mm256_castsi256_si128(bs),
+        _mm256_extracti128_si256::<1>(bs),
+    );
+    let pm = _mm_madd_epi16(mins, bs8);
+    _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(pm), acc_m)
+}
+
 macro_rules! k4_loop_n {
     ($n:ident, $x:expr, $y:expr, $out:expr, |$b:ident, $j:ident| $group:expr) => {{
         let (x, y, out): (_, _, &mut [f32; $n]) = ($x, $y, $out);
@@ -800,14 +815,7 @@ macro_rules! k4_loop_n {
             for t in 0..$n {
                 let yb = &ys[t][i];
                 d[t] = yb.d * xd;
-                let dmin = -yb.d * xmin;
-                let bs = load_bsums(&yb.bsums);
-                let bs8 = _mm_hadd_epi16(
-                    _mm256_castsi256_si128(bs),
-                    _mm256_extracti128_si256::<1>(bs),
-                );
-                let pm = _mm_madd_epi16(mins, bs8);
-                acc_m[t] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(pm), acc_m[t]);
+                acc_m[t] = k4_min_term(mins, yb, xmin, acc_m[t]);
             }
             for j in 0..4 {
                 let (ql, qh) = {

@@ -10,9 +10,9 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{
-    f16x2, hsum_ps, hsum_ps128, k4_nibbles, load32i, load_bsums, multi_entry, nibbles32,
-    q4_0_quants, q5_0_quants, q5_1_quants, q5_k_group, q6_k_quants, q8_0_pair_loop_n, sub,
-    token_rows,
+    f16x2, hsum_ps, hsum_ps128, k4_min_term, k4_nibbles, load32i, load_bsums, multi_entry,
+    nibbles32, q4_0_quants, q5_0_quants, q5_1_quants, q5_k_group, q6_k_quants, q8_0_pair_loop_n,
+    sub, token_rows,
 };
 use super::tiles::{QuantPair, TileGroup, TILE_TOKENS};
 use super::DotKernels;
@@ -380,6 +380,16 @@ fn load_first(p: &QuantPair) -> __m256i {
     unsafe { _mm256_loadu_si256(p.as_ptr() as *const __m256i) }
 }
 
+/// `[dx0 * dy0[t] for the 8 tokens | dx1 * dy1[t] for the 8 tokens]`: a block pair's scales.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn pair_scales(dx0: f32, dx1: f32, dy0: &[f32; TILE_TOKENS], dy1: &[f32; TILE_TOKENS]) -> __m512 {
+    join_ps(
+        _mm256_mul_ps(_mm256_set1_ps(dx0), load_tokens(dy0)),
+        _mm256_mul_ps(_mm256_set1_ps(dx1), load_tokens(dy1)),
+    )
+}
+
 /// Two 256-bit halves as one 512-bit vector (`lo` in lanes 0–7).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -443,10 +453,7 @@ macro_rules! q8_0_tile {
             let q = join_si(q0, q1);
             let aq = _mm512_abs_epi8(q);
             let neg = _mm512_movepi8_mask(q);
-            let sc = join_ps(
-                _mm256_mul_ps(_mm256_set1_ps(dx0), load_tokens(&g.d[2 * i])),
-                _mm256_mul_ps(_mm256_set1_ps(dx1), load_tokens(&g.d[2 * i + 1])),
-            );
+            let sc = pair_scales(dx0, dx1, &g.d[2 * i], &g.d[2 * i + 1]);
             let ys = &g.qs[i];
             for t in 0..TILE_TOKENS {
                 let y = load_pair(&ys[t]);
@@ -503,10 +510,7 @@ macro_rules! q8_1_tile {
                 $qx
             };
             let q = join_si(q0, q1);
-            let sc = join_ps(
-                _mm256_mul_ps(_mm256_set1_ps(dx0), load_tokens(&g.d[2 * i])),
-                _mm256_mul_ps(_mm256_set1_ps(dx1), load_tokens(&g.d[2 * i + 1])),
-            );
+            let sc = pair_scales(dx0, dx1, &g.d[2 * i], &g.d[2 * i + 1]);
             let m0 = _mm256_mul_ps(_mm256_set1_ps(mx0), load_tokens(&g.s[2 * i]));
             let m1 = _mm256_mul_ps(_mm256_set1_ps(mx1), load_tokens(&g.s[2 * i + 1]));
             acc_m = _mm256_add_ps(acc_m, _mm256_add_ps(m0, m1));
@@ -616,14 +620,7 @@ macro_rules! k4_loop_512 {
             for t in 0..$n {
                 let yb = &ys[t][i];
                 d[t] = yb.d * xd;
-                let dmin = -yb.d * xmin;
-                let bs = load_bsums(&yb.bsums);
-                let bs8 = _mm_hadd_epi16(
-                    _mm256_castsi256_si128(bs),
-                    _mm256_extracti128_si256::<1>(bs),
-                );
-                let pm = _mm_madd_epi16(mins, bs8);
-                acc_m[t] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(pm), acc_m[t]);
+                acc_m[t] = k4_min_term(mins, yb, xmin, acc_m[t]);
             }
             for j in 0..4 {
                 let (ql, qh) = {
