@@ -189,3 +189,74 @@ fn gated_activations() {
     // GELU-tanh reference values (PyTorch gelu(approximate="tanh")).
     close(&o, &[-0.045_402_3, 0.0, -1.399_572_8], 1e-5);
 }
+
+/// The AVX-512 GELU is a lane-wise port of the C library's `tanhf` / `expm1f` and must equal
+/// them bit for bit (a different last bit moves the parity numbers; see `gelu512.rs`). Checked
+/// here on every 251st f32 bit pattern (17 million values: every sign, exponent and NaN/inf
+/// class) plus every float in [-16, 16) at a step of 2^-12, where GELU's arguments live. The
+/// whole 2^32 range was checked once with `cargo run --release --example tanh_exhaustive`.
+#[test]
+fn avx512_tanh_and_gelu_bit_identical_to_libm() {
+    use torchless::backend::cpu::gelu512::{expm1_16, tanh16};
+    let caps = CpuCaps::detect();
+    if caps.supports(KernelPath::Avx512).is_err() {
+        // No AVX-512 here: the scalar GELU (libm itself) is the only path, so nothing differs.
+        assert!(tanh16(&[0.0; 16]).is_none() || std::arch::is_x86_feature_detected!("avx512f"));
+        return;
+    }
+    let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+    let check = |x: [f32; 16]| {
+        let (t, e) = (tanh16(&x).unwrap(), expm1_16(&x).unwrap());
+        for j in 0..16 {
+            assert!(
+                same(t[j], x[j].tanh()),
+                "tanh({:e} = {:#x}): {:e} vs libm {:e}",
+                x[j],
+                x[j].to_bits(),
+                t[j],
+                x[j].tanh()
+            );
+            assert!(
+                same(e[j], x[j].exp_m1()),
+                "expm1({:e} = {:#x}): {:e} vs libm {:e}",
+                x[j],
+                x[j].to_bits(),
+                e[j],
+                x[j].exp_m1()
+            );
+        }
+    };
+    let mut b = 0u64;
+    while b < 1 << 32 {
+        check(std::array::from_fn(|j| {
+            f32::from_bits(((b + 251 * j as u64) & 0xffff_ffff) as u32)
+        }));
+        b += 251 * 16;
+    }
+    let mut x = -16.0f32;
+    while x < 16.0 {
+        check(std::array::from_fn(|j| x + j as f32 / 4096.0));
+        x += 16.0 / 4096.0;
+    }
+    // And the whole GELU-gated product, tail included, against the scalar path.
+    let k =
+        torchless::backend::cpu::dot::DotKernels::select(&caps, Some(KernelPath::Avx512)).unwrap();
+    let n = 16 * 300 + 7;
+    let g: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.7318).sin() * 6.0).collect();
+    let u: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.2113).cos()).collect();
+    let (mut fast, mut slow) = (vec![0f32; n], vec![0f32; n]);
+    activation::glu_on(k.path(), Activation::GeluTanh, &g, &u, &mut fast);
+    activation::glu(Activation::GeluTanh, &g, &u, &mut slow);
+    assert_eq!(
+        fast.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        slow.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    let mut x1 = g.clone();
+    let mut x2 = g.clone();
+    activation::unary_on(k.path(), Activation::GeluTanh, &mut x1);
+    activation::unary(Activation::GeluTanh, &mut x2);
+    assert_eq!(
+        x1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        x2.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+}

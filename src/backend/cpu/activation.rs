@@ -1,8 +1,9 @@
 //! Activations (gated `act(gate) * up` and plain `act(x)`), residual add and soft-capping.
 
+use super::caps::KernelPath;
 use crate::model::arch::Activation;
 
-const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+pub(super) const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 
 /// GELU, tanh approximation: `0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))`.
 pub fn gelu_tanh(x: f32) -> f32 {
@@ -32,6 +33,33 @@ pub fn unary(act: Activation, x: &mut [f32]) {
     for v in x {
         *v = f(*v);
     }
+}
+
+/// [`glu`] on kernel path `path`: with AVX-512, GELU runs 16 lanes at a time through a port of
+/// the C library's `tanhf` that is bit-identical to it (see `gelu512.rs`); anything else is
+/// the scalar loop.
+pub fn glu_on(path: KernelPath, act: Activation, gate: &[f32], up: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if path == KernelPath::Avx512 && act == Activation::GeluTanh {
+        // SAFETY: a kernel table for the AVX-512 path is only built on a CPU with AVX-512F
+        // (`DotKernels::select` checks it at run time).
+        unsafe { super::gelu512::glu(gate, up, out) };
+        return;
+    }
+    let _ = path;
+    glu(act, gate, up, out)
+}
+
+/// [`unary`] on kernel path `path` (as [`glu_on`]).
+pub fn unary_on(path: KernelPath, act: Activation, x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if path == KernelPath::Avx512 && act == Activation::GeluTanh {
+        // SAFETY: as in `glu_on`.
+        unsafe { super::gelu512::gelu_in_place(x) };
+        return;
+    }
+    let _ = path;
+    unary(act, x)
 }
 
 fn function(act: Activation) -> fn(f32) -> f32 {

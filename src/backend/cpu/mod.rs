@@ -5,6 +5,8 @@ pub mod activation;
 pub mod attention;
 pub mod caps;
 pub mod dot;
+#[cfg(target_arch = "x86_64")]
+pub mod gelu512;
 pub mod int8;
 pub mod matmul;
 pub mod norm;
@@ -317,7 +319,7 @@ impl Backend for CpuBackend {
     }
 
     fn act(&self, act: Activation, x: &mut Vec<f32>, len: usize) {
-        activation::unary(act, &mut x[..len]);
+        activation::unary_on(self.kernels.path(), act, &mut x[..len]);
     }
 
     fn glu(&self, act: Activation, gate: &Vec<f32>, up: &Vec<f32>, len: usize, out: &mut Vec<f32>) {
@@ -325,12 +327,13 @@ impl Backend for CpuBackend {
         // (prefill batches; a decode step's few thousand elements stay on one thread).
         const CHUNK: usize = 8192;
         let (g, u, o) = (&gate[..len], &up[..len], &mut out[..len]);
+        let path = self.kernels.path();
         if len >= 2 * CHUNK && self.threads > 1 {
             o.par_chunks_mut(CHUNK)
                 .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
-                .for_each(|(o, (g, u))| activation::glu(act, g, u, o));
+                .for_each(|(o, (g, u))| activation::glu_on(path, act, g, u, o));
         } else {
-            activation::glu(act, g, u, o);
+            activation::glu_on(path, act, g, u, o);
         }
     }
 
