@@ -1,10 +1,13 @@
 //! A session: one sequence on a loaded [`Model`], with its KV cache, the tokens it holds and the
 //! logits after the last one. Sessions feed tokens or text, sample, and generate; a new prompt
-//! that shares a prefix with what the session holds re-evaluates only the part that differs, so
-//! multi-turn chat and repeated system prompts reuse the KV cache.
+//! that shares a prefix with what the session holds re-evaluates only the part that differs
+//! (and at least its last [`LANE_MIN_TOKENS`] tokens, so a repeated prompt takes the same
+//! batched kernels as the first time and gets the same answer), so multi-turn chat and
+//! repeated system prompts reuse the KV cache.
 
 use std::time::{Duration, Instant};
 
+use crate::backend::cpu::matmul::LANE_MIN_TOKENS;
 use crate::engine::{Model, SeqState};
 use crate::error::{Error, Result};
 use crate::graph::Logits;
@@ -203,8 +206,14 @@ impl<'m> Session<'m> {
         if keep == ids.len() && keep == self.tokens.len() && !self.logits.is_empty() {
             return Ok(keep);
         }
-        // The last prompt token is always evaluated: its logits are needed.
-        keep = keep.min(ids.len() - 1);
+        // The last prompt token is always evaluated: its logits are needed. Re-evaluate a tail
+        // of at least `LANE_MIN_TOKENS` tokens so that it goes through the same kernels as
+        // the batch that first evaluated those positions (batched and one-token kernels round
+        // differently): a repeated request then gives exactly the answer it gave the first
+        // time, as a fresh session would.
+        keep = keep
+            .min(ids.len().saturating_sub(LANE_MIN_TOKENS))
+            .min(ids.len() - 1);
         self.truncate(keep);
         self.feed(&ids[keep..])?;
         Ok(keep)

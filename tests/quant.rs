@@ -15,7 +15,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use torchless::backend::cpu::caps::{parse_request, requested_path, CpuCaps, KernelPath};
-use torchless::backend::cpu::dot::{DotError, DotKernels, TokenTiles, TILE_TOKENS};
+use torchless::backend::cpu::dot::{
+    DotError, DotKernels, Lanes, TokenLanes, TokenTiles, LANE_TOKENS, MAX_LANE_ROWS, TILE_TOKENS,
+};
 use torchless::quant::{dequantize_row, ActKind, ActRow, Acts, BlockQ8_0, GgmlType};
 
 // ---------------------------------------------------------------------------
@@ -504,17 +506,102 @@ fn dot_tile_bit_identical_to_dot() {
             }
         }
     }
-    // On a CPU with AVX512-VNNI the five 32-value types have tiled kernels; elsewhere none do
-    // and `dot_tile` must say so.
+    // On a CPU with AVX512-VNNI Q8_0 has a tiled kernel; elsewhere nothing does and
+    // `dot_tile` must say so.
     if CpuCaps::detect().supports(KernelPath::Avx512).is_ok()
         && std::arch::is_x86_feature_detected!("avx512vnni")
     {
-        assert_eq!(tiled, 5 * 7 * 6, "tiled kernels exercised");
+        assert_eq!(tiled, 7 * 6, "tiled kernels exercised");
     }
     let k = DotKernels::scalar();
     let mut out = [1.0; TILE_TOKENS];
     assert!(!k.dot_tile(GgmlType::Q4_0, &[], &TokenTiles::new(), 0, &mut out));
     assert_eq!(out, [1.0; TILE_TOKENS]);
+}
+
+/// The lane kernels over `rows` weight rows × `count` tokens equal the scalar `dot` per
+/// (row, token) up to f32 rounding, and give 0 for the padding tokens of the last group, on
+/// every path that has them. Returns how many paths did.
+fn check_dot_lanes(ty: GgmlType, nb: usize, rows: usize, count: usize, rng: &mut StdRng) -> usize {
+    let n = nb * ty.block_len();
+    let ws: Vec<Vec<u8>> = (0..rows).map(|_| random_row(ty, nb, rng)).collect();
+    let (buf, range) = misaligned(&ws.concat());
+    let x = random_acts(count * n, rng);
+    let scalar = DotKernels::scalar();
+    let mut acts = Acts::new();
+    scalar.quantize(ty.act_kind(), &x, n, &mut acts);
+    let mut lanes = TokenLanes::new();
+    let mut done = 0;
+    for k in kernel_sets().into_iter().filter(|k| k.has_lanes(ty)) {
+        done += 1;
+        assert!(lanes.fill(&acts), "{ty}: lanes refused {}", ty.act_kind());
+        assert_eq!(lanes.groups(), count.div_ceil(LANE_TOKENS));
+        for g in 0..lanes.groups() {
+            let mut out = vec![Lanes([f32::NAN; LANE_TOKENS]); rows];
+            assert!(k.dot_lanes(ty, &buf[range.clone()], &lanes, g, &mut out));
+            for (r, w) in ws.iter().enumerate() {
+                let mut wf = vec![0.0f32; n];
+                dequantize_row(ty, w, &mut wf);
+                for l in 0..LANE_TOKENS {
+                    let (t, got) = (g * LANE_TOKENS + l, out[r].0[l]);
+                    if t >= count {
+                        assert_eq!(got.to_bits(), 0, "{ty}: padding token {t} row {r}");
+                        continue;
+                    }
+                    let want = scalar.dot(ty, w, acts.row(t), n);
+                    let mut af = vec![0.0f32; n];
+                    acts.row(t).dequantize(&mut af);
+                    let mag: f64 = wf
+                        .iter()
+                        .zip(&af)
+                        .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                        .sum();
+                    let tol = 1e-5 * mag + 1e-30;
+                    assert!(
+                        (got as f64 - want as f64).abs() <= tol,
+                        "{ty} {} nb={nb} rows={rows} count={count} row {r} token {t}: {got} vs {want} (tol {tol:e})",
+                        k.path()
+                    );
+                }
+            }
+        }
+    }
+    done
+}
+
+#[test]
+fn dot_lanes_match_scalar_dot() {
+    let mut rng = StdRng::seed_from_u64(1616);
+    let mut done = 0;
+    for ty in GgmlType::ALL {
+        let nbs: &[usize] = if ty.block_len() >= 256 {
+            &[1, 2, 3]
+        } else {
+            &[1, 2, 3, 5, 20, 21]
+        };
+        for &nb in nbs {
+            for rows in 1..=MAX_LANE_ROWS {
+                for count in [1, 8, 15, 16, 17, 40] {
+                    done += check_dot_lanes(ty, nb, rows, count, &mut rng);
+                }
+            }
+        }
+    }
+    // On a CPU with AVX512-VNNI Q4_0, Q5_0, Q4_1, Q5_1, Q4_K and Q5_K have lane kernels;
+    // elsewhere none do and `dot_lanes` must say so.
+    if CpuCaps::detect().supports(KernelPath::Avx512).is_ok()
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+    {
+        assert_eq!(
+            done,
+            (4 * 6 + 2 * 3) * MAX_LANE_ROWS * 6,
+            "lane kernels exercised"
+        );
+    }
+    let k = DotKernels::scalar();
+    let mut out = [Lanes([1.0; LANE_TOKENS])];
+    assert!(!k.dot_lanes(GgmlType::Q4_0, &[], &TokenLanes::new(), 0, &mut out));
+    assert_eq!(out[0].0, [1.0; LANE_TOKENS]);
 }
 
 proptest! {
@@ -525,6 +612,13 @@ proptest! {
         let ty = GgmlType::ALL[ty_idx];
         let mut rng = StdRng::seed_from_u64(seed);
         check_dot_tile(ty, nb, count, &mut rng);
+    }
+
+    #[test]
+    fn dot_lanes_match_scalar_dot_prop(ty_idx in 0usize..15, nb in 1usize..=24, rows in 1usize..=MAX_LANE_ROWS, count in 1usize..=40, seed in any::<u64>()) {
+        let ty = GgmlType::ALL[ty_idx];
+        let mut rng = StdRng::seed_from_u64(seed);
+        check_dot_lanes(ty, nb.min(if ty.block_len() >= 256 { 4 } else { 24 }), rows, count, &mut rng);
     }
 
     #[test]

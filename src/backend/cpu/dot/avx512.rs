@@ -34,10 +34,6 @@ pub(super) unsafe fn install(k: &mut DotKernels) {
         k.q5_0_n = Some(q5_0_multi);
         k.q5_1_n = Some(q5_1_multi);
         k.q8_0_n = Some(q8_0_multi);
-        k.q4_0_t = Some(q4_0_tile);
-        k.q4_1_t = Some(q4_1_tile);
-        k.q5_0_t = Some(q5_0_tile);
-        k.q5_1_t = Some(q5_1_tile);
         k.q8_0_t = Some(q8_0_tile);
         k.q4_k = q4_k_impl;
         k.q5_k = q5_k_impl;
@@ -484,99 +480,10 @@ macro_rules! q8_0_tile {
     }};
 }
 
-/// The tiled form of [`q8_1_loop`]: `qx(block)` gives a block's 32 unsigned weight quants.
-macro_rules! q8_1_tile {
-    ($x:expr, $g:expr, $out:expr, |$b:ident| $qx:expr) => {{
-        let (x, g, out): (_, TileGroup<'_>, &mut [f32; TILE_TOKENS]) = ($x, $g, $out);
-        let nb = x.len();
-        assert!(
-            g.qs.len() == nb.div_ceil(2) && g.d.len() >= nb && g.s.len() >= nb,
-            "tiled dot: shape mismatch"
-        );
-        let mut acc = [_mm512_setzero_ps(); TILE_TOKENS];
-        // Lane t: token t's sum of `mx * sy` over block pairs, then the odd block's term.
-        let mut acc_m = _mm256_setzero_ps();
-        let mut tail_m = _mm256_setzero_ps();
-        for i in 0..nb / 2 {
-            let (xb0, xb1) = (&x[2 * i], &x[2 * i + 1]);
-            let (dx0, mx0) = f16x2(u16::from_le_bytes(xb0.d), u16::from_le_bytes(xb0.m));
-            let (dx1, mx1) = f16x2(u16::from_le_bytes(xb1.d), u16::from_le_bytes(xb1.m));
-            let q0 = {
-                let $b = xb0;
-                $qx
-            };
-            let q1 = {
-                let $b = xb1;
-                $qx
-            };
-            let q = join_si(q0, q1);
-            let sc = pair_scales(dx0, dx1, &g.d[2 * i], &g.d[2 * i + 1]);
-            let m0 = _mm256_mul_ps(_mm256_set1_ps(mx0), load_tokens(&g.s[2 * i]));
-            let m1 = _mm256_mul_ps(_mm256_set1_ps(mx1), load_tokens(&g.s[2 * i + 1]));
-            acc_m = _mm256_add_ps(acc_m, _mm256_add_ps(m0, m1));
-            let ys = &g.qs[i];
-            for t in 0..TILE_TOKENS {
-                let p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(
-                    _mm512_setzero_si512(),
-                    q,
-                    load_pair(&ys[t]),
-                ));
-                let s = _mm512_permutexvar_ps(scale_index(t), sc);
-                acc[t] = _mm512_fmadd_ps(s, p, acc[t]);
-            }
-        }
-        if nb % 2 == 1 {
-            let xb = &x[nb - 1];
-            let q = {
-                let $b = xb;
-                $qx
-            };
-            let (dx, mx) = f16x2(u16::from_le_bytes(xb.d), u16::from_le_bytes(xb.m));
-            let (dy, sy) = (&g.d[nb - 1], &g.s[nb - 1]);
-            tail_m = _mm256_add_ps(tail_m, _mm256_mul_ps(_mm256_set1_ps(mx), load_tokens(sy)));
-            let ys = &g.qs[nb / 2];
-            for t in 0..TILE_TOKENS {
-                let p = dot_u8i8(q, load_first(&ys[t]));
-                acc[t] = fmadd_low(_mm256_set1_ps(dx * dy[t]), p, acc[t]);
-            }
-        }
-        let mut m = [0.0f32; TILE_TOKENS];
-        // SAFETY: `m` is 8 writable f32 and `storeu` has no alignment requirement.
-        unsafe { _mm256_storeu_ps(m.as_mut_ptr(), _mm256_add_ps(acc_m, tail_m)) };
-        for t in 0..TILE_TOKENS {
-            out[t] = hsum_halves(acc[t]) + m[t];
-        }
-    }};
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q4_0_tile(w: &[u8], g: TileGroup<'_>, out: &mut [f32; TILE_TOKENS]) {
-    let x: &[WBlockQ4_0] = weight_blocks(w);
-    q8_0_tile!(x, g, out, |b| q4_0_quants(b))
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q5_0_tile(w: &[u8], g: TileGroup<'_>, out: &mut [f32; TILE_TOKENS]) {
-    let x: &[WBlockQ5_0] = weight_blocks(w);
-    q8_0_tile!(x, g, out, |b| q5_0_quants(b))
-}
-
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn q8_0_tile(w: &[u8], g: TileGroup<'_>, out: &mut [f32; TILE_TOKENS]) {
     let x: &[WBlockQ8_0] = weight_blocks(w);
     q8_0_tile!(x, g, out, |b| load32i(&b.qs))
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q4_1_tile(w: &[u8], g: TileGroup<'_>, out: &mut [f32; TILE_TOKENS]) {
-    let x: &[WBlockQ4_1] = weight_blocks(w);
-    q8_1_tile!(x, g, out, |b| nibbles32(&b.qs))
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q5_1_tile(w: &[u8], g: TileGroup<'_>, out: &mut [f32; TILE_TOKENS]) {
-    let x: &[WBlockQ5_1] = weight_blocks(w);
-    q8_1_tile!(x, g, out, |b| q5_1_quants(b))
 }
 
 // ---------------------------------------------------------------------------

@@ -15,15 +15,27 @@
 //!   Q4_K, Q5_K, Q6_K two 32-quant groups per 512-bit `vpdpwssd` step (bit-identical to the
 //!   AVX2 kernels); every other type (and CPUs without VNNI) uses the AVX2 kernel.
 //!
-//! Batches (prefill) have two more forms, both bit-identical per token to the path's
-//! single-token kernel:
+//! Batches (prefill) have three more forms:
 //! - [`DotKernels::dot_tokens`] dots one weight row with up to [`MAX_TOKENS`] token rows,
-//!   decoding each weight block once per group. AVX2 has them for Q4_0, Q4_1, Q5_0, Q5_1,
-//!   Q8_0, Q4_K, Q5_K, Q6_K; AVX-512 with VNNI has its own for all of those.
+//!   decoding each weight block once per group, bit-identical per token to the path's
+//!   single-token kernel. AVX2 has them for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K;
+//!   AVX-512 with VNNI has its own for all of those.
+//! - [`DotKernels::dot_lanes`] dots up to [`MAX_LANE_ROWS`] weight rows with [`LANE_TOKENS`]
+//!   (16) tokens from a [`TokenLanes`] layout, one token per 32-bit lane: four weight quants
+//!   are broadcast and `vpdpbusd`ed with the same four quants of 16 tokens, so each lane ends
+//!   a block with its token's exact integer block sum and the float work is shared by 16
+//!   tokens. AVX-512 with VNNI has them for Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K (2–2.4× the
+//!   tiled kernels on one core); the matmul prefers them for batches of 8 tokens or more.
+//!   They equal the scalar reference up to f32 rounding, not bit for bit.
 //! - [`DotKernels::dot_tile`] dots one weight row with [`TILE_TOKENS`] tokens from a
 //!   [`TokenTiles`] layout (quants of two blocks in one 64-byte row per token, scales widened
-//!   to f32 once per batch): two blocks per 512-bit `vpdpbusd`. AVX-512 with VNNI has them for
-//!   Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; the matmul prefers them for batches of 8 tokens or more.
+//!   to f32 once per batch), two blocks per 512-bit `vpdpbusd`, bit-identical to the
+//!   single-token kernel. AVX-512 with VNNI has it for Q8_0 (the tied output matrix).
+//!
+//! Q8_0 and Q6_K keep their per-lane partial sums in prefill: with lane kernels for them as
+//! well, Gemma's logits sat at 0.243–0.248 RMS from llama.cpp's (bound 0.25) against 0.238
+//! without — rounding noise that flips activation-quantization roundings downstream, but it
+//! eats the margin (see docs/performance.md).
 //!
 //! Other types and the scalar path loop the single-token kernel.
 
@@ -34,13 +46,24 @@ use crate::quant::{
     Acts, BlockQ8_0, BlockQ8_1, BlockQ8_K, GgmlType,
 };
 
+mod lanes;
 mod tiles;
+pub use lanes::{LaneGroup, Lanes, TokenLanes, LANE_TOKENS};
 pub use tiles::{TileGroup, TokenTiles, TILE_TOKENS};
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod lanes512;
+
+/// Most weight rows one [`DotKernels::dot_lanes`] call takes.
+#[cfg(target_arch = "x86_64")]
+pub use lanes512::MAX_LANE_ROWS;
+/// Most weight rows one [`DotKernels::dot_lanes`] call takes.
+#[cfg(not(target_arch = "x86_64"))]
+pub const MAX_LANE_ROWS: usize = 1;
 
 /// Why a kernel table could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +108,12 @@ type Q8KDotNFn = unsafe fn(&[u8], &[BlockQ8_K], &mut [f32]);
 /// kernel for every real token.
 type TileDotFn = unsafe fn(&[u8], TileGroup<'_>, &mut [f32; TILE_TOKENS]);
 
+/// Lane dot: `out[r].0[t] = dot(row r of w, token t of the group)` for the `out.len()` (1 to
+/// [`MAX_LANE_ROWS`]) consecutive rows in `w` and the [`LANE_TOKENS`] tokens of a
+/// [`TokenLanes`] group (padding tokens give 0); equal to the scalar reference up to f32
+/// rounding.
+type LaneDotFn = unsafe fn(&[u8], LaneGroup<'_>, &mut [Lanes<f32>]);
+
 /// Most tokens one multi-token kernel call handles.
 pub const MAX_TOKENS: usize = 4;
 
@@ -120,11 +149,14 @@ pub struct DotKernels {
     q5_k_n: Option<Q8KDotNFn>,
     q6_k_n: Option<Q8KDotNFn>,
     // Tiled kernels over a `TokenTiles` layout; `None` where this path has none.
-    q4_0_t: Option<TileDotFn>,
-    q5_0_t: Option<TileDotFn>,
     q8_0_t: Option<TileDotFn>,
-    q4_1_t: Option<TileDotFn>,
-    q5_1_t: Option<TileDotFn>,
+    // Lane kernels over a `TokenLanes` layout; `None` where this path has none.
+    q4_0_l: Option<LaneDotFn>,
+    q5_0_l: Option<LaneDotFn>,
+    q4_1_l: Option<LaneDotFn>,
+    q5_1_l: Option<LaneDotFn>,
+    q4_k_l: Option<LaneDotFn>,
+    q5_k_l: Option<LaneDotFn>,
 }
 
 impl DotKernels {
@@ -163,6 +195,7 @@ impl DotKernels {
             KernelPath::Avx512 => unsafe {
                 avx2::install(&mut k);
                 avx512::install(&mut k);
+                lanes512::install(&mut k);
             },
             #[cfg(not(target_arch = "x86_64"))]
             KernelPath::Avx2 | KernelPath::Avx512 => {
@@ -203,11 +236,13 @@ impl DotKernels {
             q4_k_n: None,
             q5_k_n: None,
             q6_k_n: None,
-            q4_0_t: None,
-            q5_0_t: None,
             q8_0_t: None,
-            q4_1_t: None,
-            q5_1_t: None,
+            q4_0_l: None,
+            q5_0_l: None,
+            q4_1_l: None,
+            q5_1_l: None,
+            q4_k_l: None,
+            q5_k_l: None,
         }
     }
 
@@ -289,11 +324,7 @@ impl DotKernels {
     /// The tiled kernel for `ty` on this path, if it has one.
     fn tile_kernel(&self, ty: GgmlType) -> Option<TileDotFn> {
         match ty {
-            GgmlType::Q4_0 => self.q4_0_t,
-            GgmlType::Q5_0 => self.q5_0_t,
             GgmlType::Q8_0 => self.q8_0_t,
-            GgmlType::Q4_1 => self.q4_1_t,
-            GgmlType::Q5_1 => self.q5_1_t,
             _ => None,
         }
     }
@@ -325,6 +356,58 @@ impl DotKernels {
         // SAFETY: as in `dot`, every installed kernel's target features are present; the
         // kernel checks that `w_row` has as many blocks as the group's tokens.
         unsafe { f(w_row, group, out) };
+        true
+    }
+
+    /// The lane kernel for `ty` on this path, if it has one.
+    fn lane_kernel(&self, ty: GgmlType) -> Option<LaneDotFn> {
+        match ty {
+            GgmlType::Q4_0 => self.q4_0_l,
+            GgmlType::Q5_0 => self.q5_0_l,
+            GgmlType::Q4_1 => self.q4_1_l,
+            GgmlType::Q5_1 => self.q5_1_l,
+            GgmlType::Q4_K => self.q4_k_l,
+            GgmlType::Q5_K => self.q5_k_l,
+            _ => None,
+        }
+    }
+
+    /// Whether [`DotKernels::dot_lanes`] runs for `ty` on this path.
+    pub fn has_lanes(&self, ty: GgmlType) -> bool {
+        self.lane_kernel(ty).is_some()
+    }
+
+    /// `out[r].0[t] = dot(ty, row r of w_rows, token g * LANE_TOKENS + t)` for the
+    /// `out.len()` (1 to [`MAX_LANE_ROWS`]) consecutive weight rows in `w_rows` and the tokens
+    /// of group `g` of `lanes` (0 for padding tokens past the batch); equal to
+    /// [`DotKernels::dot`] up to f32 rounding (the block sums are exact integers here). Returns
+    /// false, leaving `out` alone, when this path has no lane kernel for `ty`
+    /// ([`DotKernels::has_lanes`]).
+    ///
+    /// Panics when `out` is empty or longer than [`MAX_LANE_ROWS`], when `w_rows` is not
+    /// `out.len()` rows, or when `lanes` does not hold `ty.act_kind()` rows of the rows'
+    /// length or has no group `g`.
+    pub fn dot_lanes(
+        &self,
+        ty: GgmlType,
+        w_rows: &[u8],
+        lanes: &TokenLanes,
+        g: usize,
+        out: &mut [Lanes<f32>],
+    ) -> bool {
+        let Some(f) = self.lane_kernel(ty) else {
+            return false;
+        };
+        assert!(
+            (1..=MAX_LANE_ROWS).contains(&out.len()) && w_rows.len().is_multiple_of(out.len()),
+            "dot_lanes({ty}): {} bytes for {} rows",
+            w_rows.len(),
+            out.len()
+        );
+        let group = lanes.group(ty.act_kind(), lanes.blocks(), g);
+        // SAFETY: as in `dot`, every installed kernel's target features are present; the
+        // kernel checks that each row has as many blocks as the group's tokens.
+        unsafe { f(w_rows, group, out) };
         true
     }
 

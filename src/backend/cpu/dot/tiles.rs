@@ -1,11 +1,12 @@
-//! A prefill batch's Q8_0 / Q8_1 activations rearranged for the tiled (weight row ×
-//! [`TILE_TOKENS`] tokens) kernels.
+//! A prefill batch's Q8_0 activations rearranged for the tiled (weight row × [`TILE_TOKENS`]
+//! tokens) kernel. (The other 32-value types use the lane kernels of `lanes.rs`; Q8_0 keeps
+//! this bit-identical form, see the module documentation of `dot`.)
 //!
 //! The block formats interleave an f16 scale with every 32 quants, so a kernel that walks
 //! eight tokens at once would convert the same activation scales again for every weight row
 //! and could not load two blocks' quants with one 64-byte load. [`TokenTiles::fill`] does that
 //! work once per matmul: per group of eight tokens, each pair of blocks' quants is one
-//! contiguous 64-byte row per token, and the scales (and Q8_1's block sums) are widened to f32
+//! contiguous 64-byte row per token, and the scales are widened to f32
 //! and stored block-major, eight tokens side by side, so one load gives a block's scale for the
 //! whole group. The values are exactly those of the blocks (f16 → f32 is exact), so tiled
 //! kernels can be bit-identical to the single-token ones.
@@ -32,8 +33,6 @@ pub struct TokenTiles {
     qs: Vec<QuantPair>,
     /// `[group][block (np * 2 of them)][token of group]`: block scales.
     d: Vec<[f32; TILE_TOKENS]>,
-    /// As `d`: Q8_1's `s` (scale × sum of quants); empty for Q8_0.
-    s: Vec<[f32; TILE_TOKENS]>,
 }
 
 /// One group's view, handed to a tiled kernel.
@@ -43,8 +42,6 @@ pub struct TileGroup<'a> {
     pub qs: &'a [[QuantPair; TILE_TOKENS]],
     /// `[block][token]`, `2 * qs.len()` blocks.
     pub d: &'a [[f32; TILE_TOKENS]],
-    /// As `d` for Q8_1's block sums; empty for Q8_0.
-    pub s: &'a [[f32; TILE_TOKENS]],
 }
 
 impl TokenTiles {
@@ -53,13 +50,13 @@ impl TokenTiles {
         Self::default()
     }
 
-    /// Rearrange `acts` (Q8_0 or Q8_1 rows). Returns false, leaving `self` empty, for any other
+    /// Rearrange `acts` (Q8_0 rows). Returns false, leaving `self` empty, for any other
     /// activation format. Tokens past `acts.rows()` in the last group are zero.
     pub fn fill(&mut self, acts: &Acts) -> bool {
         let kind = acts.kind();
         self.kind = None;
         self.tokens = 0;
-        if !matches!(kind, ActKind::Q8_0 | ActKind::Q8_1) {
+        if kind != ActKind::Q8_0 {
             return false;
         }
         let nb = acts.n() / kind.block_len();
@@ -70,10 +67,6 @@ impl TokenTiles {
         self.qs.resize(groups * np * TILE_TOKENS, [0; 64]);
         self.d.clear();
         self.d.resize(groups * np * 2, [0.0; TILE_TOKENS]);
-        self.s.clear();
-        if kind == ActKind::Q8_1 {
-            self.s.resize(groups * np * 2, [0.0; TILE_TOKENS]);
-        }
         for t in 0..acts.rows() {
             let (g, tt) = (t / TILE_TOKENS, t % TILE_TOKENS);
             let mut put = |b: usize, qs: &[i8; 32]| {
@@ -87,14 +80,9 @@ impl TokenTiles {
                         self.d[g * np * 2 + b][tt] = blk.d.to_f32();
                     }
                 }
-                ActRow::Q8_1(blocks) => {
-                    for (b, blk) in blocks.iter().enumerate() {
-                        put(b, &blk.qs);
-                        self.d[g * np * 2 + b][tt] = blk.d.to_f32();
-                        self.s[g * np * 2 + b][tt] = blk.s.to_f32();
-                    }
+                ActRow::F32(_) | ActRow::Q8_1(_) | ActRow::Q8_K(_) => {
+                    unreachable!("kind checked above")
                 }
-                ActRow::F32(_) | ActRow::Q8_K(_) => unreachable!("kind checked above"),
             }
         }
         self.kind = Some(kind);
@@ -138,15 +126,9 @@ impl TokenTiles {
         let np = self.np;
         let qs = &self.qs[g * np * TILE_TOKENS..(g + 1) * np * TILE_TOKENS];
         let d = &self.d[g * np * 2..(g + 1) * np * 2];
-        let s = if self.s.is_empty() {
-            &self.s[..]
-        } else {
-            &self.s[g * np * 2..(g + 1) * np * 2]
-        };
         TileGroup {
             qs: pairs_of_group(qs),
             d,
-            s,
         }
     }
 }
