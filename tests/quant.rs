@@ -439,6 +439,53 @@ fn check_dot_tokens(ty: GgmlType, nb: usize, t0: usize, count: usize, rng: &mut 
     }
 }
 
+/// `dot_rows` over `rows` rows equals `dot` per row, bit for bit, on every path.
+fn check_dot_rows(ty: GgmlType, nb: usize, rows: usize, rng: &mut StdRng) {
+    let n = if ty.block_len() == 1 {
+        nb * 37
+    } else {
+        nb * ty.block_len()
+    };
+    let w: Vec<u8> = (0..rows)
+        .flat_map(|_| random_row(ty, n / ty.block_len(), rng))
+        .collect();
+    let row_bytes = w.len() / rows;
+    let (buf, range) = misaligned(&w);
+    let x = random_acts(n, rng);
+    for k in kernel_sets() {
+        let mut acts = Acts::new();
+        k.quantize(ty.act_kind(), &x, n, &mut acts);
+        let mut out = vec![f32::NAN; rows];
+        k.dot_rows(ty, &buf[range.clone()], acts.row(0), n, &mut out);
+        for (r, o) in out.iter().enumerate() {
+            let want = k.dot(ty, &w[r * row_bytes..][..row_bytes], acts.row(0), n);
+            assert_eq!(
+                o.to_bits(),
+                want.to_bits(),
+                "{ty} {} nb={nb} rows={rows} row {r}: {o} vs {want}",
+                k.path()
+            );
+        }
+    }
+}
+
+#[test]
+fn dot_rows_bit_identical_to_dot() {
+    let mut rng = StdRng::seed_from_u64(5151);
+    for ty in GgmlType::ALL {
+        let nbs: &[usize] = if ty.block_len() >= 256 {
+            &[1, 2]
+        } else {
+            &[1, 2, 3, 5, 18]
+        };
+        for &nb in nbs {
+            for rows in [1, 2, 3, 4, 5, 7, 9] {
+                check_dot_rows(ty, nb, rows, &mut rng);
+            }
+        }
+    }
+}
+
 #[test]
 fn dot_tokens_bit_identical_to_dot() {
     let mut rng = StdRng::seed_from_u64(4242);

@@ -21,32 +21,6 @@ const ROWS_PER_TASK: usize = 32;
 /// for that reason.
 pub const LANE_MIN_TOKENS: usize = LANE_TOKENS / 2;
 
-/// How far ahead (bytes) a matvec asks for the weights it will read. The hardware prefetcher
-/// alone kept one core at about half its read bandwidth on Gemma's 171 MB output matrix.
-const PREFETCH_BYTES: usize = 4096;
-
-/// Ask for `len` bytes of `data` from `start` (clipped to `data`) to be brought into cache.
-#[inline]
-fn prefetch_row(data: &[u8], start: usize, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let end = data.len().min(start.saturating_add(len));
-        let mut at = start;
-        while at < end {
-            // SAFETY: `at < data.len()`, so the address is inside `data`; a prefetch has no
-            // architectural effect beyond the cache.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    data.as_ptr().add(at) as *const i8,
-                )
-            };
-            at += 64;
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (data, start, len);
-}
-
 /// Reusable buffers of [`matmul`].
 #[derive(Default)]
 pub struct MatmulScratch {
@@ -118,11 +92,8 @@ pub fn matmul_rows(
             .enumerate()
             .for_each(|(ci, chunk)| {
                 let r0 = ci * ROWS_PER_TASK;
-                for (i, o) in chunk.iter_mut().enumerate() {
-                    let r = r0 + i;
-                    prefetch_row(data, r * row_bytes + PREFETCH_BYTES, row_bytes);
-                    *o = k.dot(w.ty, &data[r * row_bytes..(r + 1) * row_bytes], a, cols);
-                }
+                let bytes = chunk.len() * row_bytes;
+                k.dot_rows(w.ty, &data[r0 * row_bytes..][..bytes], a, cols, chunk);
             });
         return;
     }

@@ -136,8 +136,10 @@ fn f16_of(x: f32) -> half::f16 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn nibbles32(qs: &[u8; 16]) -> __m256i {
-    let t = load16(qs);
-    let b = _mm256_set_m128i(_mm_srli_epi16::<4>(t), t);
+    // The 16 bytes in both halves (a load-port broadcast), the upper half shifted right by a
+    // nibble: no shuffle-port instruction, which the decode loops are short of.
+    let b = _mm256_broadcastsi128_si256(load16(qs));
+    let b = _mm256_srlv_epi64(b, _mm256_set_epi64x(4, 4, 0, 0));
     _mm256_and_si256(b, _mm256_set1_epi8(0x0F))
 }
 

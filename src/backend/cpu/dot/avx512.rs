@@ -1,8 +1,13 @@
 //! AVX-512 kernels. Types without one here keep their AVX2 kernel.
 //!
-//! For now these are the 32-wide quant dots rewritten around AVX-512 VNNI's `vpdpbusd`
-//! (256-bit form, AVX512-VL), which replaces the `maddubs` + `madd` pair, and unrolled two
-//! blocks per iteration. They are installed only when the CPU also has AVX512-VNNI.
+//! These are the 32-wide quant dots rewritten around AVX-512 VNNI's `vpdpbusd` (256-bit
+//! form, AVX512-VL), which replaces the `maddubs` + `madd` pair, unrolled two blocks per
+//! iteration, and kept off the shuffle port (scales converted by memory-operand `vcvtph2ps`,
+//! nibbles split by a broadcast load and a variable shift, 5th bits applied through mask
+//! registers), which bounded them. Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 also come as many-row kernels
+//! (four rows share each activation block's loads; the single-row dot is their one-row case,
+//! so the two agree bit for bit) that prefetch the weights ahead as they stream. They are
+//! installed only when the CPU also has AVX512-VNNI.
 //!
 //! Safety model as in `avx2.rs`: safe `#[target_feature]` functions, handed out only by
 //! [`install`] (an `unsafe fn`), which checks AVX512-VNNI itself.
@@ -11,11 +16,10 @@ use std::arch::x86_64::*;
 
 use super::avx2::{
     f16x2, hsum_ps, hsum_ps128, k4_min_term, k4_nibbles, load32i, load_bsums, multi_entry,
-    nibbles32, q4_0_quants, q5_0_quants, q5_1_quants, q5_k_group, q6_k_quants, q8_0_pair_loop_n,
-    sub, token_rows,
+    nibbles32, q4_0_quants, q5_k_group, q6_k_quants, q8_0_pair_loop_n, sub, token_rows,
 };
 use super::tiles::{QuantPair, TileGroup, TILE_TOKENS};
-use super::DotKernels;
+use super::{DotKernels, PREFETCH_AHEAD};
 use crate::quant::blocks::*;
 
 /// Install the AVX-512 kernels into `k` (after the AVX2 ones).
@@ -29,6 +33,11 @@ pub(super) unsafe fn install(k: &mut DotKernels) {
         k.q5_0 = q5_0_impl;
         k.q5_1 = q5_1_impl;
         k.q8_0 = q8_0_impl;
+        k.q4_0_r = Some(q4_0_rows);
+        k.q5_0_r = Some(q5_0_rows);
+        k.q8_0_r = Some(q8_0_rows);
+        k.q4_1_r = Some(q4_1_rows);
+        k.q5_1_r = Some(q5_1_rows);
         k.q4_0_n = Some(q4_0_multi);
         k.q4_1_n = Some(q4_1_multi);
         k.q5_0_n = Some(q5_0_multi);
@@ -74,132 +83,267 @@ fn dot_i8i8_abs(ax: __m256i, x: __m256i, y: __m256i) -> __m256 {
     dot_u8i8(ax, _mm256_sign_epi8(y, x))
 }
 
-/// The shared loop of the Q8_0-activation dots: `qx(block)` gives the 32 signed weight
-/// quants of a block; the result is sum over blocks of dx * dy * (qx . qy).
-macro_rules! q8_0_loop {
-    ($x:expr, $y:expr, |$b:ident| $qx:expr) => {{
-        let (x, y) = ($x, $y);
-        assert_eq!(x.len(), y.len());
-        let mut acc0 = _mm256_setzero_ps();
-        let mut acc1 = _mm256_setzero_ps();
-        let mut xc = x.chunks_exact(2);
-        let mut yc = y.chunks_exact(2);
-        for (xp, yp) in (&mut xc).zip(&mut yc) {
-            let (dx0, dy0) = f16x2(u16::from_le_bytes(xp[0].d), yp[0].d.to_bits());
-            let (dx1, dy1) = f16x2(u16::from_le_bytes(xp[1].d), yp[1].d.to_bits());
-            let q0 = {
-                let $b = &xp[0];
-                $qx
-            };
-            let q1 = {
-                let $b = &xp[1];
-                $qx
-            };
-            let p0 = dot_i8i8(q0, load32i(&yp[0].qs));
-            let p1 = dot_i8i8(q1, load32i(&yp[1].qs));
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(dx0 * dy0), p0, acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_set1_ps(dx1 * dy1), p1, acc1);
+/// The first four f16 fields of a block (its scales, then whatever follows) as f32, by one
+/// memory-operand `vcvtph2ps`; the register form, or assembling scales from several blocks,
+/// costs shuffle-port instructions, which bound the decode loops. Only the lanes the caller
+/// knows to hold scales mean anything (products of f16 values never reach f32 subnormals, so
+/// the others cost nothing either).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn head_f32x4<T>(block: &T) -> __m128 {
+    const { assert!(std::mem::size_of::<T>() >= 8) };
+    let out: __m128;
+    // SAFETY: `block` is at least 8 readable bytes (checked at compile time above), which is
+    // what the instruction reads, at any alignment; this function's target features include
+    // F16C. Written as assembly because LLVM otherwise merges the load with other loads of
+    // the block into a general register and converts from there (two shuffle-port uops).
+    unsafe {
+        std::arch::asm!(
+            "vcvtph2ps {out}, qword ptr [{p}]",
+            p = in(reg) block as *const T,
+            out = lateout(xmm_reg) out,
+            options(pure, readonly, nostack, preserves_flags),
+        )
+    };
+    out
+}
+
+/// [`q5_0_quants`](super::avx2::q5_0_quants) with the 5th bits loaded straight into an AVX-512
+/// mask register and applied by one masked operation, instead of being spread to bytes by
+/// shuffles: q - 16 where the bit is clear, the nibble itself where it is set.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) fn q5_0_quants_masked(b: &WBlockQ5_0) -> __m256i {
+    // nibble - 16 is nibble | 0xF0; adding 16 back where the bit is set gives the nibble.
+    let low = _mm256_or_si256(nibbles32(&b.qs), _mm256_set1_epi8(0xF0u8 as i8));
+    let set: __mmask32 = u32::from_le_bytes(b.qh);
+    _mm256_mask_add_epi8(low, set, low, _mm256_set1_epi8(16))
+}
+
+/// [`q5_1_quants`](super::avx2::q5_1_quants) likewise: the nibble, plus 16 where the 5th bit
+/// is set.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) fn q5_1_quants_masked(b: &WBlockQ5_1) -> __m256i {
+    let nib = nibbles32(&b.qs);
+    let set: __mmask32 = u32::from_le_bytes(b.qh);
+    _mm256_mask_add_epi8(nib, set, nib, _mm256_set1_epi8(16))
+}
+
+/// Ask for the bytes [`PREFETCH_AHEAD`] past `block` to be brought into cache. Called once
+/// per block pair and row: spread through the loop this way, the requests keep pace with the
+/// loads instead of queueing up in bursts.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn prefetch_ahead<T>(block: &T) {
+    let at = (block as *const T as *const i8).wrapping_add(PREFETCH_AHEAD);
+    // A prefetch never faults, even past the end of the weights.
+    _mm_prefetch::<_MM_HINT_T0>(at);
+}
+
+/// The shared loop of the Q8_0-activation dots, over `R` weight rows at once (`xs`, each as
+/// many blocks as `y`): `qx(block)` gives the 32 signed weight quants of a block; row `r`'s
+/// result is the sum over blocks of dx * dy * (qx . qy). Each row runs its own accumulators
+/// through the same operations in the same order whatever `R` is, so a row's result does not
+/// depend on how many rows shared the call; the activation side (scale conversion, quant
+/// loads) is done once per block for all of them.
+macro_rules! q8_0_rows {
+    ($r:expr, $xs:expr, $y:expr, |$b:ident| $qx:expr) => {{
+        let (xs, y): ([_; $r], &[BlockQ8_0]) = ($xs, $y);
+        let nb = y.len();
+        for x in &xs {
+            assert_eq!(x.len(), nb);
         }
-        for (xb, yb) in xc.remainder().iter().zip(yc.remainder()) {
-            let (dx, dy) = f16x2(u16::from_le_bytes(xb.d), yb.d.to_bits());
-            let q = {
-                let $b = xb;
-                $qx
-            };
-            let p = dot_i8i8(q, load32i(&yb.qs));
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy), p, acc0);
+        let mut acc0 = [_mm256_setzero_ps(); $r];
+        let mut acc1 = [_mm256_setzero_ps(); $r];
+        for i in 0..nb / 2 {
+            let (yb0, yb1) = (&y[2 * i], &y[2 * i + 1]);
+            let (hy0, hy1) = (head_f32x4(yb0), head_f32x4(yb1));
+            let (qy0, qy1) = (load32i(&yb0.qs), load32i(&yb1.qs));
+            for r in 0..$r {
+                let (xb0, xb1) = (&xs[r][2 * i], &xs[r][2 * i + 1]);
+                prefetch_ahead(xb0);
+                // Lane 0: dx * dy.
+                let s0 = _mm_mul_ps(head_f32x4(xb0), hy0);
+                let s1 = _mm_mul_ps(head_f32x4(xb1), hy1);
+                let q0 = {
+                    let $b = xb0;
+                    $qx
+                };
+                let q1 = {
+                    let $b = xb1;
+                    $qx
+                };
+                let p0 = dot_i8i8(q0, qy0);
+                let p1 = dot_i8i8(q1, qy1);
+                acc0[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0[r]);
+                acc1[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s1), p1, acc1[r]);
+            }
         }
-        hsum_ps(_mm256_add_ps(acc0, acc1))
+        if nb % 2 == 1 {
+            let yb = &y[nb - 1];
+            let (hy, qy) = (head_f32x4(yb), load32i(&yb.qs));
+            for r in 0..$r {
+                let xb = &xs[r][nb - 1];
+                let s = _mm_mul_ps(head_f32x4(xb), hy);
+                let q = {
+                    let $b = xb;
+                    $qx
+                };
+                acc0[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s), dot_i8i8(q, qy), acc0[r]);
+            }
+        }
+        let out: [f32; $r] = std::array::from_fn(|r| hsum_ps(_mm256_add_ps(acc0[r], acc1[r])));
+        out
     }};
 }
 
-/// The shared loop of the Q8_1-activation dots: `qx(block)` gives the 32 unsigned weight
-/// quants; the result is sum over blocks of dx * dy * (qx . qy) + mx * sy.
-macro_rules! q8_1_loop {
-    ($x:expr, $y:expr, |$b:ident| $qx:expr) => {{
-        let (x, y) = ($x, $y);
-        assert_eq!(x.len(), y.len());
-        let mut acc0 = _mm256_setzero_ps();
-        let mut acc1 = _mm256_setzero_ps();
-        let mut acc_m = _mm_setzero_ps();
-        let mut xc = x.chunks_exact(2);
-        let mut yc = y.chunks_exact(2);
-        for (xp, yp) in (&mut xc).zip(&mut yc) {
-            // [dx0, mx0, dy0, sy0, dx1, mx1, dy1, sy1]
-            let v = _mm256_cvtph_ps(_mm_setr_epi16(
-                u16::from_le_bytes(xp[0].d) as i16,
-                u16::from_le_bytes(xp[0].m) as i16,
-                yp[0].d.to_bits() as i16,
-                yp[0].s.to_bits() as i16,
-                u16::from_le_bytes(xp[1].d) as i16,
-                u16::from_le_bytes(xp[1].m) as i16,
-                yp[1].d.to_bits() as i16,
-                yp[1].s.to_bits() as i16,
-            ));
-            let lo = _mm256_castps256_ps128(v);
-            let hi = _mm256_extractf128_ps::<1>(v);
-            let p_lo = _mm_mul_ps(lo, _mm_movehl_ps(lo, lo)); // [dx0*dy0, mx0*sy0, ..]
-            let p_hi = _mm_mul_ps(hi, _mm_movehl_ps(hi, hi));
-            acc_m = _mm_add_ps(acc_m, _mm_add_ps(p_lo, p_hi));
-            let q0 = {
-                let $b = &xp[0];
-                $qx
-            };
-            let q1 = {
-                let $b = &xp[1];
-                $qx
-            };
-            let s0 = dot_u8i8(q0, load32i(&yp[0].qs));
-            let s1 = dot_u8i8(q1, load32i(&yp[1].qs));
-            acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(p_lo), s0, acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(p_hi), s1, acc1);
+/// The shared loop of the Q8_1-activation dots over `R` weight rows, as [`q8_0_rows`]:
+/// `qx(block)` gives the 32 unsigned weight quants; row `r`'s result is the sum over blocks of
+/// dx * dy * (qx . qy) + mx * sy.
+macro_rules! q8_1_rows {
+    ($r:expr, $xs:expr, $y:expr, |$b:ident| $qx:expr) => {{
+        let (xs, y): ([_; $r], &[BlockQ8_1]) = ($xs, $y);
+        let nb = y.len();
+        for x in &xs {
+            assert_eq!(x.len(), nb);
         }
-        let mut tail_m = 0.0f32;
-        for (xb, yb) in xc.remainder().iter().zip(yc.remainder()) {
-            let (dx, dy) = f16x2(u16::from_le_bytes(xb.d), yb.d.to_bits());
-            let (mx, sy) = f16x2(u16::from_le_bytes(xb.m), yb.s.to_bits());
-            tail_m += mx * sy;
-            let q = {
-                let $b = xb;
-                $qx
-            };
-            let s = dot_u8i8(q, load32i(&yb.qs));
-            acc0 = _mm256_fmadd_ps(_mm256_set1_ps(dx * dy), s, acc0);
+        let mut acc0 = [_mm256_setzero_ps(); $r];
+        let mut acc1 = [_mm256_setzero_ps(); $r];
+        let mut acc_m = [_mm_setzero_ps(); $r];
+        for i in 0..nb / 2 {
+            let (yb0, yb1) = (&y[2 * i], &y[2 * i + 1]);
+            let (hy0, hy1) = (head_f32x4(yb0), head_f32x4(yb1));
+            let (qy0, qy1) = (load32i(&yb0.qs), load32i(&yb1.qs));
+            for r in 0..$r {
+                let (xb0, xb1) = (&xs[r][2 * i], &xs[r][2 * i + 1]);
+                prefetch_ahead(xb0);
+                // [dx * dy, mx * sy, ..] of each block.
+                let p_lo = _mm_mul_ps(head_f32x4(xb0), hy0);
+                let p_hi = _mm_mul_ps(head_f32x4(xb1), hy1);
+                acc_m[r] = _mm_add_ps(acc_m[r], _mm_add_ps(p_lo, p_hi));
+                let q0 = {
+                    let $b = xb0;
+                    $qx
+                };
+                let q1 = {
+                    let $b = xb1;
+                    $qx
+                };
+                let s0 = dot_u8i8(q0, qy0);
+                let s1 = dot_u8i8(q1, qy1);
+                acc0[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(p_lo), s0, acc0[r]);
+                acc1[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(p_hi), s1, acc1[r]);
+            }
         }
-        let m = _mm_cvtss_f32(_mm_movehdup_ps(acc_m)) + tail_m;
-        hsum_ps(_mm256_add_ps(acc0, acc1)) + m
+        let mut tail_m = [0.0f32; $r];
+        if nb % 2 == 1 {
+            let yb = &y[nb - 1];
+            let (hy, qy) = (head_f32x4(yb), load32i(&yb.qs));
+            for r in 0..$r {
+                let xb = &xs[r][nb - 1];
+                let p = _mm_mul_ps(head_f32x4(xb), hy);
+                tail_m[r] += _mm_cvtss_f32(_mm_movehdup_ps(p));
+                let q = {
+                    let $b = xb;
+                    $qx
+                };
+                acc0[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(p), dot_u8i8(q, qy), acc0[r]);
+            }
+        }
+        let out: [f32; $r] = std::array::from_fn(|r| {
+            let m = _mm_cvtss_f32(_mm_movehdup_ps(acc_m[r])) + tail_m[r];
+            hsum_ps(_mm256_add_ps(acc0[r], acc1[r])) + m
+        });
+        out
     }};
 }
 
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q4_0_impl(w: &[u8], y: &[BlockQ8_0]) -> f32 {
-    let x: &[WBlockQ4_0] = weight_blocks(w);
-    q8_0_loop!(x, y, |b| q4_0_quants(b))
+/// `R` consecutive weight rows of `w` (equal lengths) as blocks.
+#[inline]
+fn weight_rows<const R: usize, B: WeightBlock>(w: &[u8]) -> [&[B]; R] {
+    assert!(
+        w.len().is_multiple_of(R),
+        "{} bytes of weights for {R} rows",
+        w.len()
+    );
+    let row_bytes = w.len() / R;
+    std::array::from_fn(|r| weight_blocks(&w[r * row_bytes..(r + 1) * row_bytes]))
 }
 
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q5_0_impl(w: &[u8], y: &[BlockQ8_0]) -> f32 {
-    let x: &[WBlockQ5_0] = weight_blocks(w);
-    q8_0_loop!(x, y, |b| q5_0_quants(b))
+/// The single-row dot `$one` and the `R`-row kernel `$rows` of a weight type over the loop
+/// macro `$lp` (`q8_0_rows` or `q8_1_rows`); the single-row form is the `R = 1` case, so the
+/// two agree bit for bit.
+macro_rules! row_kernels {
+    ($one:ident, $rows:ident, $lp:ident, $wt:ty, $yt:ty, |$b:ident| $qx:expr) => {
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        fn $one(w: &[u8], y: &[$yt]) -> f32 {
+            let x: &[$wt] = weight_blocks(w);
+            $lp!(1, [x], y, |$b| $qx)[0]
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        fn $rows<const R: usize>(w: &[u8], y: &[$yt]) -> [f32; R] {
+            let xs: [&[$wt]; R] = weight_rows(w);
+            $lp!(R, xs, y, |$b| $qx)
+        }
+    };
 }
 
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q8_0_impl(w: &[u8], y: &[BlockQ8_0]) -> f32 {
-    let x: &[WBlockQ8_0] = weight_blocks(w);
-    q8_0_loop!(x, y, |b| load32i(&b.qs))
+row_kernels!(q4_0_impl, q4_0_r, q8_0_rows, WBlockQ4_0, BlockQ8_0, |b| {
+    q4_0_quants(b)
+});
+row_kernels!(q5_0_impl, q5_0_r, q8_0_rows, WBlockQ5_0, BlockQ8_0, |b| {
+    q5_0_quants_masked(b)
+});
+row_kernels!(q8_0_impl, q8_0_r, q8_0_rows, WBlockQ8_0, BlockQ8_0, |b| {
+    load32i(&b.qs)
+});
+row_kernels!(q4_1_impl, q4_1_r, q8_1_rows, WBlockQ4_1, BlockQ8_1, |b| {
+    nibbles32(&b.qs)
+});
+row_kernels!(q5_1_impl, q5_1_r, q8_1_rows, WBlockQ5_1, BlockQ8_1, |b| {
+    q5_1_quants_masked(b)
+});
+
+/// A many-row entry point over the `R`-row kernel `$kern::<R>`: `out.len()` rows of `w`,
+/// [`ROW_GROUP`] at a time.
+macro_rules! rows_entry {
+    ($name:ident, $kern:ident, $yt:ty) => {
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        fn $name(w: &[u8], y: &[$yt], out: &mut [f32]) {
+            if out.is_empty() {
+                return;
+            }
+            assert!(
+                w.len().is_multiple_of(out.len()),
+                "{} bytes of weights for {} rows",
+                w.len(),
+                out.len()
+            );
+            let row_bytes = w.len() / out.len();
+            for (g, chunk) in out.chunks_mut(ROW_GROUP).enumerate() {
+                let wg = &w[g * ROW_GROUP * row_bytes..][..chunk.len() * row_bytes];
+                match chunk.len() {
+                    4 => chunk.copy_from_slice(&$kern::<4>(wg, y)),
+                    3 => chunk.copy_from_slice(&$kern::<3>(wg, y)),
+                    2 => chunk.copy_from_slice(&$kern::<2>(wg, y)),
+                    _ => chunk.copy_from_slice(&$kern::<1>(wg, y)),
+                }
+            }
+        }
+    };
 }
 
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q4_1_impl(w: &[u8], y: &[BlockQ8_1]) -> f32 {
-    let x: &[WBlockQ4_1] = weight_blocks(w);
-    q8_1_loop!(x, y, |b| nibbles32(&b.qs))
-}
+/// Rows a many-row kernel computes together: their accumulators (three vectors a row) stay
+/// in registers, and the activation side is shared by all of them.
+const ROW_GROUP: usize = 4;
 
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q5_1_impl(w: &[u8], y: &[BlockQ8_1]) -> f32 {
-    let x: &[WBlockQ5_1] = weight_blocks(w);
-    q8_1_loop!(x, y, |b| q5_1_quants(b))
-}
+rows_entry!(q4_0_rows, q4_0_r, BlockQ8_0);
+rows_entry!(q5_0_rows, q5_0_r, BlockQ8_0);
+rows_entry!(q8_0_rows, q8_0_r, BlockQ8_0);
+rows_entry!(q4_1_rows, q4_1_r, BlockQ8_1);
+rows_entry!(q5_1_rows, q5_1_r, BlockQ8_1);
 
 // ---------------------------------------------------------------------------
 // Multi-token forms: each weight block is decoded once and dotted with N (1 to 4) token rows
@@ -207,7 +351,7 @@ fn q5_1_impl(w: &[u8], y: &[BlockQ8_1]) -> f32 {
 // kernels above in the same order, so every result is bit-identical to them.
 // ---------------------------------------------------------------------------
 
-/// Multi-token form of [`q8_1_loop`].
+/// Multi-token form of [`q8_1_rows`].
 macro_rules! q8_1_loop_n {
     ($n:ident, $x:expr, $y:expr, $out:expr, |$b:ident| $qx:expr) => {{
         let (x, y, out): (_, _, &mut [f32; $n]) = ($x, $y, $out);
@@ -282,7 +426,7 @@ fn q4_0_n<const N: usize>(w: &[u8], y: &[BlockQ8_0], out: &mut [f32; N]) {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn q5_0_n<const N: usize>(w: &[u8], y: &[BlockQ8_0], out: &mut [f32; N]) {
     let x: &[WBlockQ5_0] = weight_blocks(w);
-    q8_0_pair_loop_n!(N, dot_i8i8_abs, x, y, out, |b| q5_0_quants(b))
+    q8_0_pair_loop_n!(N, dot_i8i8_abs, x, y, out, |b| q5_0_quants_masked(b))
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -300,7 +444,7 @@ fn q4_1_n<const N: usize>(w: &[u8], y: &[BlockQ8_1], out: &mut [f32; N]) {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn q5_1_n<const N: usize>(w: &[u8], y: &[BlockQ8_1], out: &mut [f32; N]) {
     let x: &[WBlockQ5_1] = weight_blocks(w);
-    q8_1_loop_n!(N, x, y, out, |b| q5_1_quants(b))
+    q8_1_loop_n!(N, x, y, out, |b| q5_1_quants_masked(b))
 }
 
 multi_entry!(
@@ -425,7 +569,7 @@ fn hsum_halves(acc: __m512) -> f32 {
     ))
 }
 
-/// The tiled form of [`q8_0_loop`]: `qx(block)` gives a block's 32 signed weight quants.
+/// The tiled form of [`q8_0_rows`]: `qx(block)` gives a block's 32 signed weight quants.
 macro_rules! q8_0_tile {
     ($x:expr, $g:expr, $out:expr, |$b:ident| $qx:expr) => {{
         let (x, g, out): (_, TileGroup<'_>, &mut [f32; TILE_TOKENS]) = ($x, $g, $out);

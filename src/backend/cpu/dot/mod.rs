@@ -15,6 +15,11 @@
 //!   Q4_K, Q5_K, Q6_K two 32-quant groups per 512-bit `vpdpwssd` step (bit-identical to the
 //!   AVX2 kernels); every other type (and CPUs without VNNI) uses the AVX2 kernel.
 //!
+//! Decode has a many-row form, [`DotKernels::dot_rows`]: a run of weight rows against one
+//! activation row, bit-identical to `dot` per row. AVX-512 with VNNI has kernels for Q4_0,
+//! Q4_1, Q5_0, Q5_1, Q8_0 (four rows per step sharing the activation side); elsewhere it loops
+//! `dot`. Both prefetch the weights [`PREFETCH_AHEAD`] bytes on.
+//!
 //! Batches (prefill) have three more forms:
 //! - [`DotKernels::dot_tokens`] dots one weight row with up to [`MAX_TOKENS`] token rows,
 //!   decoding each weight block once per group, bit-identical per token to the path's
@@ -114,6 +119,35 @@ type TileDotFn = unsafe fn(&[u8], TileGroup<'_>, &mut [f32; TILE_TOKENS]);
 /// rounding.
 type LaneDotFn = unsafe fn(&[u8], LaneGroup<'_>, &mut [Lanes<f32>]);
 
+/// Many-row dot: `out[r] = dot(row r of w, y)` for the `out.len()` equal rows back to back
+/// in `w`; bit-identical to the path's single-row kernel for every row.
+type Q8_0RowsFn = unsafe fn(&[u8], &[BlockQ8_0], &mut [f32]);
+/// Many-row dot with Q8_1 activations (see [`Q8_0RowsFn`]).
+type Q8_1RowsFn = unsafe fn(&[u8], &[BlockQ8_1], &mut [f32]);
+
+/// How far ahead (bytes) the decode kernels ask for the weights they will read. The hardware
+/// prefetcher stops at 4 KiB page edges; with it alone one core read Gemma's 171 MB output
+/// matrix at about half its bandwidth. 8 KiB measured best of 2–16 KiB (docs/performance.md).
+pub const PREFETCH_AHEAD: usize = 8192;
+
+/// Ask for the `len` bytes from `start` to be brought into cache. `start` need not point into
+/// anything: a prefetch never faults.
+#[inline]
+fn prefetch(start: *const u8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for off in (0..len).step_by(64) {
+        // SAFETY: a prefetch has no architectural effect beyond the cache and never faults;
+        // the address is only computed (`wrapping_add`), never dereferenced.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                start.wrapping_add(off) as *const i8,
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (start, len);
+}
+
 /// Most tokens one multi-token kernel call handles.
 pub const MAX_TOKENS: usize = 4;
 
@@ -148,6 +182,12 @@ pub struct DotKernels {
     q4_k_n: Option<Q8KDotNFn>,
     q5_k_n: Option<Q8KDotNFn>,
     q6_k_n: Option<Q8KDotNFn>,
+    // Many-row (decode) kernels; `None` means `dot_rows` loops the single-row kernel.
+    q4_0_r: Option<Q8_0RowsFn>,
+    q5_0_r: Option<Q8_0RowsFn>,
+    q8_0_r: Option<Q8_0RowsFn>,
+    q4_1_r: Option<Q8_1RowsFn>,
+    q5_1_r: Option<Q8_1RowsFn>,
     // Tiled kernels over a `TokenTiles` layout; `None` where this path has none.
     q8_0_t: Option<TileDotFn>,
     // Lane kernels over a `TokenLanes` layout; `None` where this path has none.
@@ -236,6 +276,11 @@ impl DotKernels {
             q4_k_n: None,
             q5_k_n: None,
             q6_k_n: None,
+            q4_0_r: None,
+            q5_0_r: None,
+            q8_0_r: None,
+            q4_1_r: None,
+            q5_1_r: None,
             q8_0_t: None,
             q4_0_l: None,
             q5_0_l: None,
@@ -285,6 +330,54 @@ impl DotKernels {
                 (GgmlType::Q8_K, ActRow::Q8_K(y)) => (self.q8_k)(w_row, y),
                 (ty, a) => wrong_kind(ty, a),
             }
+        }
+    }
+
+    /// `out[r] = dot(ty, row r of w_rows, a, n)` for the `out.len()` rows of `ty.row_bytes(n)`
+    /// bytes back to back in `w_rows`, bit-identical to [`DotKernels::dot`] on the same path.
+    /// Where this path has a many-row kernel for `ty`, rows go through it a few at a time,
+    /// sharing the activation side of each block and one call; otherwise this loops `dot`.
+    /// Either way the weights [`PREFETCH_AHEAD`] bytes on are requested as rows are read (a
+    /// decode matvec streams its matrix once; this is what keeps it near read bandwidth).
+    ///
+    /// Panics like `dot`, and when `w_rows` is not `out.len()` equal rows.
+    pub fn dot_rows(&self, ty: GgmlType, w_rows: &[u8], a: ActRow<'_>, n: usize, out: &mut [f32]) {
+        if out.is_empty() {
+            return;
+        }
+        if a.len() != n {
+            bad_shape(ty, w_rows.len() / out.len(), a, n);
+        }
+        let rows_q8_0 = match ty {
+            GgmlType::Q4_0 => self.q4_0_r,
+            GgmlType::Q5_0 => self.q5_0_r,
+            GgmlType::Q8_0 => self.q8_0_r,
+            _ => None,
+        };
+        let rows_q8_1 = match ty {
+            GgmlType::Q4_1 => self.q4_1_r,
+            GgmlType::Q5_1 => self.q5_1_r,
+            _ => None,
+        };
+        // SAFETY: as in `dot`, every installed kernel's target features are present; the
+        // many-row kernels check that `w_rows` is `out.len()` rows of as many blocks as `a`.
+        unsafe {
+            match (a, rows_q8_0, rows_q8_1) {
+                (ActRow::Q8_0(y), Some(f), _) => return f(w_rows, y, out),
+                (ActRow::Q8_1(y), _, Some(f)) => return f(w_rows, y, out),
+                _ => {}
+            }
+        }
+        assert!(
+            w_rows.len().is_multiple_of(out.len()),
+            "dot_rows({ty}): {} bytes for {} rows",
+            w_rows.len(),
+            out.len()
+        );
+        let row_bytes = w_rows.len() / out.len();
+        for (o, row) in out.iter_mut().zip(w_rows.chunks_exact(row_bytes)) {
+            prefetch(row.as_ptr().wrapping_add(PREFETCH_AHEAD), row_bytes);
+            *o = self.dot(ty, row, a, n);
         }
     }
 
