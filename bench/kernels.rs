@@ -1,6 +1,6 @@
 //! Criterion benches of the CPU fused dequant-dot kernels, single-threaded, for every weight
-//! type at the real models' shapes, on every kernel path this CPU supports: `matvec/*` (one
-//! `DotKernels::dot` per weight row, decode) and `prefill128/*` (the batched matmul of a
+//! type at the real models' shapes, on every kernel path this CPU supports: `matvec/*`
+//! (`DotKernels::dot_rows` over the whole matrix, as decode runs it) and `prefill128/*` (the batched matmul of a
 //! 128-token prompt, tiled kernels included). Throughput is weight bytes read (once per call).
 //!
 //! Shapes are `n x rows` (row length x number of rows, GGUF's `[n, rows]`):
@@ -85,11 +85,7 @@ fn kernel_sets() -> Vec<DotKernels> {
 }
 
 fn matvec(k: &DotKernels, ty: GgmlType, w: &[u8], n: usize, acts: &Acts, out: &mut [f32]) {
-    let rb = ty.row_bytes(n).unwrap();
-    let a = acts.row(0);
-    for (o, row) in out.iter_mut().zip(w.chunks_exact(rb)) {
-        *o = k.dot(ty, row, a, n);
-    }
+    k.dot_rows(ty, w, acts.row(0), n, out);
 }
 
 fn bench_shape(c: &mut Criterion, kernels: &[DotKernels], ty: GgmlType, n: usize, rows: usize) {

@@ -68,15 +68,9 @@ fn dot_u8i8(u: __m256i, s: __m256i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s))
 }
 
-/// Sum of products of signed bytes, per 4 adjacent bytes, as f32 (`y` must avoid -128).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn dot_i8i8(x: __m256i, y: __m256i) -> __m256 {
-    dot_u8i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
-}
-
-/// [`dot_i8i8`] with `ax = |x|` (`_mm256_sign_epi8(x, x)`) computed by the caller, so a
-/// multi-token kernel takes it once per weight block; the same instructions otherwise.
+/// Sum of products of signed bytes `x` and `y`, per 4 adjacent bytes, as f32 (`y` must avoid
+/// -128), with `ax = |x|` (`_mm256_sign_epi8(x, x)`) computed by the caller, so a multi-token
+/// kernel takes it once per weight block.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn dot_i8i8_abs(ax: __m256i, x: __m256i, y: __m256i) -> __m256 {
@@ -120,13 +114,14 @@ pub(super) fn q5_0_quants_masked(b: &WBlockQ5_0) -> __m256i {
     _mm256_mask_add_epi8(low, set, low, _mm256_set1_epi8(16))
 }
 
-/// [`q5_1_quants`](super::avx2::q5_1_quants) likewise: the nibble, plus 16 where the 5th bit
-/// is set.
+/// The 32 five-bit quants (0..=31) of a Q5_0 / Q5_1 block: the nibble, plus 16 where the 5th
+/// bit is set (the bits loaded straight into a mask register, as in [`q5_0_quants_masked`]).
+/// This is Q5_1's quant, and Q5_0's offset by 16.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn q5_1_quants_masked(b: &WBlockQ5_1) -> __m256i {
-    let nib = nibbles32(&b.qs);
-    let set: __mmask32 = u32::from_le_bytes(b.qh);
+pub(super) fn nibbles_bit5(qs: &[u8; 16], qh: [u8; 4]) -> __m256i {
+    let nib = nibbles32(qs);
+    let set: __mmask32 = u32::from_le_bytes(qh);
     _mm256_mask_add_epi8(nib, set, nib, _mm256_set1_epi8(16))
 }
 
@@ -142,24 +137,38 @@ fn prefetch_ahead<T>(block: &T) {
 }
 
 /// The shared loop of the Q8_0-activation dots, over `R` weight rows at once (`xs`, each as
-/// many blocks as `y`): `qx(block)` gives the 32 signed weight quants of a block; row `r`'s
-/// result is the sum over blocks of dx * dy * (qx . qy). Each row runs its own accumulators
-/// through the same operations in the same order whatever `R` is, so a row's result does not
-/// depend on how many rows shared the call; the activation side (scale conversion, quant
-/// loads) is done once per block for all of them.
+/// many blocks as `y`): `qu(block)` gives the 32 weight quants of a block offset into unsigned
+/// bytes, `q + off`; row `r`'s result is the sum over blocks of dx * dy * (q . qy). Each row
+/// runs its own accumulators through the same operations in the same order whatever `R` is,
+/// so a row's result does not depend on how many rows shared the call; the activation side
+/// (scale conversion, quant loads, the offset's share) is done once per block for all of them.
+///
+/// The offset is taken back exactly: each block's `vpdpbusd` starts from `-off * Σ qy` (per
+/// 32-bit lane, one `vpdpbusd` of the activations shared by the rows), so every lane ends
+/// with the integer `Σ q * qy` over its four bytes, as the sign trick (`|q| · sign(qy, q)`)
+/// of the multi-token and tiled kernels gives it; the floats that follow are the same.
 macro_rules! q8_0_rows {
-    ($r:expr, $xs:expr, $y:expr, |$b:ident| $qx:expr) => {{
+    ($r:expr, $xs:expr, $y:expr, $off:expr, |$b:ident| $qu:expr) => {{
         let (xs, y): ([_; $r], &[BlockQ8_0]) = ($xs, $y);
         let nb = y.len();
         for x in &xs {
             assert_eq!(x.len(), nb);
         }
+        let off = _mm256_set1_epi8($off as i8);
+        // -off * (sum of each lane's four activation quants).
+        let neg_offset = |qy: __m256i| {
+            _mm256_sub_epi32(
+                _mm256_setzero_si256(),
+                _mm256_dpbusd_epi32(_mm256_setzero_si256(), off, qy),
+            )
+        };
         let mut acc0 = [_mm256_setzero_ps(); $r];
         let mut acc1 = [_mm256_setzero_ps(); $r];
         for i in 0..nb / 2 {
             let (yb0, yb1) = (&y[2 * i], &y[2 * i + 1]);
             let (hy0, hy1) = (head_f32x4(yb0), head_f32x4(yb1));
             let (qy0, qy1) = (load32i(&yb0.qs), load32i(&yb1.qs));
+            let (n0, n1) = (neg_offset(qy0), neg_offset(qy1));
             for r in 0..$r {
                 let (xb0, xb1) = (&xs[r][2 * i], &xs[r][2 * i + 1]);
                 prefetch_ahead(xb0);
@@ -168,14 +177,14 @@ macro_rules! q8_0_rows {
                 let s1 = _mm_mul_ps(head_f32x4(xb1), hy1);
                 let q0 = {
                     let $b = xb0;
-                    $qx
+                    $qu
                 };
                 let q1 = {
                     let $b = xb1;
-                    $qx
+                    $qu
                 };
-                let p0 = dot_i8i8(q0, qy0);
-                let p1 = dot_i8i8(q1, qy1);
+                let p0 = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(n0, q0, qy0));
+                let p1 = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(n1, q1, qy1));
                 acc0[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0[r]);
                 acc1[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s1), p1, acc1[r]);
             }
@@ -183,14 +192,16 @@ macro_rules! q8_0_rows {
         if nb % 2 == 1 {
             let yb = &y[nb - 1];
             let (hy, qy) = (head_f32x4(yb), load32i(&yb.qs));
+            let n = neg_offset(qy);
             for r in 0..$r {
                 let xb = &xs[r][nb - 1];
                 let s = _mm_mul_ps(head_f32x4(xb), hy);
                 let q = {
                     let $b = xb;
-                    $qx
+                    $qu
                 };
-                acc0[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s), dot_i8i8(q, qy), acc0[r]);
+                let p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(n, q, qy));
+                acc0[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s), p, acc0[r]);
             }
         }
         let out: [f32; $r] = std::array::from_fn(|r| hsum_ps(_mm256_add_ps(acc0[r], acc1[r])));
@@ -272,38 +283,56 @@ fn weight_rows<const R: usize, B: WeightBlock>(w: &[u8]) -> [&[B]; R] {
 }
 
 /// The single-row dot `$one` and the `R`-row kernel `$rows` of a weight type over the loop
-/// macro `$lp` (`q8_0_rows` or `q8_1_rows`); the single-row form is the `R = 1` case, so the
+/// macro `$lp` (`q8_0_rows` or `q8_1_rows`, given the rest of the arguments); the single-row form is the `R = 1` case, so the
 /// two agree bit for bit.
 macro_rules! row_kernels {
-    ($one:ident, $rows:ident, $lp:ident, $wt:ty, $yt:ty, |$b:ident| $qx:expr) => {
+    ($one:ident, $rows:ident, $lp:ident, $wt:ty, $yt:ty, $($arg:tt)*) => {
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
         fn $one(w: &[u8], y: &[$yt]) -> f32 {
             let x: &[$wt] = weight_blocks(w);
-            $lp!(1, [x], y, |$b| $qx)[0]
+            $lp!(1, [x], y, $($arg)*)[0]
         }
 
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
         fn $rows<const R: usize>(w: &[u8], y: &[$yt]) -> [f32; R] {
             let xs: [&[$wt]; R] = weight_rows(w);
-            $lp!(R, xs, y, |$b| $qx)
+            $lp!(R, xs, y, $($arg)*)
         }
     };
 }
 
-row_kernels!(q4_0_impl, q4_0_r, q8_0_rows, WBlockQ4_0, BlockQ8_0, |b| {
-    q4_0_quants(b)
-});
-row_kernels!(q5_0_impl, q5_0_r, q8_0_rows, WBlockQ5_0, BlockQ8_0, |b| {
-    q5_0_quants_masked(b)
-});
-row_kernels!(q8_0_impl, q8_0_r, q8_0_rows, WBlockQ8_0, BlockQ8_0, |b| {
-    load32i(&b.qs)
-});
+row_kernels!(
+    q4_0_impl,
+    q4_0_r,
+    q8_0_rows,
+    WBlockQ4_0,
+    BlockQ8_0,
+    8u8,
+    |b| { nibbles32(&b.qs) }
+);
+row_kernels!(
+    q5_0_impl,
+    q5_0_r,
+    q8_0_rows,
+    WBlockQ5_0,
+    BlockQ8_0,
+    16u8,
+    |b| { nibbles_bit5(&b.qs, b.qh) }
+);
+row_kernels!(
+    q8_0_impl,
+    q8_0_r,
+    q8_0_rows,
+    WBlockQ8_0,
+    BlockQ8_0,
+    128u8,
+    |b| { _mm256_xor_si256(load32i(&b.qs), _mm256_set1_epi8(0x80u8 as i8)) }
+);
 row_kernels!(q4_1_impl, q4_1_r, q8_1_rows, WBlockQ4_1, BlockQ8_1, |b| {
     nibbles32(&b.qs)
 });
 row_kernels!(q5_1_impl, q5_1_r, q8_1_rows, WBlockQ5_1, BlockQ8_1, |b| {
-    q5_1_quants_masked(b)
+    nibbles_bit5(&b.qs, b.qh)
 });
 
 /// A many-row entry point over the `R`-row kernel `$kern::<R>`: `out.len()` rows of `w`,
@@ -444,7 +473,7 @@ fn q4_1_n<const N: usize>(w: &[u8], y: &[BlockQ8_1], out: &mut [f32; N]) {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn q5_1_n<const N: usize>(w: &[u8], y: &[BlockQ8_1], out: &mut [f32; N]) {
     let x: &[WBlockQ5_1] = weight_blocks(w);
-    q8_1_loop_n!(N, x, y, out, |b| q5_1_quants_masked(b))
+    q8_1_loop_n!(N, x, y, out, |b| nibbles_bit5(&b.qs, b.qh))
 }
 
 multi_entry!(

@@ -19,7 +19,7 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{f16x2, k4_nibbles, nibbles32, q4_0_quants, q5_k_group};
-use super::avx512::{q5_0_quants_masked, q5_1_quants_masked};
+use super::avx512::{nibbles_bit5, q5_0_quants_masked};
 use super::lanes::{LaneGroup, Lanes, LANE_TOKENS};
 use super::DotKernels;
 use crate::quant::blocks::*;
@@ -227,7 +227,7 @@ fn q4_1_r<const R: usize>(x: [&[WBlockQ4_1]; R], g: LaneGroup<'_>, out: &mut [La
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn q5_1_r<const R: usize>(x: [&[WBlockQ5_1]; R], g: LaneGroup<'_>, out: &mut [Lanes<f32>; R]) {
-    lanes_unsigned32!(R, x, g, out, |b| q5_1_quants_masked(b))
+    lanes_unsigned32!(R, x, g, out, |b| nibbles_bit5(&b.qs, b.qh))
 }
 
 lane_entry!(q4_0_lanes, q4_0_r);
