@@ -308,7 +308,7 @@ row_kernels!(
     WBlockQ4_0,
     BlockQ8_0,
     8u8,
-    |b| { nibbles32(&b.qs) }
+    |b| nibbles32(&b.qs)
 );
 row_kernels!(
     q5_0_impl,
@@ -317,7 +317,7 @@ row_kernels!(
     WBlockQ5_0,
     BlockQ8_0,
     16u8,
-    |b| { nibbles_bit5(&b.qs, b.qh) }
+    |b| nibbles_bit5(&b.qs, b.qh)
 );
 row_kernels!(
     q8_0_impl,
@@ -326,7 +326,7 @@ row_kernels!(
     WBlockQ8_0,
     BlockQ8_0,
     128u8,
-    |b| { _mm256_xor_si256(load32i(&b.qs), _mm256_set1_epi8(0x80u8 as i8)) }
+    |b| _mm256_xor_si256(load32i(&b.qs), _mm256_set1_epi8(0x80u8 as i8))
 );
 row_kernels!(q4_1_impl, q4_1_r, q8_1_rows, WBlockQ4_1, BlockQ8_1, |b| {
     nibbles32(&b.qs)
