@@ -18,6 +18,7 @@ use super::avx2::{
     f16x2, hsum_ps, hsum_ps128, k4_min_term, k4_nibbles, load32i, load_bsums, multi_entry,
     nibbles32, q4_0_quants, q5_k_group, q6_k_quants, q8_0_pair_loop_n, sub, token_rows,
 };
+use super::lanes512::rows_of;
 use super::tiles::{QuantPair, TileGroup, TILE_TOKENS};
 use super::{DotKernels, PREFETCH_AHEAD};
 use crate::quant::blocks::*;
@@ -270,18 +271,6 @@ macro_rules! q8_1_rows {
     }};
 }
 
-/// `R` consecutive weight rows of `w` (equal lengths) as blocks.
-#[inline]
-fn weight_rows<const R: usize, B: WeightBlock>(w: &[u8]) -> [&[B]; R] {
-    assert!(
-        w.len().is_multiple_of(R),
-        "{} bytes of weights for {R} rows",
-        w.len()
-    );
-    let row_bytes = w.len() / R;
-    std::array::from_fn(|r| weight_blocks(&w[r * row_bytes..(r + 1) * row_bytes]))
-}
-
 /// The single-row dot `$one` and the `R`-row kernel `$rows` of a weight type over the loop
 /// macro `$lp` (`q8_0_rows` or `q8_1_rows`, given the rest of the arguments); the single-row form is the `R = 1` case, so the
 /// two agree bit for bit.
@@ -295,7 +284,7 @@ macro_rules! row_kernels {
 
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
         fn $rows<const R: usize>(w: &[u8], y: &[$yt]) -> [f32; R] {
-            let xs: [&[$wt]; R] = weight_rows(w);
+            let xs: [&[$wt]; R] = rows_of(w);
             $lp!(R, xs, y, $($arg)*)
         }
     };
@@ -598,7 +587,8 @@ fn hsum_halves(acc: __m512) -> f32 {
     ))
 }
 
-/// The tiled form of [`q8_0_rows`]: `qx(block)` gives a block's 32 signed weight quants.
+/// The tiled form of the Q8_0-activation dot ([`q8_0_rows`]): `qx(block)` gives a block's 32
+/// signed weight quants.
 macro_rules! q8_0_tile {
     ($x:expr, $g:expr, $out:expr, |$b:ident| $qx:expr) => {{
         let (x, g, out): (_, TileGroup<'_>, &mut [f32; TILE_TOKENS]) = ($x, $g, $out);

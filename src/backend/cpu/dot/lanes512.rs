@@ -79,6 +79,25 @@ fn dp(acc: __m512i, w: &i32, a: __m512i) -> __m512i {
     _mm512_dpbusd_epi32(acc, _mm512_set1_epi32(*w), a)
 }
 
+/// The exact integer sums of one 32-value block of each of `R` rows (`wq[r]`, eight quads of
+/// unsigned bytes) against the block's eight activation quads of 16 tokens, one token per lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn block_isums<const R: usize>(wq: &[[i32; 8]; R], quads: &[Lanes<i32>]) -> [__m512i; R] {
+    // Two independent chains per row: `vpdpbusd`'s latency, not its throughput, would bound
+    // one chain of eight.
+    let mut even = [_mm512_setzero_si512(); R];
+    let mut odd = [_mm512_setzero_si512(); R];
+    for k in 0..4 {
+        let (a0, a1) = (load_i(&quads[2 * k]), load_i(&quads[2 * k + 1]));
+        for r in 0..R {
+            even[r] = dp(even[r], &wq[r][2 * k], a0);
+            odd[r] = dp(odd[r], &wq[r][2 * k + 1], a1);
+        }
+    }
+    std::array::from_fn(|r| _mm512_add_epi32(even[r], odd[r]))
+}
+
 /// The decoded quads as memory the optimizer must re-read. Kept in registers, each broadcast
 /// becomes two or three shuffles on the one shuffle port; from memory it is a load-port
 /// `vpbroadcastd`, which costs no ALU slot at all.
@@ -89,7 +108,12 @@ fn spilled<T>(wq: &mut T) -> &T {
 
 /// Split raw bytes holding `R` consecutive rows into each row's blocks.
 #[inline]
-fn rows_of<B: WeightBlock, const R: usize>(w: &[u8]) -> [&[B]; R] {
+pub(super) fn rows_of<B: WeightBlock, const R: usize>(w: &[u8]) -> [&[B]; R] {
+    assert!(
+        w.len().is_multiple_of(R),
+        "{} bytes of weights for {R} rows",
+        w.len()
+    );
     let row_bytes = w.len() / R;
     std::array::from_fn(|r| weight_blocks(&w[r * row_bytes..(r + 1) * row_bytes]))
 }
@@ -129,22 +153,7 @@ macro_rules! lanes_signed32 {
                 };
                 put32(&mut wq[r], 0, _mm256_xor_si256(q, _mm256_set1_epi8(-128)));
             }
-            let wqm = spilled(&mut wq);
-            // Two independent chains per row: `vpdpbusd`'s latency, not its throughput, would
-            // bound one chain of eight.
-            let mut even = [_mm512_setzero_si512(); $R];
-            let mut odd = [_mm512_setzero_si512(); $R];
-            for k in 0..4 {
-                let (a0, a1) = (
-                    load_i(&g.quads[8 * i + 2 * k]),
-                    load_i(&g.quads[8 * i + 2 * k + 1]),
-                );
-                for r in 0..$R {
-                    even[r] = dp(even[r], &wqm[r][2 * k], a0);
-                    odd[r] = dp(odd[r], &wqm[r][2 * k + 1], a1);
-                }
-            }
-            let isum: [__m512i; $R] = std::array::from_fn(|r| _mm512_add_epi32(even[r], odd[r]));
+            let isum = block_isums(spilled(&mut wq), &g.quads[8 * i..8 * i + 8]);
             // Σ (q + 128) a − 128 Σ a = Σ q a, exactly.
             let bias = _mm512_slli_epi32::<7>(load_i(&g.sums[i]));
             let da = load_f(&g.d[i]);
@@ -180,22 +189,7 @@ macro_rules! lanes_unsigned32 {
                 };
                 put32(&mut wq[r], 0, q);
             }
-            let wqm = spilled(&mut wq);
-            // Two independent chains per row: `vpdpbusd`'s latency, not its throughput, would
-            // bound one chain of eight.
-            let mut even = [_mm512_setzero_si512(); $R];
-            let mut odd = [_mm512_setzero_si512(); $R];
-            for k in 0..4 {
-                let (a0, a1) = (
-                    load_i(&g.quads[8 * i + 2 * k]),
-                    load_i(&g.quads[8 * i + 2 * k + 1]),
-                );
-                for r in 0..$R {
-                    even[r] = dp(even[r], &wqm[r][2 * k], a0);
-                    odd[r] = dp(odd[r], &wqm[r][2 * k + 1], a1);
-                }
-            }
-            let isum: [__m512i; $R] = std::array::from_fn(|r| _mm512_add_epi32(even[r], odd[r]));
+            let isum = block_isums(spilled(&mut wq), &g.quads[8 * i..8 * i + 8]);
             let (da, sa) = (load_f(&g.d[i]), load_f(&g.s[i]));
             for r in 0..$R {
                 let (dx, mx) = f16x2(u16::from_le_bytes(x[r][i].d), u16::from_le_bytes(x[r][i].m));
