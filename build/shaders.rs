@@ -7,16 +7,20 @@ use std::path::Path;
 
 /// An optional adapter feature a module uses. Its module is validated with that capability and
 /// built only on adapters that have the feature; every other module must do without it.
-#[derive(Clone, Copy)]
+/// The variant names are those of the backend's `ModuleNeeds`, which the generated table uses.
+#[derive(Clone, Copy, Debug)]
 pub enum Needs {
     /// Only what every adapter the backend accepts has.
     Base,
     /// Subgroup operations (wgpu's `SUBGROUP` feature).
     Subgroup,
+    /// The `f16` type (wgpu's `SHADER_F16` feature; the module opens with `enable f16;`).
+    F16,
 }
 
-/// Each shader module: its name, the files concatenated in order (the last one is its own) and
-/// the optional feature it needs. Must list every `shaders/*.wgsl` that is not a shared part.
+/// Each shader module: its name, the files concatenated in order (the last one is its own, except
+/// that a file with an `enable` directive, which must open the module, comes first) and the
+/// optional feature it needs. Must list every `shaders/*.wgsl` that is not a shared part.
 pub const FAMILIES: &[(&str, &[&str], Needs)] = &[
     ("activation", &["common", "activation"], Needs::Base),
     ("norm", &["common", "norm"], Needs::Base),
@@ -28,6 +32,11 @@ pub const FAMILIES: &[(&str, &[&str], Needs)] = &[
         "matvec_subgroup",
         &["common", "quant", "matmul", "matvec_subgroup"],
         Needs::Subgroup,
+    ),
+    (
+        "matmul_f16",
+        &["matmul_f16", "common", "quant", "matmul"],
+        Needs::F16,
     ),
 ];
 
@@ -43,6 +52,7 @@ fn capabilities(needs: Needs) -> naga::valid::Capabilities {
     match needs {
         Needs::Base => base,
         Needs::Subgroup => base | C::SUBGROUP,
+        Needs::F16 => base | C::SHADER_FLOAT16,
     }
 }
 
@@ -107,8 +117,8 @@ fn check(family: &str, needs: Needs, c: &Composed) -> Result<(), String> {
 }
 
 /// Validates every family and writes `OUT_DIR/shaders.rs`, defining
-/// `pub const MODULES: &[Module]` (the backend defines `Module`: family, needed feature,
-/// composed WGSL).
+/// `pub const MODULES: &[Module]` (the backend defines `Module`: family, needed feature as a
+/// `ModuleNeeds`, composed WGSL).
 pub fn build(out_dir: &Path) -> Result<(), String> {
     let dir = Path::new("shaders");
     println!("cargo:rerun-if-changed=shaders");
@@ -137,9 +147,8 @@ pub fn build(out_dir: &Path) -> Result<(), String> {
         std::fs::write(&file, &c.text).map_err(|e| format!("{}: {e}", file.display()))?;
         writeln!(
             table,
-            "    Module {{ family: {family:?}, subgroup: {}, wgsl: \
-             include_str!(concat!(env!(\"OUT_DIR\"), \"/{family}.wgsl\")) }},",
-            matches!(needs, Needs::Subgroup)
+            "    Module {{ family: {family:?}, needs: ModuleNeeds::{needs:?}, wgsl: \
+             include_str!(concat!(env!(\"OUT_DIR\"), \"/{family}.wgsl\")) }},"
         )
         .expect("write to a String");
     }

@@ -12,8 +12,9 @@
 //           multiplies them with every token's x; one barrier, then each row's lanes are summed.
 //           (matvec_subgroup.wgsl sums them with subgroup shuffles instead, where it can.)
 //   matmul_rows  any n_tok, no workgroup memory: one row and up to MV_TOK tokens per invocation
-//           (for software adapters, see below).
-//   matmul  any n_tok (prefill): 64 rows × 64 tokens per workgroup of 16 × 16 invocations, each
+//           (only when TORCHLESS_WGPU_PREFILL=rows forces it, see below).
+//   matmul  any n_tok (prefill; matmul_f16.wgsl has the f16-tile form): 64 rows × 64 tokens per
+//           workgroup of 16 × 16 invocations, each
 //           computing 4 × 4 outputs. K advances 32 values at a time: the workgroup decodes a
 //           64 × 32 weight tile (one group of 8 per invocation) and stages a 64 × 32 tile of x,
 //           so each decoded weight is reused by 64 tokens from workgroup memory.
@@ -21,6 +22,8 @@
 //           before a quantized weight multiplies them: 8-bit blocks with one scale (Q8_0 / Q8_1
 //           per 32 values, scale stored as f16; Q8_K per 256 values, f32 scale), written back
 //           as f32 values q * d. The product is then the CPU's up to f32 summation order.
+//           After the values (and Q8_1's block sums) come the blocks' scales d, one f32 per
+//           block, for matmul_f16.wgsl, which stages the integer quants.
 // Float rows whose width is not a multiple of 8 end in a tail read value by value (getf).
 
 override WTYPE: u32;
@@ -77,10 +80,12 @@ fn quantize_act(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             for (var i = 0u; i < bl; i++) {
                 out[base + i] = 0.0;
             }
+            out[p.cols + blk] = 0.0;
             return;
         }
         let iscale = -127.0 / mx;
         let d = 1.0 / iscale;
+        out[p.cols + blk] = d;
         for (var i = 0u; i < bl; i++) {
             out[base + i] = min(round(iscale * x[base + i]), 127.0) * d;
         }
@@ -102,10 +107,13 @@ fn quantize_act(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
             qsum += q;
             out[base + i] = q * dh;
         }
+        var scales = p.cols;
         if is_q1() {
             // quantize_row_q8_1's s = f16(sum(q) * d), with d before its f16 rounding.
             out[p.cols + blk] = unpack2x16float(pack2x16float(vec2<f32>(qsum * d, 0.0))).x;
+            scales += p.cols / 32u;
         }
+        out[scales + blk] = dh;
     }
 }
 
@@ -216,9 +224,9 @@ fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
 }
 
-// Rows × tokens without workgroup memory or barriers, for software drivers (llvmpipe runs a
-// workgroup's invocations in SIMD batches and pays for every barrier with a spill of every live
-// value): each invocation decodes each weight group of its row once and multiplies it with up
+// Rows × tokens without workgroup memory or barriers, written for software drivers (llvmpipe runs
+// a workgroup's invocations in SIMD batches and pays for every barrier with a spill of every live
+// value), though the tiles measure faster there too (src/backend/wgpu/matmul.rs): each invocation decodes each weight group of its row once and multiplies it with up
 // to MV_TOK tokens (the grid's y), reading x through the cache.
 @compute @workgroup_size(WG)
 fn matmul_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

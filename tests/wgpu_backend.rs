@@ -55,14 +55,16 @@ fn ops_attention() {
     ops_harness::check_family(&adapter(), "wgpu", Family::Attention);
 }
 
-/// Every matmul shader, whichever this adapter would choose: both prefill shaders, `tiled` (GPUs)
-/// and `rows` (software adapters), and both decode shaders, `workgroup` and `subgroup` (the
-/// adapter must have subgroups: lavapipe, which CI runs on, does).
+/// Every matmul shader, whichever this adapter would choose: the three prefill shaders, `tiled`
+/// and `tiled-f16` (GPUs without and with `shader-f16`) and `rows` (software adapters), and both
+/// decode shaders, `workgroup` and `subgroup` (the adapter must have subgroups and `shader-f16`:
+/// lavapipe, which CI runs on, has both).
 #[test]
 fn ops_matmul_every_shader_variant() {
     for (prefill, matvec) in [
         (Prefill::Tiled, Matvec::Workgroup),
         (Prefill::Rows, Matvec::Subgroup),
+        (Prefill::TiledF16, Matvec::Subgroup),
     ] {
         let choice = ShaderChoice {
             prefill: Some(prefill),
@@ -92,6 +94,25 @@ fn smollm2_logits_match_cpu() {
 #[test]
 fn gemma3_logits_match_cpu() {
     models::real_model_logits(models::GEMMA3, "gemma3", BackendKind::Wgpu);
+}
+
+/// The real models' prefill through the shaders an adapter does not choose here: the tests
+/// above use lavapipe's own choice, `tiled-f16`; adapters without `shader-f16` run `tiled`, and
+/// `rows` is there to be forced. Batch logits of the fixed prompt against the CPU's.
+#[test]
+fn real_models_other_prefill_shaders_match_cpu() {
+    for prefill in [Prefill::Tiled, Prefill::Rows] {
+        for (name, fixture) in [(models::SMOLLM2, "smollm2"), (models::GEMMA3, "gemma3")] {
+            let choice = ShaderChoice {
+                prefill: Some(prefill),
+                matvec: None,
+            };
+            let b = WgpuBackend::with_shaders(0, choice)
+                .unwrap_or_else(|e| panic!("no usable wgpu adapter: {e}"));
+            let label = format!("wgpu {} prefill", prefill.name());
+            models::real_model_batch_logits(name, fixture, &label, b);
+        }
+    }
 }
 
 /// Chunks of the perplexity text compared (of the fixture's 13): Mesa's software driver runs

@@ -168,6 +168,26 @@ pub fn real_model_logits(name: &str, fixture: &str, backend: BackendKind) {
     );
 }
 
+/// All-position logits of the fixed prompt in one batch on `backend` (a device backend built
+/// with shader variants of the test's choosing), against the CPU backend's, within
+/// [`assert_logits_close`]'s bounds. `label` names the variant in the messages.
+pub fn real_model_batch_logits<B: Backend>(name: &str, fixture: &str, label: &str, backend: B) {
+    let ids = prompt_ids(fixture);
+    let cpu = load(name, BackendKind::Cpu);
+    let want = cpu.logits(&ids).expect("CPU logits");
+    eprintln!("{}", backend.describe());
+    let (got, n_vocab) = super::executor_logits(&model_path(name), backend, &ids)
+        .unwrap_or_else(|e| panic!("{name} on {label}: {e}"));
+    let floor = cpu_noise_floor(name, &ids);
+    assert_logits_close(
+        &format!("{name} batch, {label}"),
+        &got,
+        &want,
+        n_vocab,
+        floor,
+    );
+}
+
 /// Perplexity of the parity text (tests/fixtures/perplexity, the chunks llama-perplexity used,
 /// or the first `max_chunks` of them) within 0.5% of the CPU's, or, where the CPU's own kernel
 /// paths ([`other_cpu_paths`]) already disagree with its default by more on those chunks,

@@ -1,6 +1,7 @@
 //! Matrix products with the weight dequantized in the shader (`shaders/matmul.wgsl`): `matvec`
 //! for decode (a few tokens; `matvec_subgroup` where the adapter has subgroups), the tiled
-//! `matmul` or barrier-free `matmul_rows` for prefill. Each weight type gets its own
+//! `matmul` (f32 tiles, or `matmul_f16` with f16 tiles where the adapter has `shader-f16`) or
+//! the barrier-free `matmul_rows` for prefill. Each weight type gets its own
 //! pipeline (the override constant `WTYPE`), and a weight split across storage bindings runs one
 //! dispatch per part, each writing its rows' columns of the output.
 
@@ -17,31 +18,55 @@ const MATVEC_ROWS: usize = 8;
 /// Which shader runs prefill (more than [`MATVEC_MAX_TOK`] tokens).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Prefill {
-    /// `matmul`: 64 × 64 tiles staged in workgroup memory (GPUs).
+    /// `matmul`: 64 × 64 tiles staged in f32 workgroup memory (GPUs without `shader-f16`).
     Tiled,
-    /// `matmul_rows`: no workgroup memory or barriers (software adapters such as llvmpipe,
-    /// which pay for every barrier).
+    /// `matmul_f16` (shaders/matmul_f16.wgsl) for quantized weights: the same tiles in f16
+    /// workgroup memory, holding the activations' integer quants (GPUs with the `shader-f16`
+    /// feature). Float weights run `matmul`, whose activations are not quantized.
+    TiledF16,
+    /// `matmul_rows`: no workgroup memory or barriers, one row and up to 8 tokens per
+    /// invocation (only when forced: the tiles are faster even on llvmpipe).
     Rows,
 }
 
-/// Environment variable that forces the prefill shader (`tiled` or `rows`); tests run both.
+/// Environment variable that forces the prefill shader (`tiled`, `tiled-f16` or `rows`); tests
+/// run each.
 pub const PREFILL_ENV: &str = "TORCHLESS_WGPU_PREFILL";
 
 impl Prefill {
-    /// `rows` for an adapter that is a CPU (a software rasteriser), else `tiled`; or what
-    /// [`PREFILL_ENV`] names.
-    pub fn choose(device_type: wgpu::DeviceType) -> Result<Prefill, String> {
-        match std::env::var(PREFILL_ENV).ok().as_deref() {
-            None | Some("") | Some("auto") => Ok(if device_type == wgpu::DeviceType::Cpu {
-                Prefill::Rows
-            } else {
-                Prefill::Tiled
-            }),
-            Some("tiled") => Ok(Prefill::Tiled),
-            Some("rows") => Ok(Prefill::Rows),
-            Some(other) => Err(format!(
-                "{PREFILL_ENV}={other}: expected tiled, rows or auto"
+    /// `tiled-f16` where the adapter has the `shader-f16` feature, else `tiled`; or what
+    /// `forced` (else [`PREFILL_ENV`]) names. Forcing `tiled-f16` on an adapter without the
+    /// feature is an error saying so. `rows` is never the default: even on llvmpipe, which pays
+    /// for every barrier, the tiles are faster (pp128 on SmolLM2 / Gemma: rows 12.8 / 16.1
+    /// tok/s, tiled 15.4 / 19.4, tiled-f16 20.9 / 27.7; docs/performance.md).
+    pub fn choose(
+        forced: Option<Prefill>,
+        features: wgpu::Features,
+        adapter: &str,
+    ) -> Result<Prefill, String> {
+        let f16 = features.contains(wgpu::Features::SHADER_F16);
+        let forced = match forced {
+            Some(p) => Some(p),
+            None => match std::env::var(PREFILL_ENV).ok().as_deref() {
+                None | Some("") | Some("auto") => None,
+                Some("tiled") => Some(Prefill::Tiled),
+                Some("tiled-f16") => Some(Prefill::TiledF16),
+                Some("rows") => Some(Prefill::Rows),
+                Some(other) => {
+                    return Err(format!(
+                        "{PREFILL_ENV}={other}: expected tiled, tiled-f16, rows or auto"
+                    ))
+                }
+            },
+        };
+        match forced {
+            Some(Prefill::TiledF16) if !f16 => Err(format!(
+                "the tiled-f16 prefill shader cannot run on '{adapter}': the adapter lacks the \
+                 `shader-f16` feature (use tiled or rows)"
             )),
+            Some(p) => Ok(p),
+            None if f16 => Ok(Prefill::TiledF16),
+            None => Ok(Prefill::Tiled),
         }
     }
 
@@ -49,6 +74,7 @@ impl Prefill {
     pub fn name(self) -> &'static str {
         match self {
             Prefill::Tiled => "tiled",
+            Prefill::TiledF16 => "tiled-f16",
             Prefill::Rows => "rows",
         }
     }
@@ -143,13 +169,13 @@ pub(crate) fn matmul(gpu: &Gpu, w: &WgpuWeight, x: &WgpuBuf, n_tok: usize, out: 
     let x = match w.ty.act_kind() {
         ActKind::F32 => &x.buf,
         kind => {
-            // Q8_1 blocks also store their f16 sum s after the values.
-            let len = if kind == ActKind::Q8_1 { n + n / 32 } else { n };
-            let Some(buf) = gpu.act_scratch(len) else {
+            // After the values: Q8_1's f16 block sums s, then every block's scale d.
+            let block = if kind == ActKind::Q8_K { 256 } else { 32 };
+            let sums = if kind == ActKind::Q8_1 { n / 32 } else { 0 };
+            let Some(buf) = gpu.act_scratch(n + sums + n / block) else {
                 return;
             };
             scratch = buf;
-            let block = if kind == ActKind::Q8_K { 256 } else { 32 };
             let params = [0, u(n), 0, 0, 0, 0];
             gpu.dispatch(
                 "matmul",
@@ -203,7 +229,36 @@ pub(crate) fn matmul(gpu: &Gpu, w: &WgpuWeight, x: &WgpuBuf, n_tok: usize, out: 
             gpu.dispatch("matmul", "matmul_rows", ty, &bindings, &params, groups);
         } else {
             let groups = [u(part.rows.div_ceil(TILE)), u(n_tok.div_ceil(TILE)), 1];
-            gpu.dispatch("matmul", "matmul", ty, &bindings, &params, groups);
+            if gpu.prefill == Prefill::TiledF16 && w.ty.act_kind() != ActKind::F32 {
+                gpu.dispatch("matmul_f16", "matmul_f16", ty, &bindings, &params, groups);
+            } else {
+                gpu.dispatch("matmul", "matmul", ty, &bindings, &params, groups);
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Prefill;
+
+    /// A forced prefill shader is taken as named, except `tiled-f16` on an adapter without
+    /// `shader-f16`, which is refused with the reason (never silently replaced).
+    #[test]
+    fn forced_prefill_needs_its_feature() {
+        let none = wgpu::Features::empty();
+        let f16 = wgpu::Features::SHADER_F16;
+        for p in [Prefill::Tiled, Prefill::Rows] {
+            assert_eq!(Prefill::choose(Some(p), none, "gpu"), Ok(p));
+        }
+        assert_eq!(
+            Prefill::choose(Some(Prefill::TiledF16), f16, "gpu"),
+            Ok(Prefill::TiledF16)
+        );
+        let err = Prefill::choose(Some(Prefill::TiledF16), none, "gpu").unwrap_err();
+        assert!(
+            err.contains("'gpu'") && err.contains("`shader-f16`"),
+            "{err}"
+        );
     }
 }

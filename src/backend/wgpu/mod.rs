@@ -27,7 +27,7 @@ pub mod rope;
 
 /// The composed WGSL of every op family, validated and embedded by build.rs.
 mod wgsl {
-    use super::Module;
+    use super::{Module, ModuleNeeds};
     include!(concat!(env!("OUT_DIR"), "/shaders.rs"));
 }
 
@@ -49,10 +49,33 @@ use crate::quant::GgmlType;
 pub struct Module {
     /// The op family (or variant) it implements: the name dispatches use.
     pub family: &'static str,
-    /// It uses subgroup operations, so it is built only on adapters that run them.
-    pub subgroup: bool,
+    /// The optional adapter feature it uses: it is built only on devices opened with it.
+    pub needs: ModuleNeeds,
     /// The composed WGSL.
     pub wgsl: &'static str,
+}
+
+/// The optional adapter feature a shader module uses (build.rs validates it with that naga
+/// capability and every other module without it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModuleNeeds {
+    /// Nothing beyond what the backend always requires.
+    Base,
+    /// Subgroup operations (`matvec_subgroup`).
+    Subgroup,
+    /// The `f16` type (`matmul_f16`).
+    F16,
+}
+
+impl ModuleNeeds {
+    /// The wgpu feature it needs (empty for `Base`).
+    pub fn feature(self) -> wgpu::Features {
+        match self {
+            ModuleNeeds::Base => wgpu::Features::empty(),
+            ModuleNeeds::Subgroup => wgpu::Features::SUBGROUP,
+            ModuleNeeds::F16 => wgpu::Features::SHADER_F16,
+        }
+    }
 }
 
 /// Every embedded shader module.
@@ -141,8 +164,9 @@ pub struct AdapterReport {
     pub limits: LimitsReport,
     /// Weight types with matmul and embedding shaders.
     pub weight_types: Vec<&'static str>,
-    /// The prefill matmul shader chosen for this adapter: `tiled` (workgroup-memory tiles) on
-    /// GPUs, `rows` (no barriers) on software adapters.
+    /// The prefill matmul shader chosen for this adapter: `tiled-f16` (f16 workgroup-memory
+    /// tiles for quantized weights) on GPUs with `shader-f16`, `tiled` (f32 tiles) on other GPUs,
+    /// `rows` (no barriers) on software adapters.
     pub prefill_matmul: &'static str,
     /// The decode matvec shader: `subgroup` (shuffles) where the adapter has subgroups of 8 to
     /// 64 invocations, else `workgroup` (workgroup memory and a barrier).
@@ -520,14 +544,17 @@ impl WgpuBackend {
             )));
         }
         let limits = adapter.limits();
-        let prefill = match choice.prefill {
-            Some(p) => p,
-            None => matmul::Prefill::choose(info.device_type).map_err(Error::Wgpu)?,
-        };
+        let prefill =
+            matmul::Prefill::choose(choice.prefill, features, &info.name).map_err(Error::Wgpu)?;
         let matvec = matmul::Matvec::choose(choice.matvec, features, &info).map_err(Error::Wgpu)?;
+        // The device gets only the optional features the chosen shaders use, and the modules
+        // that need others are not built.
         let mut required_features = wgpu::Features::IMMEDIATES;
         if matvec == matmul::Matvec::Subgroup {
             required_features |= wgpu::Features::SUBGROUP;
+        }
+        if prefill == matmul::Prefill::TiledF16 {
+            required_features |= wgpu::Features::SHADER_F16;
         }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("torchless"),
@@ -550,7 +577,7 @@ impl WgpuBackend {
         }));
         let mut modules = HashMap::new();
         for m in wgsl::MODULES {
-            if m.subgroup && matvec != matmul::Matvec::Subgroup {
+            if !required_features.contains(m.needs.feature()) {
                 continue;
             }
             let (family, src) = (&m.family, m.wgsl);
