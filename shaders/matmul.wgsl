@@ -290,6 +290,24 @@ var<workgroup> x_tile: array<f32, 2048>; // [TN][TK]
 var<workgroup> q1_m: array<f32, 64>; // [TM]: m of each row's block (Q4_1 / Q5_1 only)
 var<workgroup> q1_s: array<f32, 64>; // [TN]: s of each token's block
 
+// Q4_1 / Q5_1, tiled shaders: one K step of 32 values is exactly one block. Entry i < TM + TN of
+// the block's m per row (q1_m[i]) and s per token (q1_s[i - TM]) of the tile at (r0, t0).
+fn stage_q1(i: u32, r0: u32, t0: u32, k0: u32) {
+    if i < TM {
+        var m = 0.0;
+        if r0 + i < p.rows {
+            m = q1_min((r0 + i) * p.row_bytes, k0 / 32u);
+        }
+        q1_m[i] = m;
+    } else if i < TM + TN {
+        var sv = 0.0;
+        if t0 + i - TM < p.n_tok {
+            sv = act_sum(t0 + i - TM, k0 / 32u);
+        }
+        q1_s[i - TM] = sv;
+    }
+}
+
 @compute @workgroup_size(16, 16)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
@@ -345,20 +363,7 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
             x_tile[xt * TK + wg_in * 8u + i] = xv;
         }
         if is_q1() {
-            // One K step is exactly one 32-value block: its m per row and s per token.
-            if lid < TM {
-                var m = 0.0;
-                if r0 + lid < p.rows {
-                    m = q1_min((r0 + lid) * p.row_bytes, k0 / 32u);
-                }
-                q1_m[lid] = m;
-            } else if lid < TM + TN {
-                var sv = 0.0;
-                if t0 + lid - TM < p.n_tok {
-                    sv = act_sum(t0 + lid - TM, k0 / 32u);
-                }
-                q1_s[lid - TM] = sv;
-            }
+            stage_q1(lid, r0, t0, k0);
         }
         workgroupBarrier();
         if is_q1() {

@@ -97,21 +97,8 @@ fn matmul_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
                 d = act_scale(t0 + lid, k0);
             }
             x_d[lid] = d;
-        } else if is_q1() && lid < TN + TM {
-            // One K step is exactly one 32-value block: its m per row and s per token.
-            let r = lid - TN;
-            var m = 0.0;
-            if r0 + r < p.rows {
-                m = q1_min((r0 + r) * p.row_bytes, k0 / 32u);
-            }
-            q1_m[r] = m;
-        } else if is_q1() && lid < TN + TM + TN {
-            let t = lid - TN - TM;
-            var sv = 0.0;
-            if t0 + t < p.n_tok {
-                sv = act_sum(t0 + t, k0 / 32u);
-            }
-            q1_s[t] = sv;
+        } else if is_q1() {
+            stage_q1(lid - TN, r0, t0, k0);
         }
         workgroupBarrier();
         // Σ w · q over the step, per (row, token), then times each token's scale.

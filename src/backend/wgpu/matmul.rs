@@ -33,7 +33,33 @@ pub enum Prefill {
 /// run each.
 pub const PREFILL_ENV: &str = "TORCHLESS_WGPU_PREFILL";
 
+/// `forced`, else the variant of `all` that the environment variable `var` names (unset, empty
+/// or `auto`: none); another value is an error listing the names.
+fn forced_or_env<T: Copy>(
+    forced: Option<T>,
+    var: &str,
+    all: &[T],
+    name: fn(T) -> &'static str,
+) -> Result<Option<T>, String> {
+    if forced.is_some() {
+        return Ok(forced);
+    }
+    match std::env::var(var).ok().as_deref() {
+        None | Some("") | Some("auto") => Ok(None),
+        Some(v) => match all.iter().copied().find(|&t| name(t) == v) {
+            Some(t) => Ok(Some(t)),
+            None => {
+                let names: Vec<&str> = all.iter().map(|&t| name(t)).collect();
+                Err(format!("{var}={v}: expected {} or auto", names.join(", ")))
+            }
+        },
+    }
+}
+
 impl Prefill {
+    /// Every prefill shader.
+    pub const ALL: [Prefill; 3] = [Prefill::Tiled, Prefill::TiledF16, Prefill::Rows];
+
     /// `tiled-f16` where the adapter has the `shader-f16` feature, else `tiled`; or what
     /// `forced` (else [`PREFILL_ENV`]) names. Forcing `tiled-f16` on an adapter without the
     /// feature is an error saying so. `rows` is never the default: even on llvmpipe, which pays
@@ -45,20 +71,7 @@ impl Prefill {
         adapter: &str,
     ) -> Result<Prefill, String> {
         let f16 = features.contains(wgpu::Features::SHADER_F16);
-        let forced = match forced {
-            Some(p) => Some(p),
-            None => match std::env::var(PREFILL_ENV).ok().as_deref() {
-                None | Some("") | Some("auto") => None,
-                Some("tiled") => Some(Prefill::Tiled),
-                Some("tiled-f16") => Some(Prefill::TiledF16),
-                Some("rows") => Some(Prefill::Rows),
-                Some(other) => {
-                    return Err(format!(
-                        "{PREFILL_ENV}={other}: expected tiled, tiled-f16, rows or auto"
-                    ))
-                }
-            },
-        };
+        let forced = forced_or_env(forced, PREFILL_ENV, &Prefill::ALL, Prefill::name)?;
         match forced {
             Some(Prefill::TiledF16) if !f16 => Err(format!(
                 "the tiled-f16 prefill shader cannot run on '{adapter}': the adapter lacks the \
@@ -98,6 +111,9 @@ pub const MATVEC_ENV: &str = "TORCHLESS_WGPU_MATVEC";
 const SUBGROUP_SIZES: std::ops::RangeInclusive<u32> = 8..=64;
 
 impl Matvec {
+    /// Every decode shader.
+    pub const ALL: [Matvec; 2] = [Matvec::Workgroup, Matvec::Subgroup];
+
     /// `subgroup` where the adapter has the feature and a usable subgroup size, else
     /// `workgroup`; or what `forced` (else [`MATVEC_ENV`]) names. Forcing `subgroup` on an
     /// adapter that cannot run it is an error saying why.
@@ -121,19 +137,7 @@ impl Matvec {
         } else {
             Ok(())
         };
-        let forced = match forced {
-            Some(m) => Some(m),
-            None => match std::env::var(MATVEC_ENV).ok().as_deref() {
-                None | Some("") | Some("auto") => None,
-                Some("workgroup") => Some(Matvec::Workgroup),
-                Some("subgroup") => Some(Matvec::Subgroup),
-                Some(other) => {
-                    return Err(format!(
-                        "{MATVEC_ENV}={other}: expected workgroup, subgroup or auto"
-                    ))
-                }
-            },
-        };
+        let forced = forced_or_env(forced, MATVEC_ENV, &Matvec::ALL, Matvec::name)?;
         match (forced, usable) {
             (Some(Matvec::Subgroup), Err(why)) => Err(format!(
                 "the subgroup matvec shader cannot run on '{}': {why}",
