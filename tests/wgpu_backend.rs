@@ -56,7 +56,7 @@ fn ops_attention() {
 }
 
 /// Every matmul shader, whichever this adapter would choose: the three prefill shaders, `tiled`
-/// and `tiled-f16` (GPUs without and with `shader-f16`) and `rows` (software adapters), and both
+/// and `tiled-f16` (adapters without and with `shader-f16`) and `rows` (forced only), and both
 /// decode shaders, `workgroup` and `subgroup` (the adapter must have subgroups and `shader-f16`:
 /// lavapipe, which CI runs on, has both).
 #[test]

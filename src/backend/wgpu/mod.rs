@@ -165,8 +165,8 @@ pub struct AdapterReport {
     /// Weight types with matmul and embedding shaders.
     pub weight_types: Vec<&'static str>,
     /// The prefill matmul shader chosen for this adapter: `tiled-f16` (f16 workgroup-memory
-    /// tiles for quantized weights) on GPUs with `shader-f16`, `tiled` (f32 tiles) on other GPUs,
-    /// `rows` (no barriers) on software adapters.
+    /// tiles for quantized weights) where it has `shader-f16`, else `tiled` (f32 tiles); `rows`
+    /// (no barriers) only when forced.
     pub prefill_matmul: &'static str,
     /// The decode matvec shader: `subgroup` (shuffles) where the adapter has subgroups of 8 to
     /// 64 invocations, else `workgroup` (workgroup memory and a barrier).
