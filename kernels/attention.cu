@@ -15,8 +15,14 @@
 // `part` layout for P = n_tok * n_head * n_split partials, partial index p = th * n_split + s:
 //   part[2p] = m, part[2p + 1] = l, part[2P + p * head_dim_v + d] = acc[d].
 // An empty split (its key slice is past pos) writes m = -inf, l = 0, acc = 0.
-// Split s covers keys lo + s * chunk .. min(lo + (s + 1) * chunk, pos + 1); the host picks
-// n_split * chunk >= the longest range, so the splits cover every row's keys.
+// Split s covers keys lo + s * chunk .. min(lo + (s + 1) * chunk, pos + 1), where chunk is the
+// longest range of the call (min(window, pos0 + n_tok)) over n_split, rounded up to ATTN_TILE
+// keys: the splits cover every row's keys. The kernel derives chunk itself, so the host can fix
+// n_split for a whole context (from its size, not the position) and the same launch serves
+// every step of a recorded decode graph.
+//
+// Position: pos0, or *pos_dev when pos_dev is not null (a decode graph's step input, written
+// before each replay).
 //
 // Entry points:
 //   attn_kv_store      one thread per element, grid-stride; any block size.
@@ -36,13 +42,18 @@
 #define ATTN_MAX_D 512
 // Most splits attn_combine merges (its weights live in shared memory; the host caps n_split).
 #define ATTN_MAX_SPLIT 64
+// Splits are whole multiples of this many keys (two passes of the block's warps x ATTN_KB keys),
+// so no split is too short to pay for its block (`TILE` in src/backend/cuda/attention.rs).
+#define ATTN_TILE 64
 
 static __device__ __forceinline__ float attn_neg_inf() { return tl_bits_f32(0xff800000u); }
 
 // Round rows of K and V to f16 (round to nearest even, as half::f16::from_f32) and store them at
-// positions pos0 .. pos0 + n_tok of one layer's cache.
+// positions pos0 .. pos0 + n_tok of one layer's cache (pos0 = *pos_dev when that is not null).
 extern "C" __global__ void attn_kv_store(const float* k, const float* v, uint16_t* kc,
-                                         uint16_t* vc, int pos0, int n_tok, int kw, int vw) {
+                                         uint16_t* vc, int pos0, const int* pos_dev, int n_tok,
+                                         int kw, int vw) {
+    if (pos_dev != nullptr) pos0 = *pos_dev;
     const int nk = n_tok * kw;
     const int nv = n_tok * vw;
     const int n = nk > nv ? nk : nv;
@@ -83,8 +94,8 @@ static __device__ __forceinline__ void attn_load2(const uint16_t* row, int d, in
 template <int NP, bool AL>
 static __device__ __forceinline__ void attn_partial_impl(
     const float* q, const uint16_t* kc, const uint16_t* vc, float* out, float* part, int pos0,
-    int n_tok, int n_head, int n_head_kv, int head_dim, int head_dim_v, int kw, int vw,
-    float scale, int window, float softcap, int n_split, int chunk) {
+    const int* pos_dev, int n_tok, int n_head, int n_head_kv, int head_dim, int head_dim_v,
+    int kw, int vw, float scale, int window, float softcap, int n_split) {
     __shared__ float red_m[ATTN_WARPS];
     __shared__ float red_l[ATTN_WARPS];
     __shared__ float red_acc[ATTN_WARPS][ATTN_MAX_D];
@@ -96,6 +107,10 @@ static __device__ __forceinline__ void attn_partial_impl(
     const int group = n_head / n_head_kv;
     const int n_th = n_tok * n_head;
     const int n_parts = n_th * n_split;
+    if (pos_dev != nullptr) pos0 = *pos_dev;
+    // The longest key range of any row (the last one's), split n_split ways in whole tiles.
+    const int max_len = (window > 0 && window < pos0 + n_tok) ? window : pos0 + n_tok;
+    const int chunk = ((max_len + n_split - 1) / n_split + ATTN_TILE - 1) / ATTN_TILE * ATTN_TILE;
 
     for (int th = blockIdx.y; th < n_th; th += gridDim.y) {
         const int t = th / n_head;
@@ -225,13 +240,12 @@ static __device__ __forceinline__ void attn_partial_impl(
 // loads (odd widths; not expected in practice).
 #define ATTN_PARTIAL_ENTRY(NAME, NP, AL)                                                          \
     extern "C" __global__ void NAME(const float* q, const uint16_t* kc, const uint16_t* vc,      \
-                                    float* out, float* part, int pos0, int n_tok, int n_head,     \
-                                    int n_head_kv, int head_dim, int head_dim_v, int kw, int vw,  \
-                                    float scale, int window, float softcap, int n_split,          \
-                                    int chunk) {                                                  \
-        attn_partial_impl<NP, AL>(q, kc, vc, out, part, pos0, n_tok, n_head, n_head_kv,          \
-                                  head_dim, head_dim_v, kw, vw, scale, window, softcap, n_split,  \
-                                  chunk);                                                         \
+                                    float* out, float* part, int pos0, const int* pos_dev,        \
+                                    int n_tok, int n_head, int n_head_kv, int head_dim,           \
+                                    int head_dim_v, int kw, int vw, float scale, int window,      \
+                                    float softcap, int n_split) {                                 \
+        attn_partial_impl<NP, AL>(q, kc, vc, out, part, pos0, pos_dev, n_tok, n_head, n_head_kv, \
+                                  head_dim, head_dim_v, kw, vw, scale, window, softcap, n_split); \
     }
 ATTN_PARTIAL_ENTRY(attn_partial_d64, 1, true)
 ATTN_PARTIAL_ENTRY(attn_partial_d128, 2, true)

@@ -1,5 +1,6 @@
-// matmul.cu: y[t * rows + r] = sum_c W[r][c] * x[t * cols + c] for ggml weight types, fused with
-// the dequantization (weights stay in their file layout; block decoding in quant.cuh).
+// matmul.cu: y[t * rows + r] = sum_c W[r][c] * x[t * cols + c] (or y += that, when the kernels'
+// last argument `add` is set: the residual add fused in) for ggml weight types, fused with the
+// dequantization (weights stay in their file layout; block decoding in quant.cuh).
 //
 // matvec_<t> (few tokens; the decode path): memory bound. MV_WARPS warps per block, grid-stride
 //   over rows. Two row loops:
@@ -31,11 +32,18 @@
 #endif
 #define MV_LB TLQ_LAUNCH_BOUNDS(MV_WARPS * 32)
 
+// One output: y = s, or y += s when `add` (the residual add fused into the projection that
+// feeds it; the same single f32 addition the separate add kernel would do). Each output has one
+// writer, so the read-modify-write is race-free.
+static __device__ __forceinline__ void mv_store(float* y, float s, int add) {
+    *y = add ? *y + s : s;
+}
+
 // One row per warp; NT tokens. AL: see quant.cuh (also says x is 16-byte aligned).
 template <class M, int NT, bool AL>
 static __device__ __forceinline__ void mv_rows(const uint8_t* __restrict__ w,
                                                const float* __restrict__ x, float* __restrict__ y,
-                                               int rows, int cols) {
+                                               int rows, int cols, int add) {
     const int lane = threadIdx.x & 31;
     const int nb = cols / M::QK;
     const int nunits = nb * M::UPB;
@@ -79,7 +87,7 @@ static __device__ __forceinline__ void mv_rows(const uint8_t* __restrict__ w,
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
             const float s = tl_warp_sum(acc[t]);
-            if (lane == t) y[(tlq_sz)t * rows + r] = s;
+            if (lane == t) mv_store(y + (tlq_sz)t * rows + r, s, add);
         }
     }
 }
@@ -90,27 +98,27 @@ template <class M, bool AL>
 static __device__ __forceinline__ void mv_dispatch(const uint8_t* __restrict__ w,
                                                    const float* __restrict__ x,
                                                    float* __restrict__ y, int rows, int cols,
-                                                   int n_tok) {
+                                                   int n_tok, int add) {
     const int step = AL ? MV_MAX_TOK : 1;
     for (int t0 = 0; t0 < n_tok; t0 += step) {
         const int nt = n_tok - t0 < step ? n_tok - t0 : step;
         const float* xt = x + (tlq_sz)t0 * cols;
         float* yt = y + (tlq_sz)t0 * rows;
-        if (!AL || nt == 1) mv_rows<M, 1, AL>(w, xt, yt, rows, cols);
+        if (!AL || nt == 1) mv_rows<M, 1, AL>(w, xt, yt, rows, cols, add);
 #if MV_MAX_TOK >= 2
-        else if (nt == 2) mv_rows<M, 2, AL>(w, xt, yt, rows, cols);
+        else if (nt == 2) mv_rows<M, 2, AL>(w, xt, yt, rows, cols, add);
 #endif
 #if MV_MAX_TOK >= 3
-        else if (nt == 3) mv_rows<M, 3, AL>(w, xt, yt, rows, cols);
+        else if (nt == 3) mv_rows<M, 3, AL>(w, xt, yt, rows, cols, add);
 #endif
 #if MV_MAX_TOK >= 4
-        else if (nt == 4) mv_rows<M, 4, AL>(w, xt, yt, rows, cols);
+        else if (nt == 4) mv_rows<M, 4, AL>(w, xt, yt, rows, cols, add);
 #endif
 #if MV_MAX_TOK >= 5
-        else if (nt == 5) mv_rows<M, 5, AL>(w, xt, yt, rows, cols);
-        else if (nt == 6) mv_rows<M, 6, AL>(w, xt, yt, rows, cols);
-        else if (nt == 7) mv_rows<M, 7, AL>(w, xt, yt, rows, cols);
-        else if (nt == 8) mv_rows<M, 8, AL>(w, xt, yt, rows, cols);
+        else if (nt == 5) mv_rows<M, 5, AL>(w, xt, yt, rows, cols, add);
+        else if (nt == 6) mv_rows<M, 6, AL>(w, xt, yt, rows, cols, add);
+        else if (nt == 7) mv_rows<M, 7, AL>(w, xt, yt, rows, cols, add);
+        else if (nt == 8) mv_rows<M, 8, AL>(w, xt, yt, rows, cols, add);
 #endif
     }
 }
@@ -120,9 +128,9 @@ template <class M, bool AL>
 static __device__ __forceinline__ void mv_dispatch1(const uint8_t* __restrict__ w,
                                                     const float* __restrict__ x,
                                                     float* __restrict__ y, int rows, int cols,
-                                                    int n_tok) {
+                                                    int n_tok, int add) {
     for (int t = 0; t < n_tok; ++t)
-        mv_rows<M, 1, AL>(w, x + (tlq_sz)t * cols, y + (tlq_sz)t * rows, rows, cols);
+        mv_rows<M, 1, AL>(w, x + (tlq_sz)t * cols, y + (tlq_sz)t * rows, rows, cols, add);
 }
 
 static __device__ __forceinline__ bool mv_aligned(const void* p, unsigned a) {
@@ -134,11 +142,11 @@ static __device__ __forceinline__ bool mv_aligned(const void* p, unsigned a) {
 #define TL_MATVEC_Q(name, M)                                                                      \
     extern "C" __global__ void MV_LB                                                              \
         matvec_##name(const uint8_t* __restrict__ w, const float* __restrict__ x,                 \
-                      float* __restrict__ y, int rows, int cols, int n_tok) {                     \
+                      float* __restrict__ y, int rows, int cols, int n_tok, int add) {            \
         if (mv_aligned(w, M::ALIGN) && mv_aligned(x, 16))                                         \
-            mv_dispatch<M, true>(w, x, y, rows, cols, n_tok);                                     \
+            mv_dispatch<M, true>(w, x, y, rows, cols, n_tok, add);                                \
         else                                                                                      \
-            mv_dispatch<M, false>(w, x, y, rows, cols, n_tok);                                    \
+            mv_dispatch<M, false>(w, x, y, rows, cols, n_tok, add);                               \
     }
 
 // Float types: 8 values per lane unit with 16-byte loads when cols % 8 == 0 and both bases are
@@ -146,13 +154,13 @@ static __device__ __forceinline__ bool mv_aligned(const void* p, unsigned a) {
 #define TL_MATVEC_F(name, MV, MS)                                                                 \
     extern "C" __global__ void MV_LB                                                              \
         matvec_##name(const uint8_t* __restrict__ w, const float* __restrict__ x,                 \
-                      float* __restrict__ y, int rows, int cols, int n_tok) {                     \
+                      float* __restrict__ y, int rows, int cols, int n_tok, int add) {            \
         if (cols % 8 == 0 && mv_aligned(w, 16) && mv_aligned(x, 16))                              \
-            mv_dispatch<MV, true>(w, x, y, rows, cols, n_tok);                                    \
+            mv_dispatch<MV, true>(w, x, y, rows, cols, n_tok, add);                               \
         else if (mv_aligned(w, MS::ALIGN))                                                        \
-            mv_dispatch<MS, true>(w, x, y, rows, cols, n_tok);                                    \
+            mv_dispatch<MS, true>(w, x, y, rows, cols, n_tok, add);                               \
         else                                                                                      \
-            mv_dispatch<MS, false>(w, x, y, rows, cols, n_tok);                                   \
+            mv_dispatch<MS, false>(w, x, y, rows, cols, n_tok, add);                              \
     }
 
 TL_MATVEC_F(f32, MvF32V, MvF32S)
@@ -404,7 +412,8 @@ struct McRowQ6K {
 template <class C, int NT>
 static __device__ __forceinline__ void mc_rows(const uint8_t* __restrict__ w,
                                                const float* __restrict__ x, float* __restrict__ y,
-                                               int rows, int cols, tlq_sz row_bytes, tlq_f4* tab) {
+                                               int rows, int cols, tlq_sz row_bytes, tlq_f4* tab,
+                                               int add) {
     const int lane = threadIdx.x & 31;
     enum { R = C::R };
     for (int r0 = (blockIdx.x * MV_WARPS + (threadIdx.x >> 5)) * R; r0 < rows;
@@ -423,7 +432,7 @@ static __device__ __forceinline__ void mc_rows(const uint8_t* __restrict__ w,
 #pragma unroll
             for (int t = 0; t < NT; ++t) {
                 const float s = tl_warp_sum(acc[r][t]);
-                if (lane == t && r0 + r < rows) y[(tlq_sz)t * rows + r0 + r] = s;
+                if (lane == t && r0 + r < rows) mv_store(y + (tlq_sz)t * rows + r0 + r, s, add);
             }
         }
     }
@@ -433,7 +442,7 @@ template <class C>
 static __device__ __forceinline__ void mc_dispatch(const uint8_t* __restrict__ w,
                                                    const float* __restrict__ x,
                                                    float* __restrict__ y, int rows, int cols,
-                                                   int n_tok, tlq_sz row_bytes) {
+                                                   int n_tok, tlq_sz row_bytes, int add) {
     __shared__ tlq_f4 tab[MV_WARPS * C::TAB];
     tlq_f4* wtab = tab + (threadIdx.x >> 5) * C::TAB;
     static_assert(C::MAXNT >= 1 && C::MAXNT <= 4, "MAXNT in 1..4");
@@ -442,10 +451,10 @@ static __device__ __forceinline__ void mc_dispatch(const uint8_t* __restrict__ w
         const float* xt = x + (tlq_sz)t0 * cols;
         float* yt = y + (tlq_sz)t0 * rows;
         // Branches above MAXNT are dead (nt <= MAXNT) and compile away.
-        if (nt == 1 || C::MAXNT < 2) mc_rows<C, 1>(w, xt, yt, rows, cols, row_bytes, wtab);
-        else if (nt == 2 || C::MAXNT < 3) mc_rows<C, (C::MAXNT < 2 ? 1 : 2)>(w, xt, yt, rows, cols, row_bytes, wtab);
-        else if (nt == 3 || C::MAXNT < 4) mc_rows<C, (C::MAXNT < 3 ? 1 : 3)>(w, xt, yt, rows, cols, row_bytes, wtab);
-        else mc_rows<C, (C::MAXNT < 4 ? 1 : 4)>(w, xt, yt, rows, cols, row_bytes, wtab);
+        if (nt == 1 || C::MAXNT < 2) mc_rows<C, 1>(w, xt, yt, rows, cols, row_bytes, wtab, add);
+        else if (nt == 2 || C::MAXNT < 3) mc_rows<C, (C::MAXNT < 2 ? 1 : 2)>(w, xt, yt, rows, cols, row_bytes, wtab, add);
+        else if (nt == 3 || C::MAXNT < 4) mc_rows<C, (C::MAXNT < 3 ? 1 : 3)>(w, xt, yt, rows, cols, row_bytes, wtab, add);
+        else mc_rows<C, (C::MAXNT < 4 ? 1 : 4)>(w, xt, yt, rows, cols, row_bytes, wtab, add);
     }
 }
 
@@ -455,14 +464,14 @@ static __device__ __forceinline__ void mc_dispatch(const uint8_t* __restrict__ w
     extern "C" __global__ void MV_LB matvec_##name(const uint8_t* __restrict__ w,                 \
                                                    const float* __restrict__ x,                   \
                                                    float* __restrict__ y, int rows, int cols,     \
-                                                   int n_tok) {                                   \
+                                                   int n_tok, int add) {                          \
         const tlq_sz row_bytes = (tlq_sz)(cols / (QKV)) * (BYTESV);                               \
         if (cols % 128 == 0 && mv_aligned(w, ALIGNV) && mv_aligned(x, 16))                        \
-            mc_dispatch<C>(w, x, y, rows, cols, n_tok, row_bytes);                                \
+            mc_dispatch<C>(w, x, y, rows, cols, n_tok, row_bytes, add);                           \
         else if (mv_aligned(w, M::ALIGN) && mv_aligned(x, 16))                                    \
-            mv_dispatch1<M, true>(w, x, y, rows, cols, n_tok);                                    \
+            mv_dispatch1<M, true>(w, x, y, rows, cols, n_tok, add);                               \
         else                                                                                      \
-            mv_dispatch1<M, false>(w, x, y, rows, cols, n_tok);                                   \
+            mv_dispatch1<M, false>(w, x, y, rows, cols, n_tok, add);                              \
     }
 
 TL_MATVEC_C(q4_0, McRow32<McQ4_0>, MvQ4_0, 32, 18, 2)
@@ -512,7 +521,7 @@ static __device__ __forceinline__ void mm_fetch(const uint8_t* __restrict__ wr, 
 template <class T>
 static __device__ __forceinline__ void mm_body(const uint8_t* __restrict__ w,
                                                const float* __restrict__ x, float* __restrict__ y,
-                                               int rows, int cols, int n_tok) {
+                                               int rows, int cols, int n_tok, int add) {
     __shared__ __attribute__((aligned(16))) float ws[MM_BK][MM_LD];
     __shared__ __attribute__((aligned(16))) float xs[MM_BK][MM_LD];
     const int tid = threadIdx.x;
@@ -566,7 +575,7 @@ static __device__ __forceinline__ void mm_body(const uint8_t* __restrict__ w,
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             const int r = m0 + tm * 4 + i;
-            if (r < rows) y[(tlq_sz)t * rows + r] = acc[i][j];
+            if (r < rows) mv_store(y + (tlq_sz)t * rows + r, acc[i][j], add);
         }
     }
 }
@@ -574,8 +583,8 @@ static __device__ __forceinline__ void mm_body(const uint8_t* __restrict__ w,
 #define TL_MATMUL(name, T)                                                                        \
     extern "C" __global__ void TLQ_LAUNCH_BOUNDS(MM_THREADS)                                      \
         matmul_##name(const uint8_t* __restrict__ w, const float* __restrict__ x,                 \
-                      float* __restrict__ y, int rows, int cols, int n_tok) {                     \
-        mm_body<T>(w, x, y, rows, cols, n_tok);                                                   \
+                      float* __restrict__ y, int rows, int cols, int n_tok, int add) {            \
+        mm_body<T>(w, x, y, rows, cols, n_tok, add);                                              \
     }
 
 TL_MATMUL(f32, TF32)

@@ -74,6 +74,19 @@ pub struct AttnShape {
     pub softcap: Option<f32>,
 }
 
+/// Names the buffers a decode step touches (see [`Backend::decode_step`]): unique per state and
+/// per replacement of any of its buffers.
+pub type StepKey = u64;
+
+/// What changes from one decode step to the next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepInput {
+    /// The token being evaluated.
+    pub token: u32,
+    /// Its position (the KV entries before it are filled).
+    pub pos: usize,
+}
+
 /// A compute backend: owns weights, activation buffers and the KV cache, and implements every op
 /// the graph executor composes. Sizes are trusted (the executor derives them from a validated
 /// config); an op may panic on a buffer shorter than the sizes it is given.
@@ -116,6 +129,17 @@ pub trait Backend: Send + Sync {
         f()
     }
 
+    /// Queue the ops of one single-token decode step: `ops` issues them (embedding of
+    /// `step.token` at position `step.pos` through the logits; not the read). A device backend
+    /// may record them the first times it sees `key` and afterwards replay the recording with the
+    /// new token and position instead of calling `ops` (the CUDA backend's decode graphs), so
+    /// `key` must change whenever a buffer the ops touch may have been replaced, and the ops may
+    /// depend on nothing else that changes between steps. The default just runs `ops`.
+    fn decode_step(&self, key: StepKey, step: StepInput, ops: impl FnOnce()) {
+        let _ = (key, step);
+        ops()
+    }
+
     /// `out[t] = table[ids[t]] * scale`.
     fn embed(&self, table: &Self::Weight, ids: &[u32], scale: f32, out: &mut Self::Buf);
     /// Normalise `rows` rows of `dim` values of `x` into `out` (`out` may not alias `x`).
@@ -141,6 +165,22 @@ pub trait Backend: Send + Sync {
     );
     /// `out[t] = W · x[t]` for `n_tok` rows of `x` (`W.cols` wide) into rows of `W.rows`.
     fn matmul(&self, w: &Self::Weight, x: &Self::Buf, n_tok: usize, out: &mut Self::Buf);
+    /// `acc += W x` for `n_tok` rows (`len` = `n_tok` × `W.rows` values): the residual add fused
+    /// into the projection that feeds it. `tmp` (room for `len`) is scratch for a backend without
+    /// a fused kernel; the default is [`Backend::matmul`] into `tmp`, then [`Backend::add`].
+    /// Either way each output is the same single f32 addition `acc + (W x)`.
+    fn matmul_add(
+        &self,
+        w: &Self::Weight,
+        x: &Self::Buf,
+        n_tok: usize,
+        acc: &mut Self::Buf,
+        tmp: &mut Self::Buf,
+        len: usize,
+    ) {
+        self.matmul(w, x, n_tok, tmp);
+        self.add(acc, tmp, len);
+    }
     /// Rotate the first `p.n_rot` dims of each head; token `t` is at position `pos0 + t`. The
     /// frequencies come from `p.table(pos0 + n_tok)` (RoPE scaling included).
     #[allow(clippy::too_many_arguments)]

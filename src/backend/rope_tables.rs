@@ -52,15 +52,7 @@ impl<T> RopeTables<T> {
         if let Some((_, t)) = self.entries.iter().find(|(k, _)| *k == key) {
             return Some(t.clone());
         }
-        let mut cs = Vec::with_capacity(n_tok * inv_freq.len() * 2);
-        for t in 0..n_tok {
-            let pos = (pos0 + t) as f64;
-            for f in &inv_freq {
-                let th = pos * f;
-                cs.push((th.cos() * attn_factor) as f32);
-                cs.push((th.sin() * attn_factor) as f32);
-            }
-        }
+        let cs = table_values(&inv_freq, attn_factor, pos0, n_tok);
         let table = Arc::new(upload(&cs)?);
         if self.entries.len() >= KEEP {
             self.entries.remove(0);
@@ -68,4 +60,25 @@ impl<T> RopeTables<T> {
         self.entries.push((key, table.clone()));
         Some(table)
     }
+}
+
+/// The table `[n_tok][n_rot / 2][2]` of (cos, sin) × attention factor of `p` for positions
+/// `pos0..pos0 + n_tok` (what [`RopeTables::get`] uploads; a recorded decode step writes it into
+/// its step inputs instead).
+pub fn rope_table(p: &RopeParams, pos0: usize, n_tok: usize) -> Vec<f32> {
+    let (inv_freq, attn_factor) = p.table(pos0 + n_tok);
+    table_values(&inv_freq, attn_factor, pos0, n_tok)
+}
+
+fn table_values(inv_freq: &[f64], attn_factor: f64, pos0: usize, n_tok: usize) -> Vec<f32> {
+    let mut cs = Vec::with_capacity(n_tok * inv_freq.len() * 2);
+    for t in 0..n_tok {
+        let pos = (pos0 + t) as f64;
+        for f in inv_freq {
+            let th = pos * f;
+            cs.push((th.cos() * attn_factor) as f32);
+            cs.push((th.sin() * attn_factor) as f32);
+        }
+    }
+    cs
 }

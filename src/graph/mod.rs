@@ -1,7 +1,9 @@
 //! The graph executor: ONE forward pass for every architecture, composed from backend ops and
 //! steered by the flags of the config's architecture row.
 
-use crate::backend::{AttnShape, Backend, NormSpec};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::backend::{AttnShape, Backend, NormSpec, StepInput, StepKey};
 use crate::error::{Error, Result};
 use crate::model::weights::{Linear, ModelWeights, Norm};
 use crate::model::{ModelConfig, ModelSource};
@@ -51,6 +53,15 @@ pub struct State<B: Backend> {
     last: B::Buf,
     logits: Option<B::Buf>,
     out: Vec<f32>,
+    /// Names this state's buffers for [`Backend::decode_step`]; renewed whenever one of them
+    /// (the logits) is replaced.
+    key: StepKey,
+}
+
+/// A fresh [`StepKey`]: never one handed out before in this process.
+fn new_step_key() -> StepKey {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Tokens per forward step while prefilling: large enough to reuse each weight row across many
@@ -108,6 +119,7 @@ impl<B: Backend> Executor<B> {
             last: b.buf(c.dim)?,
             logits: None,
             out: Vec::new(),
+            key: new_step_key(),
         })
     }
 
@@ -153,6 +165,44 @@ impl<B: Backend> Executor<B> {
 
     /// One batch through every layer; logits (if wanted) land in `state.out`.
     fn step(&self, s: &mut State<B>, ids: &[u32], want: Option<Logits>) -> Result<()> {
+        let (c, b) = (&self.config, &self.backend);
+        let n = ids.len();
+        // Every buffer the ops touch exists before they are queued, so a recorded decode step
+        // sees the same buffers each time (a replaced one renews the key).
+        let len = want.map(|mode| match mode {
+            Logits::All => n * c.n_vocab,
+            Logits::Last => c.n_vocab,
+        });
+        if let Some(len) = len {
+            if s.logits.as_ref().is_none_or(|l| b.buf_len(l) < len) {
+                // Sized once for the mode's largest batch, not per call.
+                let cap = match want {
+                    Some(Logits::All) => s.max_batch * c.n_vocab,
+                    _ => c.n_vocab,
+                };
+                s.logits = Some(b.buf(cap.max(len))?);
+                s.key = new_step_key();
+            }
+        }
+        if n == 1 && want == Some(Logits::Last) {
+            let step = StepInput {
+                token: ids[0],
+                pos: s.n_past,
+            };
+            b.decode_step(s.key, step, || self.queue_ops(s, ids, want));
+        } else {
+            self.queue_ops(s, ids, want);
+        }
+        s.n_past += n;
+        match (len, &s.logits) {
+            (Some(len), Some(logits)) => b.read(logits, len, &mut s.out),
+            _ => Ok(()),
+        }
+    }
+
+    /// Queue the ops of one batch at positions `s.n_past..`: every layer, then (if wanted) the
+    /// output norm and projection into `s.logits` (allocated by the caller).
+    fn queue_ops(&self, s: &mut State<B>, ids: &[u32], want: Option<Logits>) {
         let (c, w, b) = (&self.config, &self.weights, &self.backend);
         let arch = c.arch;
         let n = ids.len();
@@ -200,47 +250,39 @@ impl<B: Backend> Executor<B> {
                 softcap: c.attn_softcap,
             };
             b.attention(&s.q, &s.kv, il, pos0, n, &shape, &mut s.attn);
-            self.linear(&lw.wo, &s.attn, n, &mut s.proj);
-
             if arch.parallel_residual {
                 // Phi-2: the FFN reads the same normed input as attention; both outputs add to
-                // the residual together.
-                self.ffn(
-                    lw,
-                    n,
-                    ff,
-                    &s.xn,
-                    &mut s.gate,
-                    &mut s.up,
-                    &mut s.hidden,
-                    &mut s.proj2,
-                );
-                b.add(&mut s.x, &s.proj, n * dim);
-                b.add(&mut s.x, &s.proj2, n * dim);
+                // the residual, attention's first.
+                let h = self.ffn_hidden(lw, n, ff, &s.xn, &mut s.gate, &mut s.up, &mut s.hidden);
+                let (x, xn) = (&mut s.x, &mut s.xn);
+                let attn_post = lw.post_attn_norm.as_ref();
+                self.project_residual(&lw.wo, &s.attn, n, x, &mut s.proj, attn_post, xn);
+                let ffn_post = lw.post_ffn_norm.as_ref();
+                self.project_residual(&lw.down, h, n, x, &mut s.proj2, ffn_post, xn);
                 continue;
             }
-            self.residual(&mut s.x, &s.proj, lw.post_attn_norm.as_ref(), n, &mut s.xn);
+            let attn_post = lw.post_attn_norm.as_ref();
+            self.project_residual(
+                &lw.wo,
+                &s.attn,
+                n,
+                &mut s.x,
+                &mut s.proj,
+                attn_post,
+                &mut s.xn,
+            );
 
             // Feed-forward block.
             // Sequential blocks have their own pre-FFN norm; a parallel-residual family run
             // sequentially (an ablation) reuses the attention norm.
             let ffn_norm = lw.ffn_norm.as_ref().unwrap_or(&lw.attn_norm);
             self.norm(&s.x, ffn_norm, n, &mut s.xn);
-            self.ffn(
-                lw,
-                n,
-                ff,
-                &s.xn,
-                &mut s.gate,
-                &mut s.up,
-                &mut s.hidden,
-                &mut s.proj,
-            );
-            self.residual(&mut s.x, &s.proj, lw.post_ffn_norm.as_ref(), n, &mut s.xn);
+            let h = self.ffn_hidden(lw, n, ff, &s.xn, &mut s.gate, &mut s.up, &mut s.hidden);
+            let ffn_post = lw.post_ffn_norm.as_ref();
+            self.project_residual(&lw.down, h, n, &mut s.x, &mut s.proj, ffn_post, &mut s.xn);
         }
-        s.n_past += n;
 
-        let Some(mode) = want else { return Ok(()) };
+        let Some(mode) = want else { return };
         let (src, rows) = match mode {
             Logits::All => (&s.x, n),
             Logits::Last => {
@@ -249,21 +291,14 @@ impl<B: Backend> Executor<B> {
             }
         };
         self.norm(src, &w.output_norm, rows, &mut s.xn);
-        let len = rows * c.n_vocab;
-        if s.logits.as_ref().is_none_or(|l| b.buf_len(l) < len) {
-            // Sized once for the mode's largest batch, not per call.
-            let cap = match mode {
-                Logits::All => s.max_batch * c.n_vocab,
-                Logits::Last => c.n_vocab,
-            };
-            s.logits = Some(b.buf(cap.max(len))?);
-        }
-        let logits = s.logits.as_mut().expect("allocated above");
+        let logits = s
+            .logits
+            .as_mut()
+            .expect("step() allocates the logits first");
         self.linear(&w.output, &s.xn, rows, logits);
         if let Some(cap) = c.final_softcap {
-            b.softcap(logits, cap, len);
+            b.softcap(logits, cap, rows * c.n_vocab);
         }
-        b.read(logits, len, &mut s.out)
     }
 
     fn norm_spec(&self) -> NormSpec {
@@ -290,34 +325,54 @@ impl<B: Backend> Executor<B> {
         }
     }
 
-    /// The feed-forward block on normed input `xn`: `down(act(gate) * up)` when gated, else
-    /// `down(act(up))`; the result lands in `out`.
+    /// The feed-forward block's hidden activations from normed input `xn`: `act(gate) * up`
+    /// (in `hidden`) when gated, else `act(up)` (in `up`); the down projection is the caller's.
     #[allow(clippy::too_many_arguments)]
-    fn ffn(
+    fn ffn_hidden<'a>(
         &self,
         lw: &crate::model::LayerWeights<B::Weight>,
         n: usize,
         ff: usize,
         xn: &B::Buf,
         gate: &mut B::Buf,
-        up: &mut B::Buf,
-        hidden: &mut B::Buf,
-        out: &mut B::Buf,
-    ) {
+        up: &'a mut B::Buf,
+        hidden: &'a mut B::Buf,
+    ) -> &'a B::Buf {
         let (b, act) = (&self.backend, self.config.arch.activation);
         self.linear(&lw.up, xn, n, up);
-        let h = match &lw.gate {
+        match &lw.gate {
             Some(g) => {
                 self.linear(g, xn, n, gate);
                 b.glu(act, gate, up, n * ff, hidden);
-                &*hidden
+                hidden
             }
             None => {
                 b.act(act, up, n * ff);
-                &*up
+                up
             }
-        };
-        self.linear(&lw.down, h, n, out);
+        }
+    }
+
+    /// `x += post_norm(l(h))` (Gemma's post-norms) or `x += l(h)`; without a post-norm or bias
+    /// the add is fused into the projection ([`Backend::matmul_add`]: one kernel on a device).
+    /// `tmp` holds the projection where it is not fused; `xn` is scratch for the post-norm.
+    #[allow(clippy::too_many_arguments)]
+    fn project_residual(
+        &self,
+        l: &Linear<B::Weight>,
+        h: &B::Buf,
+        n: usize,
+        x: &mut B::Buf,
+        tmp: &mut B::Buf,
+        post_norm: Option<&B::Weight>,
+        xn: &mut B::Buf,
+    ) {
+        let len = n * self.config.dim;
+        if post_norm.is_none() && l.b.is_none() {
+            return self.backend.matmul_add(&l.w, h, n, x, tmp, len);
+        }
+        self.linear(l, h, n, tmp);
+        self.residual(x, tmp, post_norm, n, xn);
     }
 
     /// `x += post_norm(y)` (Gemma's post-norms) or `x += y`.

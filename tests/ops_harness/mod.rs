@@ -716,7 +716,10 @@ struct MatmulCase<'a> {
     w: &'a HostTensor,
     x: Input,
     n_tok: usize,
+    /// For `matmul`: sentinels. For `matmul_add`: the values the products add to.
     out: Input,
+    /// `matmul_add` (out += W x) instead of `matmul`.
+    add: bool,
 }
 
 impl Case for MatmulCase<'_> {
@@ -724,7 +727,12 @@ impl Case for MatmulCase<'_> {
         let w = x.weight(self.w.view(), Role::Matmul).map_err(refused)?;
         let xb = self.x.put(x)?;
         let mut o = self.out.put(x)?;
-        x.matmul(&w, &xb, self.n_tok, &mut o);
+        if self.add {
+            let mut tmp = Input::output(self.out.len).put(x)?;
+            x.matmul_add(&w, &xb, self.n_tok, &mut o, &mut tmp, self.out.len);
+        } else {
+            x.matmul(&w, &xb, self.n_tok, &mut o);
+        }
         get(x, &o, self.out.cap)
     }
 }
@@ -1768,7 +1776,9 @@ fn matmul_shape<B: Backend>(
             x: Input::new(&x, n_tok * cols),
             n_tok,
             out: Input::output(n_tok * rows),
+            add: false,
         };
+        let floor = matmul_floor(&wv, cols, &x);
         h.check_with(
             &c,
             Meta {
@@ -1777,10 +1787,35 @@ fn matmul_shape<B: Backend>(
                 case: format!("{rows}x{cols}, n_tok {n_tok}"),
                 n: n_tok * rows,
                 bound,
-                floor: matmul_floor(&wv, cols, &x),
+                floor,
             },
             Some((&exact, bound_f64)),
         );
+        // The fused residual add, on the decode (matvec) and prefill (tiled) paths: a residual
+        // of the products' own size, so a dropped or doubled add shows.
+        if n_tok == 1 || n_tok == 64 {
+            let acc: Vec<f32> = (0..n_tok * rows)
+                .map(|_| h.rng.range(-1.0, 1.0) * floor as f32)
+                .collect();
+            let sum: Vec<f32> = acc.iter().zip(&exact).map(|(a, e)| a + e).collect();
+            let c = MatmulCase {
+                out: Input::new(&acc, n_tok * rows),
+                add: true,
+                ..c
+            };
+            h.check_with(
+                &c,
+                Meta {
+                    op: "matmul_add",
+                    group: format!("{ty}{tag}"),
+                    case: format!("{rows}x{cols}, n_tok {n_tok}"),
+                    n: n_tok * rows,
+                    bound,
+                    floor,
+                },
+                Some((&sum, bound_f64)),
+            );
+        }
     }
 }
 

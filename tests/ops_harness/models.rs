@@ -275,3 +275,36 @@ pub fn assert_i8_refused<B: Backend>(backend: BackendKind, name: &str, make: imp
         }
     }
 }
+
+/// Every decode-step logit of a fixed schedule on `backend`: two sequences of `ids` (prefixes of
+/// different lengths) alternate single-token steps, then the first rewinds 5 positions and steps
+/// again. Exercises a backend's recorded decode steps (CUDA graphs: a warm-up, a recording and
+/// replays per sequence, two recordings alive at once, a replay at an earlier position).
+pub fn decode_schedule<B: Backend>(name: &str, backend: B, ids: &[u32]) -> Vec<f32> {
+    use torchless::graph::Executor;
+    use torchless::model::ModelSource;
+    let src = ModelSource::open(model_path(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let exec = Executor::load(&src, backend).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let n = ids.len();
+    assert!(n >= 40, "{name}: the schedule needs 40 ids");
+    let mut a = exec.new_state(n).expect("state");
+    let mut b = exec.new_state(n).expect("state");
+    let mut out = Vec::new();
+    let mut fwd = |st: &mut torchless::graph::State<B>, toks: &[u32], keep: bool| {
+        let l = exec.forward(st, toks, Logits::Last).expect("forward");
+        if keep {
+            out.extend(l);
+        }
+    };
+    fwd(&mut a, &ids[..n - 24], false);
+    fwd(&mut b, &ids[..n - 30], false);
+    for i in 0..12 {
+        fwd(&mut a, &ids[n - 24 + i..n - 23 + i], true);
+        fwd(&mut b, &ids[n - 30 + i..n - 29 + i], true);
+    }
+    a.n_past -= 5;
+    for i in 7..12 {
+        fwd(&mut a, &ids[n - 24 + i..n - 23 + i], true);
+    }
+    out
+}

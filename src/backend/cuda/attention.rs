@@ -8,17 +8,21 @@
 //! blocks to fill the GPU) it writes the output directly; otherwise (decode: one token, a few
 //! heads, thousands of keys) it writes partial (max, sum, acc) triples to the cache's scratch
 //! and `attn_combine` merges them.
+//!
+//! The split count depends on the batch and the context size, never on the position: a decode
+//! graph (graph.rs) records one launch for every step, and the kernel derives each split's key
+//! range from the position it reads on the device.
 
 use std::sync::Mutex;
 
-use cudarc::driver::{CudaSlice, DriverError, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaView, DriverError, LaunchArgs, LaunchConfig, PushKernelArg};
 
 use super::activation::grid_stride_cfg;
 use super::{CudaBuf, Dev};
 use crate::backend::AttnShape;
 
 /// Splits are whole multiples of this many keys (two passes of the block's 4 warps × 8 keys), so
-/// no split is too short to pay for its block.
+/// no split is too short to pay for its block (`ATTN_TILE`, with which the kernel sizes them).
 const TILE: usize = 64;
 /// Threads per block of `attn_partial_*`: `32 * ATTN_WARPS` exactly.
 const THREADS: u32 = 128;
@@ -64,9 +68,10 @@ pub struct CudaKvCache {
     pub k: Vec<CudaSlice<u16>>,
     /// Per layer, `[n_ctx, v_width]` row-major f16 bits.
     pub v: Vec<CudaSlice<u16>>,
-    /// Split-K partials (see attention.cu for the layout). Sized at creation for decode with
-    /// heads up to 256 wide; grows (to a power of two) only for larger shapes, so steady-state
-    /// calls never allocate. A mutex because `attention` takes the cache by shared reference.
+    /// Split-K partials (see attention.cu for the layout), sized at creation for every call
+    /// this cache can serve: it is never replaced, since a recorded decode graph holds its
+    /// address for the life of the cache. A mutex because `attention` takes the cache by shared
+    /// reference.
     scratch: Mutex<CudaSlice<f32>>,
 }
 
@@ -86,10 +91,11 @@ impl CudaKvCache {
             v.push(dev.stream.alloc_zeros::<u16>(n_ctx * v_width)?);
         }
         // With more than one split, n_tok * n_head * n_split < 2 * TARGET_BLOCKS (see
-        // `split_plan`), each partial holding 2 + head_dim_v floats.
+        // `split_count`), each partial holding 2 + head_dim_v floats, and head_dim_v <= MAX_D
+        // and <= v_width (attention() asserts both).
         let scratch = dev
             .stream
-            .alloc_zeros::<f32>(2 * TARGET_BLOCKS * (2 + v_width.min(256)))?;
+            .alloc_zeros::<f32>(2 * TARGET_BLOCKS * (2 + v_width.min(MAX_D)))?;
         Ok(CudaKvCache {
             n_ctx,
             k_width,
@@ -127,34 +133,42 @@ impl CudaKvCache {
         );
         let n = n_tok * kw.max(vw);
         let (p, t, kw_i, vw_i) = (pos0 as i32, n_tok as i32, kw as i32, vw as i32);
+        let inputs = dev.captured_inputs();
+        let (pos_dev, null) = (inputs.as_ref().map(|i| i.pos()), 0u64);
         let (kc, vc) = (&mut self.k[layer], &mut self.v[layer]);
         let mut b = dev.stream.launch_builder(dev.func("attn_kv_store"));
-        b.arg(k)
-            .arg(v)
-            .arg(kc)
-            .arg(vc)
-            .arg(&p)
-            .arg(&t)
-            .arg(&kw_i)
-            .arg(&vw_i);
+        b.arg(k).arg(v).arg(kc).arg(vc).arg(&p);
+        push_pos(&mut b, &pos_dev, &null);
+        b.arg(&t).arg(&kw_i).arg(&vw_i);
         // SAFETY: the kernel reads k / v below n_tok * kw / n_tok * vw (held, asserted above) and
-        // writes the layer's K / V cache below (pos0 + n_tok) * kw / * vw <= n_ctx * kw / * vw,
-        // their lengths; arguments match attn_kv_store.
+        // writes the layer's K / V cache below (pos + n_tok) * kw / * vw <= n_ctx * kw / * vw,
+        // their lengths (pos is pos0, or in a decode graph the step's position, which the
+        // executor checks against the context like pos0 before every replay); arguments match
+        // attn_kv_store.
         let r = unsafe { b.launch(grid_stride_cfg(n, 256)) };
         dev.check("attn_kv_store", r);
     }
 }
 
-/// (splits, keys per split) for `n_th` (token, head) pairs whose longest key range is `max_len`
-/// (>= 1): enough splits for about TARGET_BLOCKS blocks, none shorter than a tile, at most
-/// MAX_SPLIT, and no split that is empty for the longest range. When this returns more than one
-/// split, `n_th * splits < 2 * TARGET_BLOCKS`: splits <= ceil(TARGET / n_th) >= 2 means
-/// n_th < TARGET, and n_th * ceil(TARGET / n_th) < TARGET + n_th.
-fn split_plan(n_th: usize, max_len: usize) -> (usize, usize) {
+/// Key splits for `n_th` (token, head) pairs in a context whose longest key range can reach
+/// `max_len` (>= 1; the context size, or the window): enough for about TARGET_BLOCKS blocks, no
+/// more than whole tiles of `max_len`, at most MAX_SPLIT. At a given position the kernel cuts
+/// the actual longest range into this many whole tiles; the splits past it are empty and cost
+/// a block that returns at once. When this returns more than one split,
+/// `n_th * splits < 2 * TARGET_BLOCKS`: splits <= ceil(TARGET / n_th) >= 2 means n_th < TARGET,
+/// and n_th * ceil(TARGET / n_th) < TARGET + n_th.
+fn split_count(n_th: usize, max_len: usize) -> usize {
     let want = TARGET_BLOCKS.div_ceil(n_th);
-    let n = want.min(max_len.div_ceil(TILE)).clamp(1, MAX_SPLIT);
-    let chunk = max_len.div_ceil(n).next_multiple_of(TILE);
-    (max_len.div_ceil(chunk), chunk)
+    want.min(max_len.div_ceil(TILE)).clamp(1, MAX_SPLIT)
+}
+
+/// Pushes the kernels' `pos_dev` argument: the position a decode graph reads from its step
+/// inputs, or a null pointer (the kernel takes `pos0`).
+fn push_pos<'a>(b: &mut LaunchArgs<'a>, pos: &'a Option<CudaView<'a, u32>>, null: &'a u64) {
+    match pos {
+        Some(v) => b.arg(v),
+        None => b.arg(null),
+    };
 }
 
 /// The `attn_partial_*` variant for these widths: the narrowest `dN` holding both head widths
@@ -217,9 +231,8 @@ pub(crate) fn attention(
     );
     // A zero window would see no key at all; it is not a valid config, read it as "no window".
     let window = s.window.filter(|&w| w > 0);
-    // The longest key range of any row: min(window, pos + 1) for the last row.
-    let max_len = window.map_or(pos0 + n_tok, |w| w.min(pos0 + n_tok));
-    let (n_split, chunk) = split_plan(n_th, max_len);
+    // The longest key range any row of this context can have.
+    let n_split = split_count(n_th, window.map_or(kv.n_ctx, |w| w.min(kv.n_ctx)));
     debug_assert!(n_split <= MAX_SPLIT);
 
     let mut scratch = kv.scratch.lock().unwrap_or_else(|e| e.into_inner());
@@ -228,15 +241,10 @@ pub(crate) fn attention(
     } else {
         0
     };
-    if need > scratch.len() {
-        match dev.check(
-            "attention scratch",
-            dev.stream.alloc_zeros::<f32>(need.next_power_of_two()),
-        ) {
-            Some(buf) => *scratch = buf,
-            None => return,
-        }
-    }
+    assert!(
+        need <= scratch.len(),
+        "attention: {need} split-K partials past the scratch sized at creation"
+    );
 
     let (p0, t, nh, nkv) = (
         pos0 as i32,
@@ -252,7 +260,9 @@ pub(crate) fn attention(
     );
     let win = window.map_or(0, |w| w.min(i32::MAX as usize) as i32);
     let cap = s.softcap.unwrap_or(0.0);
-    let (ns, ch) = (n_split as i32, chunk as i32);
+    let ns = n_split as i32;
+    let inputs = dev.captured_inputs();
+    let (pos_dev, null) = (inputs.as_ref().map(|i| i.pos()), 0u64);
     let cfg = LaunchConfig {
         grid_dim: (n_split as u32, n_th.min(MAX_GRID) as u32, 1),
         block_dim: (THREADS, 1, 1),
@@ -266,8 +276,9 @@ pub(crate) fn attention(
             .arg(&kv.v[layer])
             .arg(&mut *out)
             .arg(&mut *scratch)
-            .arg(&p0)
-            .arg(&t)
+            .arg(&p0);
+        push_pos(&mut b, &pos_dev, &null);
+        b.arg(&t)
             .arg(&nh)
             .arg(&nkv)
             .arg(&hd)
@@ -277,13 +288,13 @@ pub(crate) fn attention(
             .arg(&s.scale)
             .arg(&win)
             .arg(&cap)
-            .arg(&ns)
-            .arg(&ch);
+            .arg(&ns);
         // SAFETY: q is read below n_th * head_dim and out written below n_th * head_dim_v (held,
-        // asserted above); K/V rows read are < pos0 + n_tok <= n_ctx, at columns below
-        // n_head_kv * head_dim <= k_width (resp. v); head widths fit the kernel's shared arrays
+        // asserted above); K/V rows read are < pos + n_tok <= n_ctx (pos: pos0, or a decode
+        // graph's step position, checked against the context before every replay), at columns
+        // below n_head_kv * head_dim <= k_width (resp. v); head widths fit the kernel's shared arrays
         // (<= MAX_D, asserted) and the variant's (partial_entry); with n_split > 1 the scratch
-        // holds n_th * n_split * (2 + head_dim_v) floats (grown above), and with one split it is
+        // holds n_th * n_split * (2 + head_dim_v) floats (asserted above), and with one split it is
         // not touched; the block is the 4 warps the kernel is written for; arguments match
         // attn_partial_*.
         let r = unsafe { b.launch(cfg) };
@@ -306,7 +317,7 @@ pub(crate) fn attention(
         b.arg(&*scratch).arg(out).arg(&n_th_i).arg(&ns).arg(&hdv);
         // SAFETY: the kernel reads the n_th * n_split partials attn_partial_* just wrote (the
         // scratch holds them, see above) and writes out below n_th * head_dim_v (held, asserted);
-        // n_split <= MAX_SPLIT (split_plan), the size of its weight array; whole warps;
+        // n_split <= MAX_SPLIT (split_count), the size of its weight array; whole warps;
         // arguments match attn_combine.
         let r = unsafe { b.launch(cfg) };
         dev.check("attn_combine", r);

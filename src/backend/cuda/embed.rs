@@ -1,7 +1,7 @@
 //! Launch wrapper for `kernels/embed.cu`: embedding-row lookup with dequantization, bit-exact with
 //! the CPU backend's `embed` (same float operations per type).
 
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
 
 use super::matmul::{names, KERNEL_TYPES};
 use super::{CudaBuf, CudaWeight, Dev};
@@ -27,7 +27,7 @@ pub(crate) fn entry_points() -> Vec<String> {
 pub(crate) fn embed(
     dev: &Dev,
     table: &CudaWeight,
-    ids: &CudaSlice<u32>,
+    ids: &CudaView<'_, u32>,
     n_tok: usize,
     scale: f32,
     out: &mut CudaBuf,

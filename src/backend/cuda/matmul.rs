@@ -102,11 +102,27 @@ fn matvec_rows_per_warp(ty: GgmlType) -> u32 {
     }
 }
 
-/// `out[t * w.rows + r] = sum_c W[r][c] * x[t * w.cols + c]` for `t < n_tok`.
+/// Whether a matmul writes its outputs or adds them to what the output buffer holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Store {
+    /// `out = W x`.
+    Write,
+    /// `out += W x` (the residual add fused into the projection).
+    Add,
+}
+
+/// `out[t * w.rows + r] (+)= sum_c W[r][c] * x[t * w.cols + c]` for `t < n_tok`.
 ///
 /// Panics when `x` or `out` is shorter than `n_tok` rows, when `w.data` is shorter than its rows,
 /// or for a type without a kernel (rejected when the weight is loaded).
-pub(crate) fn matmul(dev: &Dev, w: &CudaWeight, x: &CudaBuf, n_tok: usize, out: &mut CudaBuf) {
+pub(crate) fn matmul(
+    dev: &Dev,
+    w: &CudaWeight,
+    x: &CudaBuf,
+    n_tok: usize,
+    out: &mut CudaBuf,
+    store: Store,
+) {
     if dev.failed() || n_tok == 0 || w.rows == 0 {
         return;
     }
@@ -143,6 +159,7 @@ pub(crate) fn matmul(dev: &Dev, w: &CudaWeight, x: &CudaBuf, n_tok: usize, out: 
         w.rows
     );
     let (rows, cols, nt) = (w.rows as i32, w.cols as i32, n_tok as i32);
+    let add = i32::from(store == Store::Add);
     let (name, cfg) = if n_tok <= MATVEC_MAX_TOK {
         let rows_per_block = (MV_WARPS * matvec_rows_per_warp(w.ty)) as usize;
         let cfg = LaunchConfig {
@@ -173,12 +190,13 @@ pub(crate) fn matmul(dev: &Dev, w: &CudaWeight, x: &CudaBuf, n_tok: usize, out: 
         .arg(out)
         .arg(&rows)
         .arg(&cols)
-        .arg(&nt);
+        .arg(&nt)
+        .arg(&add);
     // SAFETY: both kernels read W row r < rows at byte r * row_bytes(cols) (data holds
     // rows * row_bytes bytes, asserted), read x[t * cols + c] and write out[t * rows + r] only for
-    // t < n_tok, c < cols, r < rows (buffer lengths asserted); every block outside the matrix
-    // returns or is masked; the sizes fit i32 (asserted); the arguments match the kernels'
-    // (w, x, y, rows, cols, n_tok).
+    // t < n_tok, c < cols, r < rows (buffer lengths asserted; with `add` they also read those
+    // outputs); every block outside the matrix returns or is masked; the sizes fit i32
+    // (asserted); the arguments match the kernels' (w, x, y, rows, cols, n_tok, add).
     let r = unsafe { b.launch(cfg) };
     dev.check(name, r);
 }

@@ -15,6 +15,7 @@
 pub mod activation;
 pub mod attention;
 pub mod embed;
+mod graph;
 pub mod matmul;
 pub mod norm;
 pub mod rope;
@@ -33,8 +34,9 @@ use cudarc::nvrtc::Ptx;
 use serde::Serialize;
 
 use self::attention::CudaKvCache;
+use self::graph::{StepGraphs, StepInputs, StepMode};
 use super::rope_tables::RopeTables;
-use super::{AttnShape, Backend, NormSpec};
+use super::{AttnShape, Backend, NormSpec, StepInput, StepKey};
 use crate::error::{Error, Result};
 use crate::model::arch::{Activation, RopeLayout};
 use crate::model::config::RopeParams;
@@ -94,6 +96,8 @@ pub struct DeviceInfo {
     pub weight_types: Vec<&'static str>,
     /// The PTX target the kernels were built for.
     pub ptx_target: String,
+    /// Whether decode steps are recorded as CUDA graphs and replayed (`TORCHLESS_CUDA_GRAPH`).
+    pub decode_graphs: bool,
 }
 
 /// The device context, its stream and every kernel, shared by the op wrappers.
@@ -102,6 +106,8 @@ pub(crate) struct Dev {
     pub(crate) stream: Arc<CudaStream>,
     funcs: HashMap<String, CudaFunction>,
     error: Mutex<Option<String>>,
+    /// Where the ops take a decode step's token, position and RoPE tables from (graph.rs).
+    step: Mutex<StepMode>,
 }
 
 impl Dev {
@@ -142,6 +148,23 @@ impl Dev {
 
     fn take_error(&self) -> Option<String> {
         lock(&self.error).clone()
+    }
+
+    /// The step inputs the ops read while a decode step is being captured into a graph.
+    pub(crate) fn captured_inputs(&self) -> Option<Arc<StepInputs>> {
+        match &*lock(&self.step) {
+            StepMode::Capture(inputs) => Some(inputs.clone()),
+            _ => None,
+        }
+    }
+
+    /// Notes a RoPE parameter set used by a decode step's warm-up run.
+    fn note_rope(&self, p: &RopeParams) {
+        if let StepMode::Warmup(seen) = &mut *lock(&self.step) {
+            if !seen.contains(p) {
+                seen.push(p.clone());
+            }
+        }
     }
 }
 
@@ -207,6 +230,8 @@ pub struct CudaBackend {
     /// Token ids of the current embedding lookup.
     ids: Mutex<Option<CudaSlice<u32>>>,
     rope: Mutex<RopeTables<CudaSlice<f32>>>,
+    /// Recorded decode steps.
+    graphs: Mutex<StepGraphs>,
 }
 
 /// Whether the NVIDIA driver library can be loaded on this machine.
@@ -219,6 +244,12 @@ impl CudaBackend {
     /// Opens device `ordinal`: loads the driver, checks the device and its compute capability,
     /// and loads every kernel. A missing driver or device is a one-line error.
     pub fn new(ordinal: usize) -> Result<Self> {
+        Self::with_graphs(ordinal, StepGraphs::enabled_by_env()?)
+    }
+
+    /// [`CudaBackend::new`], recording decode steps as CUDA graphs or not (`new` follows
+    /// `TORCHLESS_CUDA_GRAPH`, default on).
+    pub fn with_graphs(ordinal: usize, graphs: bool) -> Result<Self> {
         if !driver_present() {
             return Err(Error::Cuda(
                 "no CUDA driver found (libcuda.so could not be loaded): --backend cuda needs an \
@@ -227,7 +258,7 @@ impl CudaBackend {
             ));
         }
         // cudarc panics on a driver too old to have a symbol it binds; turn that into an error.
-        std::panic::catch_unwind(|| Self::open(ordinal)).unwrap_or_else(|p| {
+        std::panic::catch_unwind(|| Self::open(ordinal, graphs)).unwrap_or_else(|p| {
             let why = p
                 .downcast_ref::<String>()
                 .cloned()
@@ -239,7 +270,7 @@ impl CudaBackend {
         })
     }
 
-    fn open(ordinal: usize) -> Result<Self> {
+    fn open(ordinal: usize, graphs: bool) -> Result<Self> {
         let drv = |what: &str| {
             let what = what.to_string();
             move |e: DriverError| Error::Cuda(format!("{what}: {e}"))
@@ -306,6 +337,7 @@ impl CudaBackend {
             driver,
             weight_types: matmul::KERNEL_TYPES.iter().map(|t| t.name()).collect(),
             ptx_target: "sm_80 (PTX ISA 7.5, JIT-compiled for the device)".into(),
+            decode_graphs: graphs,
         };
         Ok(CudaBackend {
             dev: Dev {
@@ -313,11 +345,13 @@ impl CudaBackend {
                 stream,
                 funcs,
                 error: Mutex::new(None),
+                step: Mutex::new(StepMode::Eager),
             },
             info,
             uploads: Mutex::new(HashMap::new()),
             ids: Mutex::new(None),
             rope: Mutex::new(RopeTables::default()),
+            graphs: Mutex::new(StepGraphs::new(graphs)),
         })
     }
 
@@ -408,13 +442,18 @@ impl Backend for CudaBackend {
     fn describe(&self) -> String {
         let i = &self.info;
         format!(
-            "cuda: {} (compute {}, {} SMs, {:.1} GiB, driver {}), kernels PTX {}",
+            "cuda: {} (compute {}, {} SMs, {:.1} GiB, driver {}), kernels PTX {}, decode {}",
             i.name,
             i.compute_capability,
             i.multiprocessors,
             i.memory_bytes as f64 / (1u64 << 30) as f64,
             i.driver,
-            i.ptx_target
+            i.ptx_target,
+            if i.decode_graphs {
+                "recorded as CUDA graphs"
+            } else {
+                "launched op by op (TORCHLESS_CUDA_GRAPH=off)"
+            }
         )
     }
 
@@ -475,17 +514,25 @@ impl Backend for CudaBackend {
         })
     }
 
+    fn decode_step(&self, key: StepKey, step: StepInput, ops: impl FnOnce()) {
+        lock(&self.graphs).step(&self.dev, key, step, ops);
+    }
+
     fn embed(&self, table: &CudaWeight, ids: &[u32], scale: f32, out: &mut CudaBuf) {
         if self.dev.failed() {
             return;
         }
-        // get_rows reads row ids[t] unchecked: refuse an id past the table here.
+        // get_rows reads row ids[t] unchecked: refuse an id past the table here. (A replayed
+        // decode step skips this: the executor checks ids against n_vocab, the table's rows.)
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= table.rows) {
             self.dev.fail(format!(
                 "token id {bad} is past the {} rows of '{}'",
                 table.rows, table.name
             ));
             return;
+        }
+        if let Some(inputs) = self.dev.captured_inputs() {
+            return embed::embed(&self.dev, table, &inputs.ids(), 1, scale, out);
         }
         let mut slot = lock(&self.ids);
         if slot.as_ref().is_none_or(|d| d.len() < ids.len()) {
@@ -500,7 +547,7 @@ impl Backend for CudaBackend {
         if self.dev.check("uploading token ids", r).is_none() {
             return;
         }
-        embed::embed(&self.dev, table, dev_ids, ids.len(), scale, out);
+        embed::embed(&self.dev, table, &dev_ids.slice(..), ids.len(), scale, out);
     }
 
     fn norm(
@@ -528,7 +575,20 @@ impl Backend for CudaBackend {
     }
 
     fn matmul(&self, w: &CudaWeight, x: &CudaBuf, n_tok: usize, out: &mut CudaBuf) {
-        matmul::matmul(&self.dev, w, x, n_tok, out);
+        matmul::matmul(&self.dev, w, x, n_tok, out, matmul::Store::Write);
+    }
+
+    fn matmul_add(
+        &self,
+        w: &CudaWeight,
+        x: &CudaBuf,
+        n_tok: usize,
+        acc: &mut CudaBuf,
+        _tmp: &mut CudaBuf,
+        len: usize,
+    ) {
+        debug_assert_eq!(len, n_tok * w.rows, "matmul_add: len is n_tok x rows");
+        matmul::matmul(&self.dev, w, x, n_tok, acc, matmul::Store::Add);
     }
 
     fn rope(
@@ -544,10 +604,29 @@ impl Backend for CudaBackend {
         if self.dev.failed() || p.n_rot == 0 {
             return;
         }
+        if let Some(inputs) = self.dev.captured_inputs() {
+            let Some(cs) = inputs.rope(p) else {
+                return self.dev.fail(
+                    "recording a decode graph: a RoPE parameter set the warm-up step did not use"
+                        .into(),
+                );
+            };
+            return rope::rope(&self.dev, x, n_tok, n_heads, head_dim, p.n_rot, layout, &cs);
+        }
+        self.dev.note_rope(p);
         let Some(cs) = self.rope_table(p, pos0, n_tok) else {
             return;
         };
-        rope::rope(&self.dev, x, n_tok, n_heads, head_dim, p.n_rot, layout, &cs);
+        rope::rope(
+            &self.dev,
+            x,
+            n_tok,
+            n_heads,
+            head_dim,
+            p.n_rot,
+            layout,
+            &cs.slice(..),
+        );
     }
 
     fn kv_store(

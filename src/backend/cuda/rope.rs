@@ -2,7 +2,7 @@
 //! is computed on the host in f64 like [`crate::backend::cpu::rope`] and uploaded by the caller, so
 //! the kernel applies exactly the CPU's f32 values.
 
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::{CudaView, PushKernelArg};
 
 use super::activation::grid_stride_cfg;
 use super::{CudaBuf, Dev};
@@ -25,7 +25,7 @@ pub(crate) fn rope(
     head_dim: usize,
     n_rot: usize,
     layout: RopeLayout,
-    cs: &CudaSlice<f32>,
+    cs: &CudaView<'_, f32>,
 ) {
     let pairs = n_tok * n_heads * (n_rot / 2);
     if dev.failed() || pairs == 0 {
