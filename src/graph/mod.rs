@@ -253,12 +253,11 @@ impl<B: Backend> Executor<B> {
             if arch.parallel_residual {
                 // Phi-2: the FFN reads the same normed input as attention; both outputs add to
                 // the residual, attention's first.
+                // (No family has post-norms with a parallel residual; none are applied here.)
                 let h = self.ffn_hidden(lw, n, ff, &s.xn, &mut s.gate, &mut s.up, &mut s.hidden);
                 let (x, xn) = (&mut s.x, &mut s.xn);
-                let attn_post = lw.post_attn_norm.as_ref();
-                self.project_residual(&lw.wo, &s.attn, n, x, &mut s.proj, attn_post, xn);
-                let ffn_post = lw.post_ffn_norm.as_ref();
-                self.project_residual(&lw.down, h, n, x, &mut s.proj2, ffn_post, xn);
+                self.project_residual(&lw.wo, &s.attn, n, x, &mut s.proj, None, xn);
+                self.project_residual(&lw.down, h, n, x, &mut s.proj2, None, xn);
                 continue;
             }
             let attn_post = lw.post_attn_norm.as_ref();

@@ -221,8 +221,13 @@ type UploadKey = (usize, usize, usize);
 /// key is cached.
 type Upload = (Arc<memmap2::Mmap>, Arc<CudaSlice<u8>>);
 
-/// The CUDA implementation of [`Backend`] on one device.
+/// The CUDA implementation of [`Backend`] on one device. It runs one forward pass at a time:
+/// every op goes to one stream, and while a decode step is being recorded as a graph (graph.rs)
+/// any op issued from another thread would be recorded into it too.
 pub struct CudaBackend {
+    /// Recorded decode steps; declared first so they are destroyed before `dev` unloads the
+    /// kernels they launch.
+    graphs: Mutex<StepGraphs>,
     dev: Dev,
     info: DeviceInfo,
     /// Uploaded tensors: tied views share one upload.
@@ -230,8 +235,6 @@ pub struct CudaBackend {
     /// Token ids of the current embedding lookup.
     ids: Mutex<Option<CudaSlice<u32>>>,
     rope: Mutex<RopeTables<CudaSlice<f32>>>,
-    /// Recorded decode steps.
-    graphs: Mutex<StepGraphs>,
 }
 
 /// Whether the NVIDIA driver library can be loaded on this machine.
@@ -340,6 +343,7 @@ impl CudaBackend {
             decode_graphs: graphs,
         };
         Ok(CudaBackend {
+            graphs: Mutex::new(StepGraphs::new(graphs)),
             dev: Dev {
                 ctx,
                 stream,
@@ -351,7 +355,6 @@ impl CudaBackend {
             uploads: Mutex::new(HashMap::new()),
             ids: Mutex::new(None),
             rope: Mutex::new(RopeTables::default()),
-            graphs: Mutex::new(StepGraphs::new(graphs)),
         })
     }
 
