@@ -1779,18 +1779,15 @@ fn matmul_shape<B: Backend>(
             add: false,
         };
         let floor = matmul_floor(&wv, cols, &x);
-        h.check_with(
-            &c,
-            Meta {
-                op: "matmul",
-                group: format!("{ty}{tag}"),
-                case: format!("{rows}x{cols}, n_tok {n_tok}"),
-                n: n_tok * rows,
-                bound,
-                floor,
-            },
-            Some((&exact, bound_f64)),
-        );
+        let meta = |op| Meta {
+            op,
+            group: format!("{ty}{tag}"),
+            case: format!("{rows}x{cols}, n_tok {n_tok}"),
+            n: n_tok * rows,
+            bound,
+            floor,
+        };
+        h.check_with(&c, meta("matmul"), Some((&exact, bound_f64)));
         // The fused residual add, on the decode (matvec) and prefill (tiled) paths: a residual
         // of the products' own size, so a dropped or doubled add shows.
         if n_tok == 1 || n_tok == 64 {
@@ -1803,18 +1800,7 @@ fn matmul_shape<B: Backend>(
                 add: true,
                 ..c
             };
-            h.check_with(
-                &c,
-                Meta {
-                    op: "matmul_add",
-                    group: format!("{ty}{tag}"),
-                    case: format!("{rows}x{cols}, n_tok {n_tok}"),
-                    n: n_tok * rows,
-                    bound,
-                    floor,
-                },
-                Some((&sum, bound_f64)),
-            );
+            h.check_with(&c, meta("matmul_add"), Some((&sum, bound_f64)));
         }
     }
 }
