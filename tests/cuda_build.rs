@@ -1,9 +1,12 @@
 //! The CUDA build without a GPU: build.rs compiled every kernel file to PTX (with clang or
 //! nvcc), and the embedded PTX has an entry point for every op × weight type the backend
-//! launches, with no unresolved external function. Runs in CI (`--features cuda`, no device).
+//! launches, with no unresolved external function, and NVIDIA's own PTX assembler accepts every
+//! module for the GPUs the backend targets. Runs in CI (`--features cuda`, no device).
 #![cfg(feature = "cuda")]
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
 
 use torchless::backend::cuda::{ptx_entry_points, ptx_modules, required_entry_points};
 
@@ -74,4 +77,107 @@ fn ptx_calls_no_external_function() {
             "kernels/{stem}.cu calls an unresolved function (libdevice is not linked)"
         );
     }
+}
+
+/// NVIDIA's PTX assembler: `TORCHLESS_PTXAS` (tools/test.sh sets it from tools/fetch-ptxas.sh),
+/// else `ptxas` on the PATH (a CUDA installation). Missing, the test fails and says how to get it.
+fn ptxas() -> PathBuf {
+    let bin = std::env::var_os("TORCHLESS_PTXAS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("ptxas"));
+    match Command::new(&bin).arg("--version").output() {
+        Ok(o) if o.status.success() => bin,
+        _ => panic!(
+            "NVIDIA's ptxas not found ({}): run `tools/fetch-ptxas.sh` and set TORCHLESS_PTXAS to \
+             the path it prints (tools/test.sh does both)",
+            bin.display()
+        ),
+    }
+}
+
+/// One kernel's resources as ptxas reports them with `-v`.
+#[derive(Debug, Default)]
+struct KernelResources {
+    name: String,
+    registers: u32,
+    spill_stores: u32,
+    spill_loads: u32,
+}
+
+/// The per-kernel lines of `ptxas -v`: "Compiling entry function 'k' for 'sm_90'", then
+/// "N bytes stack frame, S bytes spill stores, L bytes spill loads" and "Used R registers, ...".
+fn parse_ptxas_report(report: &str) -> Vec<KernelResources> {
+    let number_before = |line: &str, word: &str| -> Option<u32> {
+        let head = &line[..line.find(word)?];
+        head.split_whitespace().last()?.parse().ok()
+    };
+    let mut out: Vec<KernelResources> = Vec::new();
+    for line in report.lines() {
+        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+            let name = rest.split('\'').next().unwrap_or_default().to_string();
+            out.push(KernelResources {
+                name,
+                ..Default::default()
+            });
+        } else if let Some(k) = out.last_mut() {
+            if line.contains("bytes spill stores") {
+                k.spill_stores = number_before(line, "bytes spill stores").unwrap_or(0);
+                k.spill_loads = number_before(line, "bytes spill loads").unwrap_or(0);
+            } else if line.contains("Used ") && line.contains(" registers") {
+                k.registers = number_before(line, "registers").unwrap_or(0);
+            }
+        }
+    }
+    out
+}
+
+/// The driver JIT-compiles each module with the same assembler when the backend loads it: a
+/// module ptxas rejects would only fail on a GPU. Assembles every module for sm_80 (the PTX
+/// target) and sm_90 (the H100 / H200), and prints each kernel's registers and spills.
+#[test]
+fn ptx_assembles_with_nvidia_ptxas_for_sm80_and_sm90() {
+    let ptxas = ptxas();
+    let dir = std::env::temp_dir().join(format!("torchless-ptxas-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut failures = Vec::new();
+    for arch in ["sm_80", "sm_90"] {
+        for (stem, ptx) in ptx_modules() {
+            let src = dir.join(format!("{stem}.ptx"));
+            let cubin = dir.join(format!("{stem}.{arch}.cubin"));
+            std::fs::write(&src, ptx).unwrap();
+            let out = Command::new(&ptxas)
+                .arg(format!("-arch={arch}"))
+                .arg("-v")
+                .arg(&src)
+                .arg("-o")
+                .arg(&cubin)
+                .output()
+                .expect("ptxas runs");
+            let report = String::from_utf8_lossy(&out.stderr);
+            if !out.status.success() {
+                failures.push(format!("kernels/{stem}.cu for {arch}:\n{report}"));
+                continue;
+            }
+            let kernels = parse_ptxas_report(&report);
+            let compiled: BTreeSet<&str> = kernels.iter().map(|k| k.name.as_str()).collect();
+            for entry in ptx_entry_points(ptx) {
+                assert!(
+                    compiled.contains(entry.as_str()),
+                    "ptxas did not report {entry} of kernels/{stem}.cu for {arch}"
+                );
+            }
+            for k in &kernels {
+                println!(
+                    "{arch} {:<28} {:>3} registers, spills {} B stored / {} B loaded",
+                    k.name, k.registers, k.spill_stores, k.spill_loads
+                );
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        failures.is_empty(),
+        "ptxas rejected:\n{}",
+        failures.join("\n")
+    );
 }
