@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The CUDA speed runs of docs/performance.md in one command, for a machine with an NVIDIA GPU:
+# `torchless bench --backend cuda` on the synthetic 7B-shaped Q4_K model (made here by
+# tools/make-synthetic-gguf.py, which needs numpy) and on both real models, each with decode
+# steps replayed as CUDA graphs (the default) and run eagerly (TORCHLESS_CUDA_GRAPH=off).
+# Fails when there is no NVIDIA device.
+#
+#   tools/gpu-bench.sh OUT                 binary: target/release/torchless (feature cuda)
+#   tools/gpu-bench.sh --prebuilt DIR OUT  binary and models of a bundle that
+#                                          `tools/gpu-check.sh --prebuilt DIR` has unpacked
+#
+# Writes OUT/<model>.<graph|eager>.json (bench's JSON line) and OUT/bench.log (the readable
+# reports), and prints one summary line per run.
+#
+# Environment: TORCHLESS_MODELS_DIR (default ./models), GPU_BENCH_SYNTHETIC (the synthetic
+# model's path, default /tmp/torchless-s7b.gguf; made when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+die() { printf 'gpu-bench: error: %s\n' "$*" >&2; exit 1; }
+
+bin=target/release/torchless
+models="${TORCHLESS_MODELS_DIR:-$PWD/models}"
+case "${1:-}" in
+    --prebuilt)
+        [ $# -eq 3 ] || die "usage: tools/gpu-bench.sh [--prebuilt DIR] OUT"
+        bin="$2/bin/torchless"
+        [ -d "$2/models" ] && models="$2/models"
+        out="$3"
+        ;;
+    "" | -*) die "usage: tools/gpu-bench.sh [--prebuilt DIR] OUT" ;;
+    *)
+        [ $# -eq 1 ] || die "usage: tools/gpu-bench.sh [--prebuilt DIR] OUT"
+        out="$1"
+        ;;
+esac
+[ -x "$bin" ] || die "$bin: no torchless binary"
+command -v nvidia-smi >/dev/null 2>&1 || die "no NVIDIA driver (nvidia-smi not found): this command needs a GPU"
+nvidia-smi -L | grep -q '^GPU' || die "no NVIDIA device found (nvidia-smi -L lists none): this command needs a GPU"
+mkdir -p "$out"
+log="$out/bench.log"
+nvidia-smi -L | tee "$log"
+
+synthetic="${GPU_BENCH_SYNTHETIC:-/tmp/torchless-s7b.gguf}"
+if [ ! -f "$synthetic" ]; then
+    python3 tools/make-synthetic-gguf.py --out "$synthetic" >>"$log" 2>&1 \
+        || die "could not make the synthetic model (see $log)"
+fi
+
+run() {
+    local name="$1" model="$2" graphs="$3" tag
+    [ -f "$model" ] || die "$model is missing"
+    tag=$([ "$graphs" = on ] && echo graph || echo eager)
+    echo "== $name, TORCHLESS_CUDA_GRAPH=$graphs" >>"$log"
+    TORCHLESS_CUDA_GRAPH="$graphs" "$bin" bench --model "$model" --backend cuda \
+        --prompt-tokens 128 --gen-tokens 64 --json 2>>"$log" | tail -1 >"$out/$name.$tag.json" \
+        || die "bench failed on $name with TORCHLESS_CUDA_GRAPH=$graphs: $(tail -1 "$log")"
+    python3 - "$name" "$tag" "$out/$name.$tag.json" <<'EOF'
+import json, sys
+
+name, tag, path = sys.argv[1:]
+r = json.load(open(path))
+print(
+    f"gpu-bench: {name:<8} {tag:<5} pp{r['prompt_tokens']} {r['pp_tps']:9.1f} tok/s  "
+    f"tg{r['gen_tokens']} {r['tg_tps']:7.1f} ± {r['tg_tps_stddev']:.1f} tok/s  "
+    f"{r['tg_gbps']:7.1f} GB/s = {r['bandwidth_pct']:.1f}% of {r['read_bandwidth_gbps']:.0f} GB/s copy"
+)
+EOF
+}
+
+for graphs in on off; do
+    run s7b "$synthetic" "$graphs"
+    run smollm2 "$models/SmolLM2-135M-Instruct.Q4_1.gguf" "$graphs"
+    run gemma3 "$models/gemma-3-270m-q4_k_m.gguf" "$graphs"
+done
+echo "gpu-bench: results in $out"
