@@ -10,12 +10,16 @@
 //! With feature `wgpu`, every `shaders/*.wgsl` op family is validated with naga and embedded
 //! (`build/shaders.rs`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 #[cfg(feature = "wgpu")]
 #[path = "build/shaders.rs"]
 mod shaders;
+
+#[path = "build/cuda_compiler.rs"]
+mod cuda_compiler;
+use cuda_compiler::Compiler;
 
 fn main() {
     let commit = Command::new("git")
@@ -46,94 +50,6 @@ fn main() {
     }
 }
 
-/// Which program turns `.cu` into `.ptx`.
-enum Compiler {
-    Nvcc(String),
-    Clang(String),
-}
-
-impl Compiler {
-    fn find() -> Result<Compiler, String> {
-        println!("cargo:rerun-if-env-changed=TORCHLESS_CUDA_COMPILER");
-        let runs = |p: &str| {
-            Command::new(p)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        if let Ok(choice) = std::env::var("TORCHLESS_CUDA_COMPILER") {
-            let is_nvcc = Path::new(&choice)
-                .file_name()
-                .is_some_and(|f| f.to_string_lossy().starts_with("nvcc"));
-            if !runs(&choice) {
-                return Err(format!(
-                    "TORCHLESS_CUDA_COMPILER={choice}: cannot run `{choice} --version`"
-                ));
-            }
-            return Ok(if is_nvcc {
-                Compiler::Nvcc(choice)
-            } else {
-                Compiler::Clang(choice)
-            });
-        }
-        if runs("nvcc") {
-            return Ok(Compiler::Nvcc("nvcc".into()));
-        }
-        for c in [
-            "clang", "clang-14", "clang-15", "clang-16", "clang-17", "clang-18",
-        ] {
-            if runs(c) {
-                return Ok(Compiler::Clang(c.into()));
-            }
-        }
-        Err(
-            "feature `cuda` compiles kernels/*.cu to PTX and needs nvcc (CUDA toolkit) or clang \
-             (e.g. `apt-get install clang`); neither was found on the PATH \
-             (or set TORCHLESS_CUDA_COMPILER)"
-                .into(),
-        )
-    }
-
-    fn command(&self, src: &Path, include: &Path, out: &Path) -> Command {
-        match self {
-            Compiler::Nvcc(p) => {
-                let mut c = Command::new(p);
-                c.args(["--ptx", "-arch=compute_80", "-O3", "-std=c++17"])
-                    .arg("-I")
-                    .arg(include)
-                    .arg(src)
-                    .arg("-o")
-                    .arg(out);
-                c
-            }
-            Compiler::Clang(p) => {
-                let mut c = Command::new(p);
-                c.args([
-                    "-x",
-                    "cuda",
-                    "--cuda-device-only",
-                    "--cuda-gpu-arch=sm_80",
-                    "-nocudainc",
-                    "-nocudalib",
-                    "-Xclang",
-                    "-target-feature",
-                    "-Xclang",
-                    "+ptx75",
-                    "-O3",
-                    "-std=c++17",
-                    "-S",
-                ])
-                .arg("-I")
-                .arg(include)
-                .arg(src)
-                .arg("-o")
-                .arg(out);
-                c
-            }
-        }
-    }
-}
-
 fn build_kernels() -> Result<(), String> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
     let dir = root.join("kernels");
@@ -151,6 +67,7 @@ fn build_kernels() -> Result<(), String> {
     for s in &sources {
         println!("cargo:rerun-if-changed={}", s.display());
     }
+    println!("cargo:rerun-if-env-changed=TORCHLESS_CUDA_COMPILER");
     let compiler = Compiler::find()?;
     let mut table = String::from(
         "/// Every kernel module: (file stem, PTX text), compiled from kernels/*.cu by build.rs.\n\

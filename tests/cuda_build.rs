@@ -1,14 +1,23 @@
 //! The CUDA build without a GPU: build.rs compiled every kernel file to PTX (with clang or
 //! nvcc), and the embedded PTX has an entry point for every op × weight type the backend
 //! launches, with no unresolved external function, and NVIDIA's own PTX assembler accepts every
-//! module for the GPUs the backend targets. Runs in CI (`--features cuda`, no device).
+//! module for the GPUs the backend targets; every kernel file builds with nvcc as well (the
+//! prelude's promise), to the same entry points. Runs in CI (`--features cuda`, no device).
+//!
+//! nvcc and ptxas come from `TORCHLESS_NVCC` / `TORCHLESS_PTXAS` (tools/test.sh sets both from
+//! tools/fetch-cuda-tools.sh), else from the PATH; missing, those tests fail and say so.
 #![cfg(feature = "cuda")]
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-use torchless::backend::cuda::{ptx_entry_points, ptx_modules, required_entry_points};
+use torchless::backend::cuda::{ptx_entry_points, ptx_header, ptx_modules, required_entry_points};
+
+// build.rs's own compiler command line, so that the nvcc build below is the one build.rs runs.
+#[allow(dead_code)]
+#[path = "../build/cuda_compiler.rs"]
+mod cuda_compiler;
 
 /// Every weight type the CUDA backend has matmul and embedding kernels for.
 const TYPES: &[&str] = &[
@@ -79,20 +88,24 @@ fn ptx_calls_no_external_function() {
     }
 }
 
-/// NVIDIA's PTX assembler: `TORCHLESS_PTXAS` (tools/test.sh sets it from tools/fetch-ptxas.sh),
-/// else `ptxas` on the PATH (a CUDA installation). Missing, the test fails and says how to get it.
-fn ptxas() -> PathBuf {
-    let bin = std::env::var_os("TORCHLESS_PTXAS")
+/// An NVIDIA tool: the path in `env`, else `name` on the PATH. Missing, the test fails and says
+/// how to get it.
+fn cuda_tool(env: &str, name: &str) -> PathBuf {
+    let bin = std::env::var_os(env)
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("ptxas"));
+        .unwrap_or_else(|| PathBuf::from(name));
     match Command::new(&bin).arg("--version").output() {
         Ok(o) if o.status.success() => bin,
         _ => panic!(
-            "NVIDIA's ptxas not found ({}): run `tools/fetch-ptxas.sh` and set TORCHLESS_PTXAS to \
-             the path it prints (tools/test.sh does both)",
+            "NVIDIA's {name} not found ({}): run `tools/fetch-cuda-tools.sh` and set {env} to \
+             bin/{name} in the folder it prints (tools/test.sh does both)",
             bin.display()
         ),
     }
+}
+
+fn ptxas() -> PathBuf {
+    cuda_tool("TORCHLESS_PTXAS", "ptxas")
 }
 
 /// One kernel's resources as ptxas reports them with `-v`.
@@ -180,4 +193,68 @@ fn ptx_assembles_with_nvidia_ptxas_for_sm80_and_sm90() {
         "ptxas rejected:\n{}",
         failures.join("\n")
     );
+}
+
+#[test]
+fn every_module_has_one_ptx_header() {
+    let headers: BTreeSet<(String, String)> = ptx_modules()
+        .iter()
+        .map(|(_, ptx)| ptx_header(ptx))
+        .collect();
+    assert_eq!(
+        headers.len(),
+        1,
+        "modules disagree on PTX version / target: {headers:?}"
+    );
+}
+
+/// build.rs takes nvcc when it is on the PATH; CI builds with clang, so this builds every kernel
+/// file with nvcc through build.rs's command line and checks the result: it compiles, calls no
+/// external function, has the same entry points as the embedded module, and assembles for sm_90.
+#[test]
+fn every_kernel_file_builds_with_nvcc_to_the_same_entry_points() {
+    let nvcc = cuda_tool("TORCHLESS_NVCC", "nvcc");
+    let ptxas = ptxas();
+    let kernels = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kernels");
+    let dir = std::env::temp_dir().join(format!("torchless-nvcc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let compiler = cuda_compiler::Compiler::Nvcc(nvcc.to_string_lossy().into_owned());
+    for (stem, embedded) in ptx_modules() {
+        let src = kernels.join(format!("{stem}.cu"));
+        let ptx_path = dir.join(format!("{stem}.ptx"));
+        let out = compiler
+            .command(&src, &kernels, &ptx_path)
+            .output()
+            .expect("nvcc runs");
+        assert!(
+            out.status.success(),
+            "nvcc could not build kernels/{stem}.cu:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ptx = std::fs::read_to_string(&ptx_path).unwrap();
+        assert!(
+            !ptx.contains(".extern .func"),
+            "kernels/{stem}.cu under nvcc calls an external function"
+        );
+        assert_eq!(ptx_header(&ptx).1, "sm_80", "kernels/{stem}.cu under nvcc");
+        let ours: BTreeSet<String> = ptx_entry_points(embedded).into_iter().collect();
+        let theirs: BTreeSet<String> = ptx_entry_points(&ptx).into_iter().collect();
+        assert_eq!(
+            ours, theirs,
+            "kernels/{stem}.cu: nvcc and the embedded build differ"
+        );
+        let out = Command::new(&ptxas)
+            .args(["-arch=sm_90", "-o"])
+            .arg(dir.join(format!("{stem}.cubin")))
+            .arg(&ptx_path)
+            .output()
+            .expect("ptxas runs");
+        assert!(
+            out.status.success(),
+            "ptxas rejected nvcc's kernels/{stem}.cu:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -19,10 +19,11 @@ if ! "$PYTHON" -c 'import openai, sys; sys.exit(openai.__version__ != "3.54.0")'
 fi
 
 # The CUDA backend's kernels compile to PTX with clang (no CUDA toolkit, no GPU needed here);
-# its build, PTX coverage and no-driver error are tested below with `--features cuda`, and
-# NVIDIA's ptxas (one binary from a pip wheel) assembles every module as the driver would.
-TORCHLESS_PTXAS="$(bash tools/fetch-ptxas.sh)"
-export TORCHLESS_PTXAS
+# its build, PTX coverage and no-driver error are tested below with `--features cuda`; NVIDIA's
+# ptxas assembles every module as the driver would, and nvcc builds every kernel file too (both
+# from pip wheels, nothing installed system-wide).
+cuda_tools="$(bash tools/fetch-cuda-tools.sh)"
+export TORCHLESS_NVCC="$cuda_tools/bin/nvcc" TORCHLESS_PTXAS="$cuda_tools/bin/ptxas"
 # The wgpu backend's tests need a Vulkan adapter: Mesa's software driver (lavapipe) gives every
 # machine one. Its tests fail, never skip, without an adapter.
 packages=()
