@@ -9,9 +9,10 @@
 //! heads, thousands of keys) it writes partial (max, sum, acc) triples to the cache's scratch
 //! and `attn_combine` merges them.
 //!
-//! The split count depends on the batch and the context size, never on the position: a decode
+//! For one token the split count depends on the context size, never on the position: a decode
 //! graph (graph.rs) records one launch for every step, and the kernel derives each split's key
-//! range from the position it reads on the device.
+//! range from the position it reads on the device. A batch (prefill) bounds it by its own last
+//! position instead.
 
 use std::sync::Mutex;
 
@@ -150,8 +151,8 @@ impl CudaKvCache {
     }
 }
 
-/// Key splits for `n_th` (token, head) pairs in a context whose longest key range can reach
-/// `max_len` (>= 1; the context size, or the window): enough for about TARGET_BLOCKS blocks, no
+/// Key splits for `n_th` (token, head) pairs whose longest key range can reach `max_len` (>= 1;
+/// the context size or the window, or for a batch its last position + 1 if smaller): enough for about TARGET_BLOCKS blocks, no
 /// more than whole tiles of `max_len`, at most MAX_SPLIT. At a given position the kernel cuts
 /// the actual longest range into this many whole tiles; the splits past it are empty and cost
 /// a block that returns at once. When this returns more than one split,
@@ -231,8 +232,18 @@ pub(crate) fn attention(
     );
     // A zero window would see no key at all; it is not a valid config, read it as "no window".
     let window = s.window.filter(|&w| w > 0);
-    // The longest key range any row of this context can have.
-    let n_split = split_count(n_th, window.map_or(kv.n_ctx, |w| w.min(kv.n_ctx)));
+    // The longest key range any row of this context can have. A single-token call keeps that
+    // bound at every position (a decode graph replays one launch for all of them, and eager
+    // steps split the same way, so both give the same sums); a batch (prefill, never recorded)
+    // is bounded by its own last position instead, so a short prompt does not launch splits
+    // that find no key.
+    let longest = window.map_or(kv.n_ctx, |w| w.min(kv.n_ctx));
+    let longest = if n_tok > 1 {
+        longest.min(pos0 + n_tok)
+    } else {
+        longest
+    };
+    let n_split = split_count(n_th, longest);
     debug_assert!(n_split <= MAX_SPLIT);
 
     let mut scratch = kv.scratch.lock().unwrap_or_else(|e| e.into_inner());
