@@ -21,6 +21,7 @@
 //   into shared memory (k-major); each thread accumulates a 4 x 4 register tile. The next step's
 //   global loads are issued before the current step's arithmetic.
 #include "quant.cuh"
+#include "q8dot.cuh"
 
 #ifndef MV_WARPS
 #define MV_WARPS 4
@@ -482,6 +483,89 @@ TL_MATVEC_C(q8_0, McRow32<McQ8_0>, MvQ8_0, 32, 34, 2)
 TL_MATVEC_C(q4_k, McRowQ45K<false>, MvQ4_K, 256, 144, 16)
 TL_MATVEC_C(q5_k, McRowQ45K<true>, MvQ5_K, 256, 176, 16)
 TL_MATVEC_C(q6_k, McRowQ6K, MvQ6_K, 256, 210, 2)
+
+// ---------------------------------------------------------------------------------------------
+// Integer matvec (q8dot.cuh): x rounded to int8 once, then dp4a against the weight nibbles.
+// ---------------------------------------------------------------------------------------------
+
+// x (cols floats, cols % 32 == 0) to Q8 form at xq: cols int8 values, then cols / 32 float pairs
+// (d, d * sum q) at xq + cols. One warp per 32 values, grid-stride over them.
+extern "C" __global__ void MV_LB quantize_q8(const float* __restrict__ x, uint8_t* __restrict__ xq,
+                                             int cols) {
+    const int lane = threadIdx.x & 31;
+    float* ds = (float*)(xq + cols);
+    for (int g = blockIdx.x * MV_WARPS + (threadIdx.x >> 5); g < cols / 32;
+         g += gridDim.x * MV_WARPS) {
+        const float v = x[32 * g + lane];
+        const float amax = tl_warp_max(v < 0.f ? -v : v);
+        float d, id;
+        tlq8_scale(amax, d, id);
+        const int q = tlq8_quant(v, id);
+        // |sum| <= 32 * 127: exact in f32.
+        const float sum = tl_warp_sum((float)q);
+        xq[32 * g + lane] = (uint8_t)(int8_t)q;
+        if (lane == 0) {
+            ds[2 * g] = d;
+            ds[2 * g + 1] = d * sum;
+        }
+    }
+}
+
+// 16 weight bytes (streaming, as tlq_ldw16) in the q8dot.cuh word type.
+static __device__ __forceinline__ tlq8_u4 mq8_ld16(const uint8_t* p) {
+    const tlq_u4 v = tlq_ldw16(p);
+    return tlq8_u4{v.x, v.y, v.z, v.w};
+}
+
+// Blocks per warp pass of matvec_q8_q4_k: 8 per step (4 lanes each), MQ8_STEPS steps' loads
+// issued before any is used.
+#ifndef MQ8_STEPS
+#define MQ8_STEPS 2
+#endif
+
+// y[r] (+)= W[r] . x for one token, W in Q4_K (cols % 256 == 0, 16-byte aligned), x in Q8 form
+// (quantize_q8 of the same cols). One warp per row; lane 4b + p takes block 8k + b of each pass
+// and its nibble bytes as tlq8_q4k_lane says.
+extern "C" __global__ void MV_LB matvec_q8_q4_k(const uint8_t* __restrict__ w,
+                                                const uint8_t* __restrict__ xq,
+                                                float* __restrict__ y, int rows, int cols,
+                                                int add) {
+    const int lane = threadIdx.x & 31;
+    const int bsel = lane >> 2, p = lane & 3;
+    const int nb = cols >> 8;
+    const tlq8_f4* ds = (const tlq8_f4*)(xq + cols);  // one (d, s, d, s) per sub-block pair
+    const tlq8_u4* xv = (const tlq8_u4*)xq;           // 16 int8 values each
+    const int qoff = 16 + 32 * p;
+    for (int r = blockIdx.x * MV_WARPS + (threadIdx.x >> 5); r < rows; r += gridDim.x * MV_WARPS) {
+        const uint8_t* wr = w + (tlq_sz)r * nb * 144;
+        float acc = 0.f;
+        for (int b0 = 0; b0 < nb; b0 += 8 * MQ8_STEPS) {
+            tlq8_u4 hd[MQ8_STEPS], q0[MQ8_STEPS], q1[MQ8_STEPS];
+#pragma unroll
+            for (int u = 0; u < MQ8_STEPS; ++u) {
+                const int blk = b0 + 8 * u + bsel;
+                hd[u] = q0[u] = q1[u] = tlq8_u4{0u, 0u, 0u, 0u};
+                if (blk < nb) {
+                    const uint8_t* bp = wr + (tlq_sz)blk * 144;
+                    hd[u] = mq8_ld16(bp);
+                    q0[u] = mq8_ld16(bp + qoff);
+                    q1[u] = mq8_ld16(bp + qoff + 16);
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < MQ8_STEPS; ++u) {
+                const int blk = b0 + 8 * u + bsel;
+                if (blk < nb) {
+                    const int pair = 4 * blk + p;  // sub-blocks 2 pair, 2 pair + 1 of the row
+                    acc += tlq8_q4k_lane(hd[u], q0[u], q1[u], xv[4 * pair], xv[4 * pair + 1],
+                                         xv[4 * pair + 2], xv[4 * pair + 3], ds[pair], p);
+                }
+            }
+        }
+        const float s = tl_warp_sum(acc);
+        if (lane == 0) mv_store(y + r, s, add);
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Tiled matmul

@@ -69,6 +69,20 @@ static __device__ __forceinline__ float tl_rsqrtf(float x) { return tl_rcp(tl_sq
 static __device__ __forceinline__ float tl_fmaxf(float a, float b) { return a > b ? a : b; }
 static __device__ __forceinline__ float tl_fminf(float a, float b) { return a < b ? a : b; }
 
+// Four 8-bit products summed into c, a's bytes unsigned (0..255) and b's signed (sm_61+; the
+// backend requires sm_80).
+static __device__ __forceinline__ int tl_dp4a_us(uint32_t a, uint32_t b, int c) {
+    int d;
+    asm("{ dp4a.u32.s32 %0, %1, %2, %3; }" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+// Round to the nearest integer, ties to even.
+static __device__ __forceinline__ int tl_f2i_rn(float x) {
+    int i;
+    asm("{ cvt.rni.s32.f32 %0, %1; }" : "=r"(i) : "f"(x));
+    return i;
+}
+
 // Half and bfloat16 conversions through inline PTX (clang has no _Float16 on this target).
 static __device__ __forceinline__ float tl_h2f(uint16_t h) {
     float f;

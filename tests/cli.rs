@@ -423,6 +423,33 @@ fn cuda_backend_where_it_cannot_run_is_a_clear_error() {
     assert_eq!(o.status.success(), expect.is_none());
 }
 
+/// A bad value of a CUDA option variable is one line and a non-zero exit, read before the
+/// driver is looked for (so it shows on any machine).
+#[cfg(feature = "cuda")]
+#[test]
+fn bad_cuda_option_variables_are_clear_errors() {
+    let m = model(SMOLLM2);
+    for (var, value, msg) in [
+        (
+            "TORCHLESS_CUDA_MATVEC",
+            "fast",
+            "TORCHLESS_CUDA_MATVEC=fast: expected float or int8",
+        ),
+        (
+            "TORCHLESS_CUDA_GRAPH",
+            "maybe",
+            "TORCHLESS_CUDA_GRAPH=maybe: expected on or off",
+        ),
+    ] {
+        let args = ["info", "--model", m.to_str().unwrap(), "--backend", "cuda"];
+        let o = torchless_env(&args, &[(var, value)]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{var}={value} should fail: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(msg), "unexpected message: {err}");
+    }
+}
+
 /// `--backend wgpu` without the `wgpu` feature says how to rebuild, in one line.
 #[cfg(not(feature = "wgpu"))]
 #[test]

@@ -11,7 +11,7 @@
 mod ops_harness;
 
 use ops_harness::{models, Family};
-use torchless::backend::cuda::CudaBackend;
+use torchless::backend::cuda::{CudaBackend, CudaOptions};
 use torchless::backend::BackendKind;
 
 /// Device 0, or a panic saying why not (these tests must fail without a GPU).
@@ -56,6 +56,21 @@ fn ops_attention() {
 #[test]
 fn ops_matmul() {
     ops_harness::check_family(&device(), "cuda", Family::Matmul);
+}
+
+/// The matmul family again with one-token Q4_K matvecs through the int8 kernels
+/// (`TORCHLESS_CUDA_MATVEC=int8`), against the same CPU reference and bounds.
+#[test]
+fn ops_matmul_int8_matvec() {
+    let opts = CudaOptions {
+        decode_graphs: true,
+        int8_matvec: true,
+    };
+    let dev = CudaBackend::with_options(0, opts).unwrap_or_else(|e| {
+        panic!("CUDA device 0 is not usable: {e} (these tests need an NVIDIA GPU)")
+    });
+    assert_eq!(dev.device_info().matvec, "int8");
+    ops_harness::check_family(&dev, "cuda (int8 matvec)", Family::Matmul);
 }
 
 #[test]

@@ -2,7 +2,8 @@
 # The CUDA speed runs of docs/performance.md in one command, for a machine with an NVIDIA GPU:
 # `torchless bench --backend cuda` on the synthetic 7B-shaped Q4_K model (made here by
 # tools/make-synthetic-gguf.py, which needs numpy) and on both real models, each with decode
-# steps replayed as CUDA graphs (the default) and run eagerly (TORCHLESS_CUDA_GRAPH=off).
+# steps replayed as CUDA graphs (the default) and run eagerly (TORCHLESS_CUDA_GRAPH=off), and the
+# Q4_K models once more with the int8 decode matvec (TORCHLESS_CUDA_MATVEC=int8).
 # Fails when there is no NVIDIA device.
 #
 #   tools/gpu-bench.sh OUT                 binary: target/release/torchless (feature cuda)
@@ -61,7 +62,7 @@ import json, sys
 name, tag, path = sys.argv[1:]
 r = json.load(open(path))
 print(
-    f"gpu-bench: {name:<8} {tag:<5} pp{r['prompt_tokens']} {r['pp_tps']:9.1f} tok/s  "
+    f"gpu-bench: {name:<11} {tag:<5} pp{r['prompt_tokens']} {r['pp_tps']:9.1f} tok/s  "
     f"tg{r['gen_tokens']} {r['tg_tps']:7.1f} ± {r['tg_tps_stddev']:.1f} tok/s  "
     f"{r['tg_gbps']:7.1f} GB/s = {r['bandwidth_pct']:.1f}% of {r['read_bandwidth_gbps']:.0f} GB/s copy"
 )
@@ -73,4 +74,9 @@ for graphs in on off; do
     run smollm2 "$models/SmolLM2-135M-Instruct.Q4_1.gguf" "$graphs"
     run gemma3 "$models/gemma-3-270m-q4_k_m.gguf" "$graphs"
 done
+# One-token Q4_K matvecs through the int8 kernels (TORCHLESS_CUDA_MATVEC=int8), graphs on.
+export TORCHLESS_CUDA_MATVEC=int8
+run s7b-int8 "$synthetic" on
+run gemma3-int8 "$models/gemma-3-270m-q4_k_m.gguf" on
+unset TORCHLESS_CUDA_MATVEC
 echo "gpu-bench: results in $out"

@@ -30,6 +30,10 @@ packages=()
 if ! command -v nvcc >/dev/null 2>&1 && ! command -v clang >/dev/null 2>&1; then
     packages+=(clang)
 fi
+# tests/cuda_build.rs builds a small host C++ program around kernels/q8dot.cuh.
+if ! command -v "${CXX:-c++}" >/dev/null 2>&1; then
+    packages+=(g++)
+fi
 if ! ldconfig -p | grep -q 'libvulkan\.so\.1' || ! compgen -G '/usr/share/vulkan/icd.d/*.json' >/dev/null; then
     packages+=(mesa-vulkan-drivers libvulkan1)
 fi

@@ -25,7 +25,17 @@ pub(crate) fn entry_points() -> Vec<String> {
         .iter()
         .filter_map(|&t| names(t))
         .flat_map(|n| [n.matvec.to_string(), n.matmul.to_string()])
+        .chain([QUANTIZE_Q8.to_string(), MATVEC_Q8_Q4_K.to_string()])
         .collect()
+}
+
+/// x to Q8 form (`quantize_q8`) and the int8 one-token Q4_K matvec (`matvec_q8_q4_k`).
+const QUANTIZE_Q8: &str = "quantize_q8";
+const MATVEC_Q8_Q4_K: &str = "matvec_q8_q4_k";
+
+/// Bytes of x in Q8 form for `cols` values: `cols` int8, then a (d, d * sum) f32 pair per 32.
+fn q8_bytes(cols: usize) -> usize {
+    cols + 8 * (cols / 32)
 }
 
 /// Kernel names of one weight type, as static strings so that launching allocates nothing.
@@ -160,6 +170,10 @@ pub(crate) fn matmul(
     );
     let (rows, cols, nt) = (w.rows as i32, w.cols as i32, n_tok as i32);
     let add = i32::from(store == Store::Add);
+    if dev.int8_matvec && w.ty == GgmlType::Q4_K && n_tok == 1 {
+        // row_bytes exists, so cols is whole 256-value blocks.
+        return matvec_q8_q4_k(dev, w, x, out, add);
+    }
     let (name, cfg) = if n_tok <= MATVEC_MAX_TOK {
         let rows_per_block = (MV_WARPS * matvec_rows_per_warp(w.ty)) as usize;
         let cfg = LaunchConfig {
@@ -199,4 +213,66 @@ pub(crate) fn matmul(
     // (asserted); the arguments match the kernels' (w, x, y, rows, cols, n_tok, add).
     let r = unsafe { b.launch(cfg) };
     dev.check(name, r);
+}
+
+/// `out (+)= W x` for one token and Q4_K weights through the int8 kernels: x to Q8 form in the
+/// device's scratch, then `matvec_q8_q4_k`. Sizes were checked by [`matmul`].
+fn matvec_q8_q4_k(dev: &Dev, w: &CudaWeight, x: &CudaBuf, out: &mut CudaBuf, add: i32) {
+    let need = q8_bytes(w.cols);
+    let mut slot = super::lock(&dev.q8);
+    if slot.as_ref().is_none_or(|b| b.len() < need) {
+        // A recorded graph holds the scratch's address: it may only grow while nothing is being
+        // recorded. The eager warm-up step before every recording runs the same matvecs, so a
+        // recording never needs more.
+        if dev.captured_inputs().is_some() {
+            dev.fail(format!(
+                "matmul {}: the int8 scratch would have to grow while a decode graph is being \
+                 recorded; set TORCHLESS_CUDA_GRAPH=off or TORCHLESS_CUDA_MATVEC=float",
+                w.name
+            ));
+            return;
+        }
+        let Some(buf) = dev.check("int8 matvec scratch", dev.stream.alloc_zeros::<u8>(need)) else {
+            return;
+        };
+        *slot = Some(buf);
+    }
+    let Some(xq) = slot.as_mut() else { return };
+    let (rows, cols) = (w.rows as i32, w.cols as i32);
+    let groups = w.cols / 32;
+    let cfg = LaunchConfig {
+        grid_dim: (groups.div_ceil(MV_WARPS as usize).min(65_535) as u32, 1, 1),
+        block_dim: (32 * MV_WARPS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut b = dev.stream.launch_builder(dev.func(QUANTIZE_Q8));
+    b.arg(x).arg(&mut *xq).arg(&cols);
+    // SAFETY: the kernel reads x[0 .. cols) (x holds n_tok * cols >= cols floats, asserted by
+    // matmul) and writes q8_bytes(cols) bytes of xq (its length, checked above), with one warp
+    // per 32 values (cols is whole 256-value blocks) and grid-stride past the grid; the
+    // arguments match quantize_q8 (x, xq, cols).
+    let r = unsafe { b.launch(cfg) };
+    if dev.check(QUANTIZE_Q8, r).is_none() {
+        return;
+    }
+    let cfg = LaunchConfig {
+        grid_dim: (w.rows.div_ceil(MV_WARPS as usize).min(65_535) as u32, 1, 1),
+        block_dim: (32 * MV_WARPS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut b = dev.stream.launch_builder(dev.func(MATVEC_Q8_Q4_K));
+    b.arg(&*w.data)
+        .arg(&*xq)
+        .arg(out)
+        .arg(&rows)
+        .arg(&cols)
+        .arg(&add);
+    // SAFETY: the kernel reads W rows r < rows at r * (cols / 256) * 144 bytes (data holds every
+    // row, asserted by matmul; device allocations are 256-byte aligned, as its 16-byte loads
+    // need), reads the Q8 form of cols values from xq (written just above, same cols, fresh
+    // allocation so 16-byte aligned) and writes (or with `add` also reads) out[r] for r < rows
+    // (asserted by matmul); one warp per row, grid-stride past the grid; the arguments match
+    // matvec_q8_q4_k (w, xq, y, rows, cols, add).
+    let r = unsafe { b.launch(cfg) };
+    dev.check(MATVEC_Q8_Q4_K, r);
 }

@@ -98,6 +98,44 @@ pub struct DeviceInfo {
     pub ptx_target: String,
     /// Whether decode steps are recorded as CUDA graphs and replayed (`TORCHLESS_CUDA_GRAPH`).
     pub decode_graphs: bool,
+    /// How one-token Q4_K matvecs run (`TORCHLESS_CUDA_MATVEC`): "float" or "int8".
+    pub matvec: &'static str,
+}
+
+/// Choices a [`CudaBackend`] is opened with; [`CudaOptions::from_env`] reads them from the
+/// environment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CudaOptions {
+    /// Record decode steps as CUDA graphs and replay them (`TORCHLESS_CUDA_GRAPH=on|off`,
+    /// default on).
+    pub decode_graphs: bool,
+    /// One-token Q4_K matvecs round x to int8 once and dot it with `dp4a`
+    /// (`TORCHLESS_CUDA_MATVEC=int8`) instead of decoding the weights to floats
+    /// (`float`, the default). Half the instructions per weight byte (docs/performance.md);
+    /// x is rounded to 8 bits per 32 values, as the CPU's K-quant dots round it per 256.
+    pub int8_matvec: bool,
+}
+
+impl CudaOptions {
+    /// `TORCHLESS_CUDA_GRAPH` and `TORCHLESS_CUDA_MATVEC`; an unknown value is an error.
+    pub fn from_env() -> Result<Self> {
+        let int8_matvec = match std::env::var("TORCHLESS_CUDA_MATVEC") {
+            Err(_) => false,
+            Ok(v) => match v.as_str() {
+                "" | "float" => false,
+                "int8" => true,
+                other => {
+                    return Err(Error::InvalidArgument(format!(
+                        "TORCHLESS_CUDA_MATVEC={other}: expected float or int8"
+                    )))
+                }
+            },
+        };
+        Ok(CudaOptions {
+            decode_graphs: StepGraphs::enabled_by_env()?,
+            int8_matvec,
+        })
+    }
 }
 
 /// The device context, its stream and every kernel, shared by the op wrappers.
@@ -108,6 +146,10 @@ pub(crate) struct Dev {
     error: Mutex<Option<String>>,
     /// Where the ops take a decode step's token, position and RoPE tables from (graph.rs).
     step: Mutex<StepMode>,
+    /// One-token Q4_K matvecs through the int8 kernels ([`CudaOptions::int8_matvec`]).
+    pub(crate) int8_matvec: bool,
+    /// x in Q8 form for those kernels (matmul.rs), grown outside graph capture only.
+    pub(crate) q8: Mutex<Option<CudaSlice<u8>>>,
 }
 
 impl Dev {
@@ -276,12 +318,21 @@ impl CudaBackend {
     /// Opens device `ordinal`: loads the driver, checks the device and its compute capability,
     /// and loads every kernel. A missing driver or device is a one-line error.
     pub fn new(ordinal: usize) -> Result<Self> {
-        Self::with_graphs(ordinal, StepGraphs::enabled_by_env()?)
+        Self::with_options(ordinal, CudaOptions::from_env()?)
     }
 
-    /// [`CudaBackend::new`], recording decode steps as CUDA graphs or not (`new` follows
-    /// `TORCHLESS_CUDA_GRAPH`, default on).
+    /// [`CudaBackend::new`], recording decode steps as CUDA graphs or not (the rest from the
+    /// environment).
     pub fn with_graphs(ordinal: usize, graphs: bool) -> Result<Self> {
+        let opts = CudaOptions {
+            decode_graphs: graphs,
+            ..CudaOptions::from_env()?
+        };
+        Self::with_options(ordinal, opts)
+    }
+
+    /// [`CudaBackend::new`] with explicit options.
+    pub fn with_options(ordinal: usize, opts: CudaOptions) -> Result<Self> {
         if !driver_present() {
             return Err(Error::Cuda(
                 "no CUDA driver found (libcuda.so could not be loaded): --backend cuda needs an \
@@ -290,7 +341,7 @@ impl CudaBackend {
             ));
         }
         // cudarc panics on a driver too old to have a symbol it binds; turn that into an error.
-        std::panic::catch_unwind(|| Self::open(ordinal, graphs)).unwrap_or_else(|p| {
+        std::panic::catch_unwind(|| Self::open(ordinal, opts)).unwrap_or_else(|p| {
             let why = p
                 .downcast_ref::<String>()
                 .cloned()
@@ -302,7 +353,8 @@ impl CudaBackend {
         })
     }
 
-    fn open(ordinal: usize, graphs: bool) -> Result<Self> {
+    fn open(ordinal: usize, opts: CudaOptions) -> Result<Self> {
+        let graphs = opts.decode_graphs;
         let drv = |what: &str| {
             let what = what.to_string();
             move |e: DriverError| Error::Cuda(format!("{what}: {e}"))
@@ -376,6 +428,7 @@ impl CudaBackend {
                 format!("{target} (PTX ISA {isa}, JIT-compiled for the device)")
             },
             decode_graphs: graphs,
+            matvec: if opts.int8_matvec { "int8" } else { "float" },
         };
         Ok(CudaBackend {
             graphs: Mutex::new(StepGraphs::new(graphs)),
@@ -385,6 +438,8 @@ impl CudaBackend {
                 funcs,
                 error: Mutex::new(None),
                 step: Mutex::new(StepMode::Eager),
+                int8_matvec: opts.int8_matvec,
+                q8: Mutex::new(None),
             },
             info,
             uploads: Mutex::new(HashMap::new()),
@@ -480,7 +535,8 @@ impl Backend for CudaBackend {
     fn describe(&self) -> String {
         let i = &self.info;
         format!(
-            "cuda: {} (compute {}, {} SMs, {:.1} GiB, driver {}), kernels PTX {}, decode {}",
+            "cuda: {} (compute {}, {} SMs, {:.1} GiB, driver {}), kernels PTX {}, decode {}, \
+             Q4_K decode matvec {}",
             i.name,
             i.compute_capability,
             i.multiprocessors,
@@ -491,6 +547,11 @@ impl Backend for CudaBackend {
                 "recorded as CUDA graphs"
             } else {
                 "launched op by op (TORCHLESS_CUDA_GRAPH=off)"
+            },
+            if i.matvec == "int8" {
+                "int8 x dp4a (TORCHLESS_CUDA_MATVEC=int8)"
+            } else {
+                "float"
             }
         )
     }
