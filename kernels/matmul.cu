@@ -511,10 +511,15 @@ extern "C" __global__ void MV_LB quantize_q8(const float* __restrict__ x, uint8_
     }
 }
 
-// 16 weight bytes (streaming, as tlq_ldw16) in the q8dot.cuh word type.
+// 16 weight bytes through the read-only path, kept in L1 (unlike tlq_ldw16): a lane's two nibble
+// loads, and the header with lane 0's first one, are halves of one 32-byte sector, so the second
+// half comes from L1 instead of a second L2 request.
 static __device__ __forceinline__ tlq8_u4 mq8_ld16(const uint8_t* p) {
-    const tlq_u4 v = tlq_ldw16(p);
-    return tlq8_u4{v.x, v.y, v.z, v.w};
+    tlq8_u4 v;
+    asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
 }
 
 // Blocks per warp pass of matvec_q8_q4_k: 8 per step (4 lanes each), MQ8_STEPS steps' loads

@@ -104,9 +104,10 @@ fi
 
 # One test at a time: they share the one device.
 "$test_bin" --test-threads=1 --nocapture "${GPU_CHECK_FILTER:-}"
-# The whole-model checks again with one-token Q4_K matvecs through the int8 kernels (gemma-3's
-# Q4_K matrices; ops_matmul_int8_matvec above covers every shape of the harness).
+# The whole-model checks and the graph replay again with one-token Q4_K matvecs through the
+# int8 kernels (gemma-3's Q4_K matrices; ops_matmul_int8_matvec above covers every shape of the
+# harness).
 if [ -z "${GPU_CHECK_FILTER:-}" ]; then
-    TORCHLESS_CUDA_MATVEC=int8 "$test_bin" --test-threads=1 --nocapture gemma3_
+    TORCHLESS_CUDA_MATVEC=int8 "$test_bin" --test-threads=1 --nocapture gemma3_ decode_graphs
 fi
 echo "gpu-check: all CUDA checks passed"

@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
 
     // quantize_q8: one warp per 32 values; lane values reduced exactly as the shuffles would.
     std::vector<uint8_t> xq(cols + 4 * (cols / 16));
-    float* ds_out = (float*)(xq.data() + cols);
+    std::vector<float> ds_out(cols / 16);
     for (uint32_t g = 0; g < cols / 32; ++g) {
         float amax = 0.f;
         for (int lane = 0; lane < 32; ++lane) amax = std::fmax(amax, std::fabs(x[32 * g + lane]));
@@ -67,10 +67,20 @@ int main(int argc, char** argv) {
         ds_out[2 * g] = d;
         ds_out[2 * g + 1] = d * sum;
     }
+    std::memcpy(xq.data() + cols, ds_out.data(), 4 * ds_out.size());
 
     // matvec_q8_q4_k: lane 4b + p of a pass takes block 8k + b; the same loads as the kernel.
-    const tlq8_f4* ds = (const tlq8_f4*)(xq.data() + cols);
-    const tlq8_u4* xv = (const tlq8_u4*)xq.data();
+    // The kernel's ds[i] and xv[i]: 16-byte words of the Q8 form (copied out, no aliasing).
+    auto ds = [&](size_t i) {
+        tlq8_f4 v;
+        std::memcpy(&v, xq.data() + cols + 16 * i, 16);
+        return v;
+    };
+    auto xv = [&](size_t i) {
+        tlq8_u4 v;
+        std::memcpy(&v, xq.data() + 16 * i, 16);
+        return v;
+    };
     std::vector<float> y(rows);
     for (uint32_t r = 0; r < rows; ++r) {
         const uint8_t* wr = w.data() + (size_t)r * nb * 144;
@@ -87,8 +97,8 @@ int main(int argc, char** argv) {
                 std::memcpy(&q0, bp + qoff, 16);
                 std::memcpy(&q1, bp + qoff + 16, 16);
                 const size_t pair = 4 * blk + p;
-                lanes[lane] += tlq8_q4k_lane(hd, q0, q1, xv[4 * pair], xv[4 * pair + 1],
-                                             xv[4 * pair + 2], xv[4 * pair + 3], ds[pair], p);
+                lanes[lane] += tlq8_q4k_lane(hd, q0, q1, xv(4 * pair), xv(4 * pair + 1),
+                                             xv(4 * pair + 2), xv(4 * pair + 3), ds(pair), p);
             }
         }
         float s = 0.f;

@@ -5,7 +5,7 @@
 //! Two kernels per type: `matvec_<t>` (a warp per output row or pair of rows, memory bound; the
 //! decode path) and `matmul_<t>` (64 x 64 output tiles through shared memory; prefill).
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::{CudaBuf, CudaWeight, Dev};
 use crate::quant::GgmlType;
@@ -215,29 +215,57 @@ pub(crate) fn matmul(
     dev.check(name, r);
 }
 
+/// The int8 kernels' x in Q8 form. Recorded decode graphs hold the buffer's address, so a
+/// buffer once used is never freed while the backend lives: growing keeps the old one in
+/// `retired`. Weights reserve it as they load ([`reserve_q8`]), so decode steps never grow it.
+#[derive(Default)]
+pub(crate) struct Q8Scratch {
+    cur: Option<CudaSlice<u8>>,
+    retired: Vec<CudaSlice<u8>>,
+}
+
+/// Makes the Q8 scratch hold x for `w`'s columns when `w` will take the int8 matvec.
+pub(crate) fn reserve_q8(dev: &Dev, w: &CudaWeight) -> crate::error::Result<()> {
+    if !dev.int8_matvec || w.ty != GgmlType::Q4_K {
+        return Ok(());
+    }
+    let need = q8_bytes(w.cols);
+    let mut q8 = super::lock(&dev.q8);
+    if q8.cur.as_ref().is_some_and(|b| b.len() >= need) {
+        return Ok(());
+    }
+    if dev.captured_inputs().is_some() {
+        return Err(crate::error::Error::Cuda(format!(
+            "{}: the int8 matvec scratch cannot grow while a decode graph is being recorded",
+            w.name
+        )));
+    }
+    let buf = dev.stream.alloc_zeros::<u8>(need).map_err(|e| {
+        crate::error::Error::Cuda(format!("allocating the int8 matvec scratch: {e}"))
+    })?;
+    if let Some(old) = q8.cur.replace(buf) {
+        q8.retired.push(old);
+    }
+    Ok(())
+}
+
 /// `out (+)= W x` for one token and Q4_K weights through the int8 kernels: x to Q8 form in the
 /// device's scratch, then `matvec_q8_q4_k`. Sizes were checked by [`matmul`].
 fn matvec_q8_q4_k(dev: &Dev, w: &CudaWeight, x: &CudaBuf, out: &mut CudaBuf, add: i32) {
     let need = q8_bytes(w.cols);
-    let mut slot = super::lock(&dev.q8);
-    if slot.as_ref().is_none_or(|b| b.len() < need) {
-        // A recorded graph holds the scratch's address: it may only grow while nothing is being
-        // recorded. The eager warm-up step before every recording runs the same matvecs, so a
-        // recording never needs more.
-        if dev.captured_inputs().is_some() {
+    let mut q8 = super::lock(&dev.q8);
+    let xq = match q8.cur.as_mut() {
+        Some(b) if b.len() >= need => b,
+        // Every matmul weight reserves its scratch when it is made (CudaBackend::weight).
+        _ => {
             dev.fail(format!(
-                "matmul {}: the int8 scratch would have to grow while a decode graph is being \
-                 recorded; set TORCHLESS_CUDA_GRAPH=off or TORCHLESS_CUDA_MATVEC=float",
-                w.name
+                "matmul {}: no int8 matvec scratch for {} columns (the weight was not made by \
+                 this backend)",
+                w.name, w.cols
             ));
             return;
         }
-        let Some(buf) = dev.check("int8 matvec scratch", dev.stream.alloc_zeros::<u8>(need)) else {
-            return;
-        };
-        *slot = Some(buf);
-    }
-    let Some(xq) = slot.as_mut() else { return };
+    };
     let (rows, cols) = (w.rows as i32, w.cols as i32);
     let groups = w.cols / 32;
     let cfg = LaunchConfig {
@@ -248,9 +276,9 @@ fn matvec_q8_q4_k(dev: &Dev, w: &CudaWeight, x: &CudaBuf, out: &mut CudaBuf, add
     let mut b = dev.stream.launch_builder(dev.func(QUANTIZE_Q8));
     b.arg(x).arg(&mut *xq).arg(&cols);
     // SAFETY: the kernel reads x[0 .. cols) (x holds n_tok * cols >= cols floats, asserted by
-    // matmul) and writes q8_bytes(cols) bytes of xq (its length, checked above), with one warp
-    // per 32 values (cols is whole 256-value blocks) and grid-stride past the grid; the
-    // arguments match quantize_q8 (x, xq, cols).
+    // matmul) and writes the first q8_bytes(cols) bytes of xq (which holds at least that many,
+    // matched above), with one warp per 32 values (cols is whole 256-value blocks) and
+    // grid-stride past the grid; the arguments match quantize_q8 (x, xq, cols).
     let r = unsafe { b.launch(cfg) };
     if dev.check(QUANTIZE_Q8, r).is_none() {
         return;
@@ -268,11 +296,11 @@ fn matvec_q8_q4_k(dev: &Dev, w: &CudaWeight, x: &CudaBuf, out: &mut CudaBuf, add
         .arg(&cols)
         .arg(&add);
     // SAFETY: the kernel reads W rows r < rows at r * (cols / 256) * 144 bytes (data holds every
-    // row, asserted by matmul; device allocations are 256-byte aligned, as its 16-byte loads
-    // need), reads the Q8 form of cols values from xq (written just above, same cols, fresh
-    // allocation so 16-byte aligned) and writes (or with `add` also reads) out[r] for r < rows
-    // (asserted by matmul); one warp per row, grid-stride past the grid; the arguments match
-    // matvec_q8_q4_k (w, xq, y, rows, cols, add).
+    // row, asserted by matmul, and starts its own device allocation, 256-byte aligned, as the
+    // 16-byte loads need), reads the Q8 form of cols values from the start of xq (written just
+    // above; also the start of an allocation) and writes (with `add` also reads) out[r] for
+    // r < rows (asserted by matmul); one warp per row, grid-stride past the grid; the arguments
+    // match matvec_q8_q4_k (w, xq, y, rows, cols, add).
     let r = unsafe { b.launch(cfg) };
     dev.check(MATVEC_Q8_Q4_K, r);
 }

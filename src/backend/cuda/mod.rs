@@ -119,22 +119,24 @@ pub struct CudaOptions {
 impl CudaOptions {
     /// `TORCHLESS_CUDA_GRAPH` and `TORCHLESS_CUDA_MATVEC`; an unknown value is an error.
     pub fn from_env() -> Result<Self> {
-        let int8_matvec = match std::env::var("TORCHLESS_CUDA_MATVEC") {
-            Err(_) => false,
-            Ok(v) => match v.as_str() {
-                "" | "float" => false,
-                "int8" => true,
-                other => {
-                    return Err(Error::InvalidArgument(format!(
-                        "TORCHLESS_CUDA_MATVEC={other}: expected float or int8"
-                    )))
-                }
-            },
-        };
         Ok(CudaOptions {
             decode_graphs: StepGraphs::enabled_by_env()?,
-            int8_matvec,
+            int8_matvec: Self::int8_matvec_from_env()?,
         })
+    }
+
+    /// `TORCHLESS_CUDA_MATVEC=float|int8` (default float).
+    fn int8_matvec_from_env() -> Result<bool> {
+        match std::env::var("TORCHLESS_CUDA_MATVEC") {
+            Err(_) => Ok(false),
+            Ok(v) => match v.as_str() {
+                "" | "float" => Ok(false),
+                "int8" => Ok(true),
+                other => Err(Error::InvalidArgument(format!(
+                    "TORCHLESS_CUDA_MATVEC={other}: expected float or int8"
+                ))),
+            },
+        }
     }
 }
 
@@ -148,8 +150,8 @@ pub(crate) struct Dev {
     step: Mutex<StepMode>,
     /// One-token Q4_K matvecs through the int8 kernels ([`CudaOptions::int8_matvec`]).
     pub(crate) int8_matvec: bool,
-    /// x in Q8 form for those kernels (matmul.rs), grown outside graph capture only.
-    pub(crate) q8: Mutex<Option<CudaSlice<u8>>>,
+    /// x in Q8 form for those kernels (matmul.rs).
+    pub(crate) q8: Mutex<matmul::Q8Scratch>,
 }
 
 impl Dev {
@@ -321,12 +323,12 @@ impl CudaBackend {
         Self::with_options(ordinal, CudaOptions::from_env()?)
     }
 
-    /// [`CudaBackend::new`], recording decode steps as CUDA graphs or not (the rest from the
-    /// environment).
+    /// [`CudaBackend::new`], recording decode steps as CUDA graphs or not
+    /// (`TORCHLESS_CUDA_MATVEC` still applies).
     pub fn with_graphs(ordinal: usize, graphs: bool) -> Result<Self> {
         let opts = CudaOptions {
             decode_graphs: graphs,
-            ..CudaOptions::from_env()?
+            int8_matvec: CudaOptions::int8_matvec_from_env()?,
         };
         Self::with_options(ordinal, opts)
     }
@@ -439,7 +441,7 @@ impl CudaBackend {
                 error: Mutex::new(None),
                 step: Mutex::new(StepMode::Eager),
                 int8_matvec: opts.int8_matvec,
-                q8: Mutex::new(None),
+                q8: Mutex::new(matmul::Q8Scratch::default()),
             },
             info,
             uploads: Mutex::new(HashMap::new()),
@@ -569,13 +571,19 @@ impl Backend for CudaBackend {
                 role: role.name(),
             });
         }
-        Ok(CudaWeight {
+        let w = CudaWeight {
             name: v.name.to_string(),
             ty: v.ty,
             rows: v.rows,
             cols: v.cols,
             data: self.upload(&v)?,
-        })
+        };
+        if !matches!(role, Role::Norm) {
+            // Sized while the model loads, before any decode step can be recorded (a tied
+            // embedding table is also the output matmul).
+            matmul::reserve_q8(&self.dev, &w)?;
+        }
+        Ok(w)
     }
 
     fn buf(&self, len: usize) -> Result<CudaBuf> {
