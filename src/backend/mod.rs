@@ -165,6 +165,21 @@ pub trait Backend: Send + Sync {
     );
     /// `out[t] = W · x[t]` for `n_tok` rows of `x` (`W.cols` wide) into rows of `W.rows`.
     fn matmul(&self, w: &Self::Weight, x: &Self::Buf, n_tok: usize, out: &mut Self::Buf);
+    /// `outs[i][t] = ws[i] · x[t]` for every weight of `ws` over the same input (Q/K/V, gate/up),
+    /// so that a backend can prepare `x` once for all of them (the CUDA int8 matvec rounds it to
+    /// Q8 once). The default is one [`Backend::matmul`] per weight, in order.
+    fn matmul_many(
+        &self,
+        ws: &[&Self::Weight],
+        x: &Self::Buf,
+        n_tok: usize,
+        outs: &mut [&mut Self::Buf],
+    ) {
+        assert_eq!(ws.len(), outs.len(), "matmul_many: one output per weight");
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            self.matmul(w, x, n_tok, out);
+        }
+    }
     /// `acc += W x` for `n_tok` rows (`len` = `n_tok` × `W.rows` values): the residual add fused
     /// into the projection that feeds it. `tmp` (room for `len`) is scratch for a backend without
     /// a fused kernel; the default is [`Backend::matmul`] into `tmp`, then [`Backend::add`].

@@ -214,9 +214,12 @@ impl<B: Backend> Executor<B> {
         for (il, (lw, lc)) in w.layers.iter().zip(&c.layers).enumerate() {
             // Attention block.
             self.norm(&s.x, &lw.attn_norm, n, &mut s.xn);
-            self.linear(&lw.wq, &s.xn, n, &mut s.q);
-            self.linear(&lw.wk, &s.xn, n, &mut s.k);
-            self.linear(&lw.wv, &s.xn, n, &mut s.v);
+            self.linears(
+                [&lw.wq, &lw.wk, &lw.wv],
+                &s.xn,
+                n,
+                [&mut s.q, &mut s.k, &mut s.v],
+            );
             if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
                 b.norm_inplace(spec, &mut s.q, qn, n * c.n_head, c.head_dim);
                 b.norm_inplace(spec, &mut s.k, kn, n * c.n_head_kv, c.head_dim);
@@ -324,6 +327,24 @@ impl<B: Backend> Executor<B> {
         }
     }
 
+    /// `outs[i] = ls[i] x (+ bias)`: the projections of one input (Q/K/V, up/gate), handed to
+    /// the backend together ([`Backend::matmul_many`]), then each one's bias.
+    fn linears<const N: usize>(
+        &self,
+        ls: [&Linear<B::Weight>; N],
+        x: &B::Buf,
+        n: usize,
+        mut outs: [&mut B::Buf; N],
+    ) {
+        let ws = ls.map(|l| &l.w);
+        self.backend.matmul_many(&ws, x, n, &mut outs);
+        for (l, out) in ls.iter().zip(outs) {
+            if let Some(bias) = &l.b {
+                self.backend.add_bias(out, bias, n);
+            }
+        }
+    }
+
     /// The feed-forward block's hidden activations from normed input `xn`: `act(gate) * up`
     /// (in `hidden`) when gated, else `act(up)` (in `up`); the down projection is the caller's.
     #[allow(clippy::too_many_arguments)]
@@ -338,14 +359,14 @@ impl<B: Backend> Executor<B> {
         hidden: &'a mut B::Buf,
     ) -> &'a B::Buf {
         let (b, act) = (&self.backend, self.config.arch.activation);
-        self.linear(&lw.up, xn, n, up);
         match &lw.gate {
             Some(g) => {
-                self.linear(g, xn, n, gate);
+                self.linears([&lw.up, g], xn, n, [&mut *up, &mut *gate]);
                 b.glu(act, gate, up, n * ff, hidden);
                 hidden
             }
             None => {
+                self.linear(&lw.up, xn, n, up);
                 b.act(act, up, n * ff);
                 up
             }

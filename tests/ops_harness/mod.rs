@@ -720,6 +720,8 @@ struct MatmulCase<'a> {
     out: Input,
     /// `matmul_add` (out += W x) instead of `matmul`.
     add: bool,
+    /// `matmul_many` with the weight twice over the same x (both outputs, concatenated).
+    many: bool,
 }
 
 impl Case for MatmulCase<'_> {
@@ -727,7 +729,14 @@ impl Case for MatmulCase<'_> {
         let w = x.weight(self.w.view(), Role::Matmul).map_err(refused)?;
         let xb = self.x.put(x)?;
         let mut o = self.out.put(x)?;
-        if self.add {
+        if self.many {
+            let mut o2 = self.out.put(x)?;
+            x.matmul_many(&[&w, &w], &xb, self.n_tok, &mut [&mut o, &mut o2]);
+            // The first output's values, then the second's with its sentinel tail.
+            let mut both = get(x, &o, self.n_tok * self.w.rows)?;
+            both.extend(get(x, &o2, self.out.cap)?);
+            return Ok(both);
+        } else if self.add {
             let mut tmp = Input::output(self.out.len).put(x)?;
             x.matmul_add(&w, &xb, self.n_tok, &mut o, &mut tmp, self.out.len);
         } else {
@@ -1777,6 +1786,7 @@ fn matmul_shape<B: Backend>(
             n_tok,
             out: Input::output(n_tok * rows),
             add: false,
+            many: false,
         };
         let floor = matmul_floor(&wv, cols, &x);
         let meta = |op| Meta {
@@ -1801,6 +1811,24 @@ fn matmul_shape<B: Backend>(
                 ..c
             };
             h.check_with(&c, meta("matmul_add"), Some((&sum, bound_f64)));
+        }
+        // Two projections of one input (Q/K/V, gate/up): a backend that prepares x once for both
+        // must give both the plain results.
+        if n_tok == 1 || n_tok == 8 {
+            let c = MatmulCase {
+                w: &w,
+                x: Input::new(&x, n_tok * cols),
+                n_tok,
+                out: Input::output(n_tok * rows),
+                add: false,
+                many: true,
+            };
+            let twice: Vec<f32> = exact.iter().chain(&exact).copied().collect();
+            let meta2 = Meta {
+                n: 2 * n_tok * rows,
+                ..meta("matmul_many")
+            };
+            h.check_with(&c, meta2, Some((&twice, bound_f64)));
         }
     }
 }

@@ -138,41 +138,15 @@ pub(crate) fn matmul(
     }
     let names =
         names(w.ty).unwrap_or_else(|| panic!("matmul: no CUDA kernel for {} ({})", w.ty, w.name));
-    let row_bytes = w.ty.row_bytes(w.cols).unwrap_or_else(|| {
-        panic!(
-            "matmul: {} has {} columns, not whole {} blocks",
-            w.name, w.cols, w.ty
-        )
-    });
-    assert!(
-        w.rows < MAX_DIM && w.cols < MAX_DIM && n_tok < MAX_DIM,
-        "matmul: {} x {} for {n_tok} tokens exceeds the kernels' 32-bit indexing",
-        w.rows,
-        w.cols
-    );
-    assert!(
-        w.data.len() >= w.rows * row_bytes,
-        "matmul: {} holds {} bytes, {} rows need {}",
-        w.name,
-        w.data.len(),
-        w.rows,
-        w.rows * row_bytes
-    );
-    assert!(
-        x.len() >= n_tok * w.cols,
-        "matmul: input shorter than {n_tok} x {}",
-        w.cols
-    );
-    assert!(
-        out.len() >= n_tok * w.rows,
-        "matmul: output shorter than {n_tok} x {}",
-        w.rows
-    );
+    check_shapes(w, x, n_tok, out);
     let (rows, cols, nt) = (w.rows as i32, w.cols as i32, n_tok as i32);
     let add = i32::from(store == Store::Add);
-    if dev.int8_matvec && w.ty == GgmlType::Q4_K && n_tok == 1 {
-        // row_bytes exists, so cols is whole 256-value blocks.
-        return matvec_q8_q4_k(dev, w, x, out, add);
+    if takes_int8(dev, w, n_tok) {
+        let mut q8 = super::lock(&dev.q8);
+        if quantize_x(dev, &mut q8, w, x) {
+            matvec_q8_q4_k(dev, w, &q8, out, add);
+        }
+        return;
     }
     let (name, cfg) = if n_tok <= MATVEC_MAX_TOK {
         let rows_per_block = (MV_WARPS * matvec_rows_per_warp(w.ty)) as usize;
@@ -215,6 +189,86 @@ pub(crate) fn matmul(
     dev.check(name, r);
 }
 
+/// The asserts every launch relies on: W holds its rows, x and out hold `n_tok` rows, the sizes
+/// fit the kernels' 32-bit indexing. Panics otherwise (shapes come from a validated model).
+fn check_shapes(w: &CudaWeight, x: &CudaBuf, n_tok: usize, out: &CudaBuf) {
+    let row_bytes = w.ty.row_bytes(w.cols).unwrap_or_else(|| {
+        panic!(
+            "matmul: {} has {} columns, not whole {} blocks",
+            w.name, w.cols, w.ty
+        )
+    });
+    assert!(
+        w.rows < MAX_DIM && w.cols < MAX_DIM && n_tok < MAX_DIM,
+        "matmul: {} x {} for {n_tok} tokens exceeds the kernels' 32-bit indexing",
+        w.rows,
+        w.cols
+    );
+    assert!(
+        w.data.len() >= w.rows * row_bytes,
+        "matmul: {} holds {} bytes, {} rows need {}",
+        w.name,
+        w.data.len(),
+        w.rows,
+        w.rows * row_bytes
+    );
+    assert!(
+        x.len() >= n_tok * w.cols,
+        "matmul: input shorter than {n_tok} x {}",
+        w.cols
+    );
+    assert!(
+        out.len() >= n_tok * w.rows,
+        "matmul: output shorter than {n_tok} x {}",
+        w.rows
+    );
+}
+
+/// Whether `W x` for `n_tok` tokens takes the int8 kernels (one-token Q4_K, when enabled; whole
+/// 256-value blocks, so cols % 256 == 0, hold for every Q4_K weight).
+fn takes_int8(dev: &Dev, w: &CudaWeight, n_tok: usize) -> bool {
+    dev.int8_matvec && w.ty == GgmlType::Q4_K && n_tok == 1
+}
+
+/// `outs[i] = ws[i] x` over one input: with two or more weights taking the int8 kernels, x is
+/// rounded to Q8 once for all of them (the rest run as [`matmul`] does).
+pub(crate) fn matmul_many(
+    dev: &Dev,
+    ws: &[&CudaWeight],
+    x: &CudaBuf,
+    n_tok: usize,
+    outs: &mut [&mut CudaBuf],
+) {
+    assert_eq!(ws.len(), outs.len(), "matmul_many: one output per weight");
+    let int8 = ws.iter().filter(|w| takes_int8(dev, w, n_tok)).count();
+    if int8 < 2 {
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            matmul(dev, w, x, n_tok, out, Store::Write);
+        }
+        return;
+    }
+    let mut q8 = super::lock(&dev.q8);
+    let mut quantized: Option<usize> = None;
+    for (w, out) in ws.iter().zip(outs.iter_mut()) {
+        if dev.failed() || w.rows == 0 {
+            continue;
+        }
+        if !takes_int8(dev, w, n_tok) {
+            // Float kernels; they leave the Q8 scratch alone.
+            matmul(dev, w, x, n_tok, out, Store::Write);
+            continue;
+        }
+        check_shapes(w, x, n_tok, out);
+        if quantized != Some(w.cols) {
+            if !quantize_x(dev, &mut q8, w, x) {
+                return;
+            }
+            quantized = Some(w.cols);
+        }
+        matvec_q8_q4_k(dev, w, &q8, out, 0);
+    }
+}
+
 /// The int8 kernels' x in Q8 form. Recorded decode graphs hold the buffer's address, so a
 /// buffer once used is never freed while the backend lives: growing keeps the old one in
 /// `retired`. Weights reserve it as they load ([`reserve_q8`]), so decode steps never grow it.
@@ -249,40 +303,48 @@ pub(crate) fn reserve_q8(dev: &Dev, w: &CudaWeight) -> crate::error::Result<()> 
     Ok(())
 }
 
-/// `out (+)= W x` for one token and Q4_K weights through the int8 kernels: x to Q8 form in the
-/// device's scratch, then `matvec_q8_q4_k`. Sizes were checked by [`matmul`].
-fn matvec_q8_q4_k(dev: &Dev, w: &CudaWeight, x: &CudaBuf, out: &mut CudaBuf, add: i32) {
+/// x (`w.cols` values) to Q8 form at the start of the scratch (`quantize_q8`); false when it
+/// could not be (the error is recorded).
+fn quantize_x(dev: &Dev, q8: &mut Q8Scratch, w: &CudaWeight, x: &CudaBuf) -> bool {
     let need = q8_bytes(w.cols);
-    let mut q8 = super::lock(&dev.q8);
     let xq = match q8.cur.as_mut() {
         Some(b) if b.len() >= need => b,
-        // Every matmul weight reserves its scratch when it is made (CudaBackend::weight).
+        // Every weight reserves its scratch when it is made (CudaBackend::weight).
         _ => {
             dev.fail(format!(
                 "matmul {}: no int8 matvec scratch for {} columns (the weight was not made by \
                  this backend)",
                 w.name, w.cols
             ));
-            return;
+            return false;
         }
     };
-    let (rows, cols) = (w.rows as i32, w.cols as i32);
-    let groups = w.cols / 32;
+    let cols = w.cols as i32;
     let cfg = LaunchConfig {
-        grid_dim: (groups.div_ceil(MV_WARPS as usize).min(65_535) as u32, 1, 1),
+        grid_dim: (
+            (w.cols / 32).div_ceil(MV_WARPS as usize).min(65_535) as u32,
+            1,
+            1,
+        ),
         block_dim: (32 * MV_WARPS, 1, 1),
         shared_mem_bytes: 0,
     };
     let mut b = dev.stream.launch_builder(dev.func(QUANTIZE_Q8));
     b.arg(x).arg(&mut *xq).arg(&cols);
-    // SAFETY: the kernel reads x[0 .. cols) (x holds n_tok * cols >= cols floats, asserted by
-    // matmul) and writes the first q8_bytes(cols) bytes of xq (which holds at least that many,
-    // matched above), with one warp per 32 values (cols is whole 256-value blocks) and
+    // SAFETY: the kernel reads x[0 .. cols) (x holds n_tok * cols >= cols floats, checked by
+    // check_shapes) and writes the first q8_bytes(cols) bytes of xq (which holds at least that
+    // many, matched above), with one warp per 32 values (cols is whole 256-value blocks) and
     // grid-stride past the grid; the arguments match quantize_q8 (x, xq, cols).
     let r = unsafe { b.launch(cfg) };
-    if dev.check(QUANTIZE_Q8, r).is_none() {
-        return;
-    }
+    dev.check(QUANTIZE_Q8, r).is_some()
+}
+
+/// `out (+)= W x` for one token and Q4_K weights from x in Q8 form, which [`quantize_x`] wrote to
+/// the start of the scratch for `w.cols` values (`matvec_q8_q4_k`). Shapes were checked by
+/// [`check_shapes`].
+fn matvec_q8_q4_k(dev: &Dev, w: &CudaWeight, q8: &Q8Scratch, out: &mut CudaBuf, add: i32) {
+    let Some(xq) = q8.cur.as_ref() else { return };
+    let (rows, cols) = (w.rows as i32, w.cols as i32);
     let cfg = LaunchConfig {
         grid_dim: (w.rows.div_ceil(MV_WARPS as usize).min(65_535) as u32, 1, 1),
         block_dim: (32 * MV_WARPS, 1, 1),
@@ -290,17 +352,17 @@ fn matvec_q8_q4_k(dev: &Dev, w: &CudaWeight, x: &CudaBuf, out: &mut CudaBuf, add
     };
     let mut b = dev.stream.launch_builder(dev.func(MATVEC_Q8_Q4_K));
     b.arg(&*w.data)
-        .arg(&*xq)
+        .arg(xq)
         .arg(out)
         .arg(&rows)
         .arg(&cols)
         .arg(&add);
     // SAFETY: the kernel reads W rows r < rows at r * (cols / 256) * 144 bytes (data holds every
-    // row, asserted by matmul, and starts its own device allocation, 256-byte aligned, as the
-    // 16-byte loads need), reads the Q8 form of cols values from the start of xq (written just
-    // above; also the start of an allocation) and writes (with `add` also reads) out[r] for
-    // r < rows (asserted by matmul); one warp per row, grid-stride past the grid; the arguments
-    // match matvec_q8_q4_k (w, xq, y, rows, cols, add).
+    // row, checked by check_shapes, and starts its own device allocation, 256-byte aligned, as
+    // the 16-byte loads need), reads the Q8 form of cols values from the start of xq (written by
+    // quantize_x for these cols, which sized it; also the start of an allocation) and writes
+    // (with `add` also reads) out[r] for r < rows (checked by check_shapes); one warp per row,
+    // grid-stride past the grid; the arguments match matvec_q8_q4_k (w, xq, y, rows, cols, add).
     let r = unsafe { b.launch(cfg) };
     dev.check(MATVEC_Q8_Q4_K, r);
 }

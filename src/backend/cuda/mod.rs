@@ -685,6 +685,16 @@ impl Backend for CudaBackend {
         matmul::matmul(&self.dev, w, x, n_tok, out, matmul::Store::Write);
     }
 
+    fn matmul_many(
+        &self,
+        ws: &[&CudaWeight],
+        x: &CudaBuf,
+        n_tok: usize,
+        outs: &mut [&mut CudaBuf],
+    ) {
+        matmul::matmul_many(&self.dev, ws, x, n_tok, outs);
+    }
+
     fn matmul_add(
         &self,
         w: &CudaWeight,
