@@ -712,16 +712,24 @@ impl Case for AttnCase {
     }
 }
 
+/// Which matmul entry point a [`MatmulCase`] calls.
+#[derive(Clone, Copy)]
+enum MatmulOp {
+    /// `matmul`: out = W x.
+    Write,
+    /// `matmul_add`: out += W x.
+    Add,
+    /// `matmul_many` with the weight twice over the same x (both outputs, concatenated).
+    Many,
+}
+
 struct MatmulCase<'a> {
     w: &'a HostTensor,
     x: Input,
     n_tok: usize,
-    /// For `matmul`: sentinels. For `matmul_add`: the values the products add to.
+    /// Sentinels, or for `Add` the values the products add to.
     out: Input,
-    /// `matmul_add` (out += W x) instead of `matmul`.
-    add: bool,
-    /// `matmul_many` with the weight twice over the same x (both outputs, concatenated).
-    many: bool,
+    op: MatmulOp,
 }
 
 impl Case for MatmulCase<'_> {
@@ -729,18 +737,20 @@ impl Case for MatmulCase<'_> {
         let w = x.weight(self.w.view(), Role::Matmul).map_err(refused)?;
         let xb = self.x.put(x)?;
         let mut o = self.out.put(x)?;
-        if self.many {
-            let mut o2 = self.out.put(x)?;
-            x.matmul_many(&[&w, &w], &xb, self.n_tok, &mut [&mut o, &mut o2]);
-            // The first output's values, then the second's with its sentinel tail.
-            let mut both = get(x, &o, self.n_tok * self.w.rows)?;
-            both.extend(get(x, &o2, self.out.cap)?);
-            return Ok(both);
-        } else if self.add {
-            let mut tmp = Input::output(self.out.len).put(x)?;
-            x.matmul_add(&w, &xb, self.n_tok, &mut o, &mut tmp, self.out.len);
-        } else {
-            x.matmul(&w, &xb, self.n_tok, &mut o);
+        match self.op {
+            MatmulOp::Write => x.matmul(&w, &xb, self.n_tok, &mut o),
+            MatmulOp::Add => {
+                let mut tmp = Input::output(self.out.len).put(x)?;
+                x.matmul_add(&w, &xb, self.n_tok, &mut o, &mut tmp, self.out.len);
+            }
+            MatmulOp::Many => {
+                let mut o2 = self.out.put(x)?;
+                x.matmul_many(&[&w, &w], &xb, self.n_tok, &mut [&mut o, &mut o2]);
+                // The first output's values, then the second's with its sentinel tail.
+                let mut both = get(x, &o, self.n_tok * self.w.rows)?;
+                both.extend(get(x, &o2, self.out.cap)?);
+                return Ok(both);
+            }
         }
         get(x, &o, self.out.cap)
     }
@@ -1780,14 +1790,14 @@ fn matmul_shape<B: Backend>(
     for n_tok in [1usize, 2, 7, 8, 9, 64, 128] {
         let x = matmul_input(&mut h.rng, n_tok, cols);
         let exact = matmul_f64(&wv, rows, cols, &x, n_tok);
-        let c = MatmulCase {
+        let case = |out: Input, op| MatmulCase {
             w: &w,
             x: Input::new(&x, n_tok * cols),
             n_tok,
-            out: Input::output(n_tok * rows),
-            add: false,
-            many: false,
+            out,
+            op,
         };
+        let c = case(Input::output(n_tok * rows), MatmulOp::Write);
         let floor = matmul_floor(&wv, cols, &x);
         let meta = |op| Meta {
             op,
@@ -1805,24 +1815,13 @@ fn matmul_shape<B: Backend>(
                 .map(|_| h.rng.range(-1.0, 1.0) * floor as f32)
                 .collect();
             let sum: Vec<f32> = acc.iter().zip(&exact).map(|(a, e)| a + e).collect();
-            let c = MatmulCase {
-                out: Input::new(&acc, n_tok * rows),
-                add: true,
-                ..c
-            };
+            let c = case(Input::new(&acc, n_tok * rows), MatmulOp::Add);
             h.check_with(&c, meta("matmul_add"), Some((&sum, bound_f64)));
         }
         // Two projections of one input (Q/K/V, gate/up): a backend that prepares x once for both
         // must give both the plain results.
         if n_tok == 1 || n_tok == 8 {
-            let c = MatmulCase {
-                w: &w,
-                x: Input::new(&x, n_tok * cols),
-                n_tok,
-                out: Input::output(n_tok * rows),
-                add: false,
-                many: true,
-            };
+            let c = case(Input::output(n_tok * rows), MatmulOp::Many);
             let twice: Vec<f32> = exact.iter().chain(&exact).copied().collect();
             let meta2 = Meta {
                 n: 2 * n_tok * rows,

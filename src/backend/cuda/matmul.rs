@@ -303,6 +303,16 @@ pub(crate) fn reserve_q8(dev: &Dev, w: &CudaWeight) -> crate::error::Result<()> 
     Ok(())
 }
 
+/// The int8 kernels' launch: MV_WARPS warps a block, one warp per unit (a 32-value group or a
+/// row), at most 65535 blocks (the kernels grid-stride over the rest).
+fn warp_per_unit_cfg(units: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (units.div_ceil(MV_WARPS as usize).min(65_535) as u32, 1, 1),
+        block_dim: (32 * MV_WARPS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
 /// x (`w.cols` values) to Q8 form at the start of the scratch (`quantize_q8`); false when it
 /// could not be (the error is recorded).
 fn quantize_x(dev: &Dev, q8: &mut Q8Scratch, w: &CudaWeight, x: &CudaBuf) -> bool {
@@ -320,15 +330,7 @@ fn quantize_x(dev: &Dev, q8: &mut Q8Scratch, w: &CudaWeight, x: &CudaBuf) -> boo
         }
     };
     let cols = w.cols as i32;
-    let cfg = LaunchConfig {
-        grid_dim: (
-            (w.cols / 32).div_ceil(MV_WARPS as usize).min(65_535) as u32,
-            1,
-            1,
-        ),
-        block_dim: (32 * MV_WARPS, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = warp_per_unit_cfg(w.cols / 32);
     let mut b = dev.stream.launch_builder(dev.func(QUANTIZE_Q8));
     b.arg(x).arg(&mut *xq).arg(&cols);
     // SAFETY: the kernel reads x[0 .. cols) (x holds n_tok * cols >= cols floats, checked by
@@ -345,11 +347,7 @@ fn quantize_x(dev: &Dev, q8: &mut Q8Scratch, w: &CudaWeight, x: &CudaBuf) -> boo
 fn matvec_q8_q4_k(dev: &Dev, w: &CudaWeight, q8: &Q8Scratch, out: &mut CudaBuf, add: i32) {
     let Some(xq) = q8.cur.as_ref() else { return };
     let (rows, cols) = (w.rows as i32, w.cols as i32);
-    let cfg = LaunchConfig {
-        grid_dim: (w.rows.div_ceil(MV_WARPS as usize).min(65_535) as u32, 1, 1),
-        block_dim: (32 * MV_WARPS, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = warp_per_unit_cfg(w.rows);
     let mut b = dev.stream.launch_builder(dev.func(MATVEC_Q8_Q4_K));
     b.arg(&*w.data)
         .arg(xq)
