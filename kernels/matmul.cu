@@ -320,7 +320,7 @@ struct McRowQ45K {
 #pragma unroll
             for (int pp = 0; pp < 4 / LPB; ++pp) tab[(tr * CB + tb) * 4 + tp + pp] = entry(hd, tp + pp);
         }
-        TLQ_SYNCWARP();
+        TL_SYNCWARP();
 #pragma unroll
         for (int u = 0; u < CB; ++u) {
             if (FULL || u < nblk) {
@@ -333,7 +333,7 @@ struct McRowQ45K {
                 mc_dot4<NT, R>(vb, x, cols, col + 128, acc);
             }
         }
-        TLQ_SYNCWARP();
+        TL_SYNCWARP();
     }
     template <int NT, int R>
     static __device__ __forceinline__ void row(const uint8_t* const* wr, const float* __restrict__ x,
@@ -515,11 +515,17 @@ extern "C" __global__ void MV_LB quantize_q8(const float* __restrict__ x, uint8_
 // loads, and the header with lane 0's first one, are halves of one 32-byte sector, so the second
 // half comes from L1 instead of a second L2 request.
 static __device__ __forceinline__ tlq8_u4 mq8_ld16(const uint8_t* p) {
+#ifdef TL_HOST_EMU
+    tlq8_u4 v;
+    memcpy(&v, p, 16);
+    return v;
+#else
     tlq8_u4 v;
     asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];"
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                  : "l"(p));
     return v;
+#endif
 }
 
 // Blocks per warp pass of matvec_q8_q4_k: 8 per step (4 lanes each), MQ8_STEPS steps' loads

@@ -10,6 +10,11 @@
 #define TL_SYNC() __syncthreads()
 #define TL_SHFL_XOR(v, m) __shfl_xor_sync(0xffffffffu, (v), (m))
 #define TL_SHFL_XOR_I(v, m) __shfl_xor_sync(0xffffffffu, (v), (m))
+#elif defined(TL_HOST_EMU)
+// Plain C++ for the host CUDA emulator (tests/cuda_emu): threads are fibers, barriers and
+// shuffles call its scheduler, and the PTX helpers below have host equivalents (exact, except
+// that ex2.approx becomes exp2f).
+#include "tl_emu.h"
 #else
 // clang without CUDA headers: attributes, index variables and intrinsics by hand.
 #include <__clang_cuda_builtin_vars.h>
@@ -32,21 +37,34 @@ typedef long long int64_t;
 #define TL_SHFL_XOR_I(v, m) __nvvm_shfl_sync_bfly_i32(0xffffffffu, (v), (m), 0x1f)
 #endif
 
+#ifndef TL_HOST_EMU
+// Warp-level barrier and memory fence (inline PTX: same text for nvcc and clang).
+#define TL_SYNCWARP() asm volatile("bar.warp.sync 0xffffffff;" ::: "memory")
+#endif
+
 #define TL_WARP 32
 
 // Math through PTX instructions, not libdevice (clang is run with -nocudalib, and the same
 // numerics under nvcc keep the two builds identical). Accuracy: ex2.approx has ~2 ulp relative
 // error, ample for softmax weights and activations.
 static __device__ __forceinline__ float tl_exp2(float x) {
+#ifdef TL_HOST_EMU
+    return exp2f(x);
+#else
     float y;
     asm("{ ex2.approx.ftz.f32 %0, %1; }" : "=f"(y) : "f"(x));
     return y;
+#endif
 }
 static __device__ __forceinline__ float tl_expf(float x) { return tl_exp2(x * 1.4426950408889634f); }
 static __device__ __forceinline__ float tl_rcp(float x) {
+#ifdef TL_HOST_EMU
+    return 1.0f / x;
+#else
     float y;
     asm("{ rcp.rn.f32 %0, %1; }" : "=f"(y) : "f"(x));
     return y;
+#endif
 }
 // tanh(x) = sign(x) (1 - 2 / (exp(2|x|) + 1)); saturates cleanly for large |x|. Below |x| = 1/4
 // that difference cancels to a few bits (soft-capping divides by c = 30 or 50, so small arguments
@@ -61,9 +79,13 @@ static __device__ __forceinline__ float tl_tanhf(float x) {
     return x < 0.f ? -t : t;
 }
 static __device__ __forceinline__ float tl_sqrtf(float x) {
+#ifdef TL_HOST_EMU
+    return sqrtf(x);
+#else
     float y;
     asm("{ sqrt.rn.f32 %0, %1; }" : "=f"(y) : "f"(x));
     return y;
+#endif
 }
 static __device__ __forceinline__ float tl_rsqrtf(float x) { return tl_rcp(tl_sqrtf(x)); }
 static __device__ __forceinline__ float tl_fmaxf(float a, float b) { return a > b ? a : b; }
@@ -72,27 +94,49 @@ static __device__ __forceinline__ float tl_fminf(float a, float b) { return a < 
 // Four 8-bit products summed into c, a's bytes unsigned (0..255) and b's signed (sm_61+; the
 // backend requires sm_80).
 static __device__ __forceinline__ int tl_dp4a_us(uint32_t a, uint32_t b, int c) {
+#ifdef TL_HOST_EMU
+    for (int k = 0; k < 4; ++k) c += (int)((a >> (8 * k)) & 0xFF) * (int)(int8_t)(b >> (8 * k));
+    return c;
+#else
     int d;
     asm("{ dp4a.u32.s32 %0, %1, %2, %3; }" : "=r"(d) : "r"(a), "r"(b), "r"(c));
     return d;
+#endif
 }
 // Round to the nearest integer, ties to even.
 static __device__ __forceinline__ int tl_f2i_rn(float x) {
+#ifdef TL_HOST_EMU
+    return (int)nearbyintf(x);  // ties to even (the default rounding mode)
+#else
     int i;
     asm("{ cvt.rni.s32.f32 %0, %1; }" : "=r"(i) : "f"(x));
     return i;
+#endif
 }
 
 // Half and bfloat16 conversions through inline PTX (clang has no _Float16 on this target).
 static __device__ __forceinline__ float tl_h2f(uint16_t h) {
+#ifdef TL_HOST_EMU
+    _Float16 f;
+    memcpy(&f, &h, 2);
+    return (float)f;
+#else
     float f;
     asm("{ cvt.f32.f16 %0, %1; }" : "=f"(f) : "h"(h));
     return f;
+#endif
 }
 static __device__ __forceinline__ uint16_t tl_f2h(float f) {
+#ifdef TL_HOST_EMU
+    _Float16 r = (_Float16)f;  // round to nearest even, as cvt.rn
+    uint16_t h;
+    memcpy(&h, &r, 2);
+    return h;
+#else
     uint16_t h;
     asm("{ cvt.rn.f16.f32 %0, %1; }" : "=h"(h) : "f"(f));
     return h;
+#endif
 }
 static __device__ __forceinline__ float tl_bits_f32(uint32_t u) {
     union { uint32_t u; float f; } c;
@@ -113,6 +157,10 @@ static __device__ __forceinline__ float tl_vec_get(const void* v, int ty, int i)
 }
 
 // Sum and max over the 32 lanes of a warp (every lane gets the result).
+#ifdef TL_HOST_EMU
+static inline float tl_warp_sum(float v) { return tlemu_warp_sum_f32(v); }
+static inline float tl_warp_max(float v) { return tlemu_warp_max_f32(v); }
+#else
 static __device__ __forceinline__ float tl_warp_sum(float v) {
     for (int m = 16; m > 0; m >>= 1) v += TL_SHFL_XOR(v, m);
     return v;
@@ -121,3 +169,4 @@ static __device__ __forceinline__ float tl_warp_max(float v) {
     for (int m = 16; m > 0; m >>= 1) v = tl_fmaxf(v, TL_SHFL_XOR(v, m));
     return v;
 }
+#endif

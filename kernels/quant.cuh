@@ -28,10 +28,11 @@
 // Small helpers
 // ---------------------------------------------------------------------------------------------
 
+#ifdef TL_HOST_EMU
+#define TLQ_LAUNCH_BOUNDS(n)
+#else
 #define TLQ_LAUNCH_BOUNDS(n) __attribute__((launch_bounds(n)))
-
-// Warp-level barrier and memory fence (inline PTX: same text for nvcc and clang).
-#define TLQ_SYNCWARP() asm volatile("bar.warp.sync 0xffffffff;" ::: "memory")
+#endif
 
 // Byte offsets and element counts (prelude.cuh defines no size_t for the header-less clang build).
 typedef unsigned long long tlq_sz;
@@ -45,24 +46,40 @@ struct __attribute__((aligned(16))) tlq_f4 {
 
 // Explicitly rounded float ops: never contracted into an FMA, so results equal the CPU's.
 static __device__ __forceinline__ float tlq_mul(float a, float b) {
+#ifdef TL_HOST_EMU
+    return a * b;  // the emulator is built with -ffp-contract=off
+#else
     float r;
     asm("{ mul.rn.f32 %0, %1, %2; }" : "=f"(r) : "f"(a), "f"(b));
     return r;
+#endif
 }
 static __device__ __forceinline__ float tlq_add(float a, float b) {
+#ifdef TL_HOST_EMU
+    return a + b;
+#else
     float r;
     asm("{ add.rn.f32 %0, %1, %2; }" : "=f"(r) : "f"(a), "f"(b));
     return r;
+#endif
 }
 static __device__ __forceinline__ float tlq_fma(float a, float b, float c) {
+#ifdef TL_HOST_EMU
+    return fmaf(a, b, c);
+#else
     float r;
     asm("{ fma.rn.f32 %0, %1, %2, %3; }" : "=f"(r) : "f"(a), "f"(b), "f"(c));
     return r;
+#endif
 }
 static __device__ __forceinline__ float tlq_sub(float a, float b) {
+#ifdef TL_HOST_EMU
+    return a - b;
+#else
     float r;
     asm("{ sub.rn.f32 %0, %1, %2; }" : "=f"(r) : "f"(a), "f"(b));
     return r;
+#endif
 }
 
 // Plain byte / half-word reads (any 1- / 2-aligned address).
@@ -79,21 +96,38 @@ static __device__ __forceinline__ uint32_t tlq_w2(const uint8_t* p) {
 // stays free for x, which every row re-reads). `volatile` only keeps the compiler from
 // speculating the load above its bounds check; ptxas still schedules it freely.
 static __device__ __forceinline__ uint32_t tlq_ldw4(const uint8_t* p) {
+#ifdef TL_HOST_EMU
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+#else
     uint32_t v;
     asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(v) : "l"(p));
     return v;
+#endif
 }
 static __device__ __forceinline__ tlq_u4 tlq_ldw16(const uint8_t* p) {
+#ifdef TL_HOST_EMU
+    tlq_u4 v;
+    memcpy(&v, p, 16);
+    return v;
+#else
     tlq_u4 v;
     asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                  : "l"(p));
     return v;
+#endif
 }
 static __device__ __forceinline__ void tlq_ldw8(const uint8_t* p, uint32_t& a, uint32_t& b) {
+#ifdef TL_HOST_EMU
+    memcpy(&a, p, 4);
+    memcpy(&b, p + 4, 4);
+#else
     asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];"
                  : "=r"(a), "=r"(b)
                  : "l"(p));
+#endif
 }
 // 4 / 8 / 16 weight bytes at `p`: one wide load when AL (the caller proved the alignment), else
 // half-words.
@@ -123,16 +157,24 @@ static __device__ __forceinline__ tlq_u4 tlq_ld16(const uint8_t* p) {
 
 // Byte k (compile-time after unrolling) of w, which must be < 128, as 0.5 + byte / 256 (exact).
 static __device__ __forceinline__ float tlq_bf(uint32_t w, int k) {
+#ifdef TL_HOST_EMU
+    return tl_bits_f32(0x3F000000u | (((w >> (8 * k)) & 0xFF) << 16));
+#else
     uint32_t r;
     // Result bytes: [0] = [1] = byte 4 (0x00 of the constant), [2] = byte k of w, [3] = 0x3F.
     asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(w), "r"(0x3F000000u), "r"(0x7044u | (k << 8)));
     return tl_bits_f32(r);
+#endif
 }
 // Byte k of w (any value) as 2^23 + byte (exact).
 static __device__ __forceinline__ float tlq_bf23(uint32_t w, int k) {
+#ifdef TL_HOST_EMU
+    return tl_bits_f32(0x4B000000u | ((w >> (8 * k)) & 0xFF));
+#else
     uint32_t r;
     asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(w), "r"(0x4B000000u), "r"(0x7440u | k));
     return tl_bits_f32(r);
+#endif
 }
 // Four bits of n (0..15) spread to the low bit of each byte: bit b -> bit 8b.
 static __device__ __forceinline__ uint32_t tlq_spread4(uint32_t n) {

@@ -2,10 +2,17 @@
 //! weight type against the CPU scalar reference) and end-to-end agreement with the CPU backend
 //! on the two real models and on every tiny architecture fixture.
 //!
-//! Not part of `cargo test` (`test = false` in Cargo.toml): tools/gpu-check.sh runs it, one test
-//! at a time, on a machine with an NVIDIA GPU. Every test FAILS when there is no device: passing
-//! here means the CUDA backend really ran. Models come from `TORCHLESS_MODELS_DIR` (default
-//! `./models`); op inputs are fresh each run (`TORCHLESS_OPS_SEED=<seed>` replays a failure).
+//! Not part of plain `cargo test` (`test = false` in Cargo.toml). Two commands run it, one test
+//! at a time:
+//! - tools/gpu-check.sh, on a machine with an NVIDIA GPU: the real thing;
+//! - tools/test.sh, with the host CUDA emulator (tests/cuda_emu, built by tools/cuda-emu.sh) as
+//!   `libcuda.so`: the same kernels compiled for the CPU behind the same driver API, which proves
+//!   the kernels' logic and the backend's launches but nothing about a GPU (the device then
+//!   names itself "torchless CUDA emulator (host CPU)").
+//!
+//! Every test FAILS when no driver answers: passing means the CUDA backend really ran. Models
+//! come from `TORCHLESS_MODELS_DIR` (default `./models`); op inputs are fresh each run
+//! (`TORCHLESS_OPS_SEED=<seed>` replays a failure).
 #![cfg(feature = "cuda")]
 
 mod ops_harness;
@@ -18,7 +25,7 @@ use torchless::backend::BackendKind;
 fn device() -> CudaBackend {
     CudaBackend::new(0).unwrap_or_else(|e| {
         panic!(
-            "CUDA device 0 is not usable: {e} (these tests need an NVIDIA GPU: tools/gpu-check.sh)"
+            "CUDA device 0 is not usable: {e} (these tests need an NVIDIA GPU, tools/gpu-check.sh, or the emulator: tools/test.sh)"
         )
     })
 }

@@ -30,9 +30,13 @@ packages=()
 if ! command -v nvcc >/dev/null 2>&1 && ! command -v clang >/dev/null 2>&1; then
     packages+=(clang)
 fi
-# tests/cuda_build.rs builds a small host C++ program around kernels/q8dot.cuh.
+# tests/cuda_build.rs builds a small host C++ program around kernels/q8dot.cuh, and
+# tools/cuda-emu.sh builds the host CUDA emulator (C++ and libffi).
 if ! command -v "${CXX:-c++}" >/dev/null 2>&1; then
     packages+=(g++)
+fi
+if [ ! -f /usr/include/ffi.h ] && ! compgen -G '/usr/include/*/ffi.h' >/dev/null; then
+    packages+=(libffi-dev)
 fi
 if ! ldconfig -p | grep -q 'libvulkan\.so\.1' || ! compgen -G '/usr/share/vulkan/icd.d/*.json' >/dev/null; then
     packages+=(mesa-vulkan-drivers libvulkan1)
@@ -73,6 +77,19 @@ set +e
 # need an NVIDIA GPU (tools/gpu-check.sh).
 cargo test --release --features cuda,wgpu -- --test-threads=2 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The CUDA backend's runtime tests (tests/cuda_device.rs: the op harness, the architecture
+# fixtures, both real models, decode graphs) on the host CUDA emulator (tests/cuda_emu): the
+# driver API in C++ with every kernel compiled for the CPU, so the kernels' logic and the
+# backend's launches run for real here. It proves correctness, not speed, and not the PTX
+# (ptxas above) or a real GPU (tools/gpu-check.sh). Then gemma-3 again through the int8 matvec.
+emu="$(bash tools/cuda-emu.sh)" || status=1
+emu_run() {
+    LD_LIBRARY_PATH="$emu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+        cargo test --release --features cuda --test cuda_device -- --test-threads=1 "$@" 2>&1 | tee -a "$log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+}
+emu_run
+TORCHLESS_CUDA_MATVEC=int8 emu_run gemma3_logits
 set -e
 # One closing line over every test binary (cargo's last line is the doc-test binary's alone).
 passed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ passed' | awk '{s += $1} END {print s + 0}')

@@ -196,7 +196,10 @@ impl StepGraphs {
         let params = {
             let _mode = ModeGuard::set(dev, StepMode::Warmup(Vec::new()));
             ops();
-            match std::mem::take(&mut *super::lock(&dev.step)) {
+            // A `let`, not the block's tail expression: a tail's temporaries (this lock guard)
+            // outlive the block's locals in edition 2021, and `_mode`'s drop takes the same lock.
+            let mode = std::mem::take(&mut *super::lock(&dev.step));
+            match mode {
                 StepMode::Warmup(p) => p,
                 _ => Vec::new(),
             }
