@@ -5,7 +5,8 @@
 //! prelude's promise), to the same entry points. Runs in CI (`--features cuda`, no device).
 //!
 //! nvcc and ptxas come from `TORCHLESS_NVCC` / `TORCHLESS_PTXAS` (tools/test.sh sets both from
-//! tools/fetch-cuda-tools.sh), else from the PATH; missing, those tests fail and say so.
+//! tools/fetch-cuda-tools.sh), else from the PATH; missing, those tests fail and say so. The
+//! host CUDA emulator (tests/cuda_emu) that runs tests/cuda_device.rs in CI gets a self-test here.
 #![cfg(feature = "cuda")]
 
 use std::collections::BTreeSet;
@@ -378,4 +379,60 @@ fn q8_dot_arithmetic_matches_the_cpu_decoding_on_the_host() {
             "row {r}: {got} vs the exact {exact} (scale {scale})"
         );
     }
+}
+
+/// The host CUDA emulator that runs tests/cuda_device.rs in CI (tools/cuda-emu.sh): a real
+/// kernel launched through its driver API computes the right values, and a launch that reads
+/// past the end of its buffers stops the process with a report naming the kernel, the block and
+/// the thread (allocations end at an inaccessible page), instead of reading garbage.
+#[test]
+fn cuda_emulator_runs_a_kernel_and_reports_an_out_of_bounds_access() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let built = Command::new("bash")
+        .arg(root.join("tools/cuda-emu.sh"))
+        .output()
+        .expect("cannot run bash");
+    assert!(
+        built.status.success(),
+        "tools/cuda-emu.sh failed:\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let lib_dir = PathBuf::from(String::from_utf8(built.stdout).unwrap().trim());
+    let dir = std::env::temp_dir().join(format!("torchless-emu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("selftest");
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let out = Command::new(&cxx)
+        .args(["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror"])
+        .arg(root.join("tests/cuda_emu/selftest.cpp"))
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("-L{}", lib_dir.display()))
+        .arg("-lcuda")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C++ compiler `{cxx}` (set CXX): {e}"));
+    assert!(
+        out.status.success(),
+        "tests/cuda_emu/selftest.cpp does not build:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = Command::new(&exe)
+        .env("LD_LIBRARY_PATH", &lib_dir)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert!(stdout.contains("in bounds ok"), "{stdout}\n{stderr}");
+    assert!(
+        !run.status.success(),
+        "the out-of-bounds launch was not stopped: {stdout}"
+    );
+    assert!(
+        stderr.contains("cuda-emu: kernel act_add, block (4,0,0) thread (0,0,0)")
+            && stderr.contains("out-of-bounds"),
+        "unexpected report: {stderr}"
+    );
 }

@@ -24,7 +24,9 @@ objs=()
 for src in tests/cuda_emu/driver.cpp kernels/*.cu; do
     obj="$out/obj/$(basename "$src").o"
     objs+=("$obj")
-    if [ ! -f "$obj" ] || [ -n "$(find "$src" kernels tests/cuda_emu -newer "$obj" -name '*.c*' -print -quit)" ]; then
+    # Rebuilt when any kernel source or emulator file is newer (every object includes headers
+    # from both directories).
+    if [ ! -f "$obj" ] || [ -n "$(find kernels tests/cuda_emu -type f -newer "$obj" -print -quit)" ]; then
         "$CXX" "${flags[@]}" -x c++ -c "$src" -o "$obj" >&2
     fi
 done

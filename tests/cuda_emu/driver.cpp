@@ -20,6 +20,7 @@
 // Kernels are found by name: the PTX handed to cuModuleLoadData lists each `.entry` with its
 // parameter types (.u64, .u32, .f32), and libffi calls the host function of the same name.
 #include <dlfcn.h>
+#include <signal.h>
 #include <ffi.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -548,11 +549,83 @@ static size_t meminfo(const char* key) {
     return 0;
 }
 
+// Device memory: each allocation ends where an inaccessible page begins, so a kernel reading or
+// writing past the end of its buffer (beyond the 256-byte rounding every CUDA allocation has)
+// faults at once, and the fault is reported with the kernel, block and thread that made it.
+// Fresh memory is all 0xFF bytes (NaN as f32) so that a kernel reading what nothing wrote shows.
+struct Mapping {
+    char* base;
+    size_t len;
+};
+static std::mutex alloc_lock;
+static std::map<uintptr_t, Mapping> mappings;  // by the address handed out
+
+static void* device_alloc(size_t bytes) {
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    const size_t body = (std::max<size_t>(bytes, 1) + 255) & ~(size_t)255;
+    const size_t data = (body + page - 1) / page * page;
+    void* m = mmap(nullptr, data + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) return nullptr;
+    char* base = (char*)m;
+    if (mprotect(base + data, page, PROT_NONE) != 0) {
+        munmap(m, data + page);
+        return nullptr;
+    }
+    char* user = base + data - body;  // 256-aligned: data is whole pages, body whole 256s
+    std::memset(user, 0xFF, body);
+    std::lock_guard<std::mutex> lk(alloc_lock);
+    mappings[(uintptr_t)user] = {base, data + page};
+    return user;
+}
+static bool device_free(void* p) {
+    std::lock_guard<std::mutex> lk(alloc_lock);
+    auto it = mappings.find((uintptr_t)p);
+    if (it == mappings.end()) return false;
+    munmap(it->second.base, it->second.len);
+    mappings.erase(it);
+    return true;
+}
+
+static struct sigaction previous_segv;
+static void on_fault(int sig, siginfo_t* info, void* uc) {
+    BlockRunner* r = runner_tls;
+    if (r && r->cur && r->launch) {
+        char msg[512];
+        const tlemu_dim3 b = blockIdx, t = r->cur->tid;
+        const int n = std::snprintf(msg, sizeof msg,
+                                    "cuda-emu: kernel %s, block (%u,%u,%u) thread (%u,%u,%u), touched %p "
+                                    "outside every allocation (an out-of-bounds access)\n",
+                                    r->launch->f->name.c_str(), b.x, b.y, b.z, t.x, t.y, t.z, info->si_addr);
+        if (n > 0) (void)!write(2, msg, (size_t)std::min(n, (int)sizeof msg - 1));
+        std::abort();
+    }
+    // Not in a kernel: whoever handled it before (Rust's stack-overflow report), or the default.
+    if (previous_segv.sa_flags & SA_SIGINFO) {
+        previous_segv.sa_sigaction(sig, info, uc);
+    } else if (previous_segv.sa_handler != SIG_DFL && previous_segv.sa_handler != SIG_IGN) {
+        previous_segv.sa_handler(sig);
+    } else {
+        signal(sig, SIG_DFL);  // returning re-runs the access, which now kills the process
+    }
+}
+static void install_fault_report() {
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &previous_segv);
+}
+
 static int context_token;
 
 extern "C" {
 
-CUresult cuInit(unsigned) { return OK; }
+CUresult cuInit(unsigned) {
+    static std::once_flag once;
+    std::call_once(once, install_fault_report);
+    return OK;
+}
 CUresult cuDriverGetVersion(int* v) {
     *v = 12080;
     return OK;
@@ -675,20 +748,14 @@ CUresult cuEventElapsedTime(float* ms, CUevent a, CUevent b) {
 }
 CUresult cuEventElapsedTime_v2(float* ms, CUevent a, CUevent b) { return cuEventElapsedTime(ms, a, b); }
 
-// Fresh memory is all 0xFF bytes (NaN as f32) so that a kernel reading what nothing wrote shows.
 CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
-    const size_t n = (std::max<size_t>(bytes, 1) + 255) & ~(size_t)255;
-    void* m = std::aligned_alloc(256, n);
+    void* m = device_alloc(bytes);
     if (!m) return ERR_OUT_OF_MEMORY;
-    std::memset(m, 0xFF, n);
     *p = (CUdeviceptr)(uintptr_t)m;
     return OK;
 }
 CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, CUstream) { return cuMemAlloc_v2(p, bytes); }
-CUresult cuMemFree_v2(CUdeviceptr p) {
-    std::free(ptr(p));
-    return OK;
-}
+CUresult cuMemFree_v2(CUdeviceptr p) { return device_free(ptr(p)) ? OK : ERR_INVALID_VALUE; }
 CUresult cuMemFreeAsync(CUdeviceptr p, CUstream) { return cuMemFree_v2(p); }
 CUresult cuMemsetD8_v2(CUdeviceptr p, unsigned char v, size_t n) { return fill(nullptr, ptr(p), v, n); }
 CUresult cuMemsetD8Async(CUdeviceptr p, unsigned char v, size_t n, CUstream s) { return fill(s, ptr(p), v, n); }
