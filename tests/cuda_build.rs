@@ -260,6 +260,26 @@ fn every_kernel_file_builds_with_nvcc_to_the_same_entry_points() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Compile the host C++ program `src` (relative to the repository) into `exe` with the C++
+/// compiler (`CXX`, else `c++`), warnings as errors, `extra` after the sources.
+fn build_host_cpp(src: &str, exe: &std::path::Path, extra: &[&str]) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let out = Command::new(&cxx)
+        .args(["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror"])
+        .arg(root.join(src))
+        .arg("-o")
+        .arg(exe)
+        .args(extra)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C++ compiler `{cxx}` (set CXX): {e}"));
+    assert!(
+        out.status.success(),
+        "{src} does not build:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The integer decode matvec's arithmetic (kernels/q8dot.cuh), compiled for the host by
 /// tests/cuda_host/q8dot.cpp and replayed lane by lane with the kernels' addressing, against the
 /// CPU's Q4_K decoding: the Q8 form of x is a faithful rounding, and W x from the integer dot
@@ -274,20 +294,8 @@ fn q8_dot_arithmetic_matches_the_cpu_decoding_on_the_host() {
     let dir = std::env::temp_dir().join(format!("torchless-q8dot-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let exe = dir.join("q8dot");
-    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-    let out = Command::new(&cxx)
-        .args(["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-I"])
-        .arg(root.join("kernels"))
-        .arg(root.join("tests/cuda_host/q8dot.cpp"))
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run the C++ compiler `{cxx}` (set CXX): {e}"));
-    assert!(
-        out.status.success(),
-        "tests/cuda_host/q8dot.cpp does not build:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let kernels = format!("-I{}", root.join("kernels").display());
+    build_host_cpp("tests/cuda_host/q8dot.cpp", &exe, &[&kernels]);
 
     // 11 blocks a row: a pass of 8 and a ragged one of 3, as in the kernel.
     let (rows, cols) = (7usize, 11 * 256usize);
@@ -401,21 +409,8 @@ fn cuda_emulator_runs_a_kernel_and_reports_an_out_of_bounds_access() {
     let dir = std::env::temp_dir().join(format!("torchless-emu-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let exe = dir.join("selftest");
-    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-    let out = Command::new(&cxx)
-        .args(["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror"])
-        .arg(root.join("tests/cuda_emu/selftest.cpp"))
-        .arg("-o")
-        .arg(&exe)
-        .arg(format!("-L{}", lib_dir.display()))
-        .arg("-lcuda")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run the C++ compiler `{cxx}` (set CXX): {e}"));
-    assert!(
-        out.status.success(),
-        "tests/cuda_emu/selftest.cpp does not build:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let link = format!("-L{}", lib_dir.display());
+    build_host_cpp("tests/cuda_emu/selftest.cpp", &exe, &[&link, "-lcuda"]);
     let run = Command::new(&exe)
         .env("LD_LIBRARY_PATH", &lib_dir)
         .output()

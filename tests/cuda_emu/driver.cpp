@@ -509,25 +509,24 @@ static CUresult issue(CUstream s, Op op) {
         run_op(op);
     return OK;
 }
-// Copies between host and device memory cannot be captured (the driver refuses them for
-// pageable host memory, which is all cudarc hands it); device-to-device copies can.
-static CUresult host_copy(CUstream s, void* dst, const void* src, size_t n);
-static CUresult copy(CUstream s, void* dst, const void* src, size_t n) {
+// A copy (src set) or a fill (value) of n bytes at dst.
+static CUresult memory_op(CUstream s, Op::Kind kind, void* dst, const void* src, unsigned char value, size_t n) {
     Op op;
-    op.kind = Op::Copy;
+    op.kind = kind;
     op.dst = dst;
     op.src = src;
+    op.value = value;
     op.bytes = n;
     return issue(s, std::move(op));
+}
+static CUresult copy(CUstream s, void* dst, const void* src, size_t n) {
+    return memory_op(s, Op::Copy, dst, src, 0, n);
 }
 static CUresult fill(CUstream s, void* dst, unsigned char v, size_t n) {
-    Op op;
-    op.kind = Op::Fill;
-    op.dst = dst;
-    op.value = v;
-    op.bytes = n;
-    return issue(s, std::move(op));
+    return memory_op(s, Op::Fill, dst, nullptr, v, n);
 }
+// Copies between host and device memory cannot be captured (the driver refuses them for
+// pageable host memory, which is all cudarc hands it); device-to-device copies can.
 static CUresult host_copy(CUstream s, void* dst, const void* src, size_t n) {
     if (stream_of(s)->capture) return ERR_STREAM_CAPTURE_UNSUPPORTED;
     return copy(s, dst, src, n);
@@ -810,6 +809,12 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
     // The limits of every device the backend supports (compute capability 8.0 and newer).
     if ((uint64_t)bx * by * bz > 1024 || bz > 64 || gx > 0x7fffffffu || gy > 65535 || gz > 65535)
         return ERR_INVALID_VALUE;
+    Stream* st = stream_of(s);
+    if (!st->capture) {
+        run_kernel(f, {gx, gy, gz}, {bx, by, bz}, params);
+        return OK;
+    }
+    // Captured: the argument values are copied now, as the driver does.
     Op op;
     op.kind = Op::Kernel;
     op.f = f;
@@ -819,7 +824,8 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
         const uint8_t* a = (const uint8_t*)params[i];
         op.args.emplace_back(a, a + f->sizes[i]);
     }
-    return issue(s, std::move(op));
+    st->capture->ops.push_back(std::move(op));
+    return OK;
 }
 
 CUresult cuGraphInstantiateWithFlags(CUgraphExec* e, CUgraph g, unsigned long long) {
