@@ -106,14 +106,17 @@ fn gemma3_logits_match_cpu() {
     models::real_model_logits(models::GEMMA3, "gemma3", BackendKind::Cuda);
 }
 
+// Perplexity against the exact value (float64, activations never rounded), not the CPU's: CUDA's
+// matmuls keep activations in f32, while the CPU (as llama.cpp) rounds them to 8 bits, which puts
+// the CPU 0.67% (SmolLM2) and 0.94% (gemma-3) from the exact value over these 13 chunks.
 #[test]
-fn smollm2_perplexity_matches_cpu() {
-    models::real_model_perplexity(models::SMOLLM2, "smollm2", BackendKind::Cuda, None);
+fn smollm2_perplexity_matches_exact() {
+    models::real_model_perplexity_exact(models::SMOLLM2, "smollm2", BackendKind::Cuda);
 }
 
 #[test]
-fn gemma3_perplexity_matches_cpu() {
-    models::real_model_perplexity(models::GEMMA3, "gemma3", BackendKind::Cuda, None);
+fn gemma3_perplexity_matches_exact() {
+    models::real_model_perplexity_exact(models::GEMMA3, "gemma3", BackendKind::Cuda);
 }
 
 // ---------------------------------------------------------------------------------------------

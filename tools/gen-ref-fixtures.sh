@@ -12,10 +12,12 @@
 #       text.txt is missing; an existing text.txt is reused as is.
 #   tests/fixtures/perplexity/<model>.json
 #       llama-perplexity -m MODEL -f text.txt -c 128 -b 128 --chunks N -t 2, with N = all the
-#       128-token chunks the text gives, at most 16.
+#       128-token chunks the text gives, at most 16; and under "exact" the same chunks computed
+#       exactly by tools/exact-perplexity.py (float64, dequantized weights, no activation rounding).
 #
 # Needs: the llama.cpp build (tools/build-llamacpp.sh is run; it honours LLAMACPP_DIR), the models
-# (tools/fetch-models.sh is run; it honours TORCHLESS_MODELS_DIR), python3 with numpy.
+# (tools/fetch-models.sh is run; it honours TORCHLESS_MODELS_DIR), python3 with numpy and gguf
+# (tools/requirements-fixtures.txt pins both).
 # Or set LLAMACPP_BIN to a folder that already holds llama-tokenize, llama-perplexity, llama-logits.
 # Progress and the top-2 margin summary go to stderr.
 set -euo pipefail
@@ -31,7 +33,8 @@ PPL_CTX=128
 PPL_MAX_CHUNKS=16
 EXPECTED_COMMIT="0c1e570"
 
-"$PYTHON" -c 'import numpy' 2>/dev/null || die "$PYTHON cannot import numpy (pip install numpy)"
+"$PYTHON" -c 'import numpy, gguf' 2>/dev/null \
+    || die "$PYTHON cannot import numpy and gguf (pip install -r tools/requirements-fixtures.txt)"
 
 # ------------------------------------------------------------------ inputs
 if [[ -n "${LLAMACPP_BIN:-}" ]]; then
@@ -180,6 +183,12 @@ It is used only as test data for perplexity; it does not license anything in thi
 `<model>.json` holds llama.cpp's perplexity on this text (see the `command` field), made by
 `tools/gen-ref-fixtures.sh`. llama-perplexity strips one trailing newline from the file before
 tokenizing it with the model's BOS rule.
+
+Its `exact` object holds the same chunks' perplexity computed exactly by
+`tools/exact-perplexity.py` (float64 numpy, weights dequantized by the `gguf` package, activations
+never rounded; ids from llama-tokenize). llama.cpp's CPU path rounds activations to 8 bits before
+each quantized dot product, which moves these small models' perplexity by 0.5–1.2%; the CUDA
+backend keeps activations in f32 and is checked against `exact`.
 EOF
 fi
 
@@ -199,10 +208,16 @@ for entry in "${MODELS[@]}"; do
     log "$name: $n_tok tokens -> llama-perplexity -m $file ${cmd_args[*]}"
     (cd "$REPO_ROOT" && "$BIN/llama-perplexity" -m "$model" "${cmd_args[@]}") >"$WORK/$name.ppl.log" 2>&1 \
         || { tail -n 30 "$WORK/$name.ppl.log" >&2; die "llama-perplexity failed for $name"; }
+    # The same chunks computed exactly (float64, activations never rounded): the value CUDA's
+    # f32 path is checked against.
+    printf '%s\n' "$ids" >"$WORK/$name.ids"
+    log "$name: exact perplexity (tools/exact-perplexity.py, float64)"
+    "$PYTHON" "$SCRIPT_DIR/exact-perplexity.py" "$model" "$WORK/$name.ids" "$PPL_CTX" "$chunks" \
+        >"$WORK/$name.exact.json" || die "exact-perplexity.py failed for $name"
     "$PYTHON" - "$name" "$file" "$WORK/$name.ppl.log" "$PPL_DIR" "$chunks" "$THREADS" "$PPL_CTX" "$n_tok" "$COMMIT" \
-        "llama-perplexity -m models/$file ${cmd_args[*]}" <<'EOF'
+        "llama-perplexity -m models/$file ${cmd_args[*]}" "$WORK/$name.exact.json" <<'EOF'
 import json, re, sys
-name, file, log_path, out_dir, chunks, threads, ctx, n_tok, commit, command = sys.argv[1:]
+name, file, log_path, out_dir, chunks, threads, ctx, n_tok, commit, command, exact_path = sys.argv[1:]
 log = open(log_path, encoding="utf-8", errors="replace").read()
 m = re.search(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)", log)
 if not m:
@@ -226,6 +241,7 @@ meta = {
     "text_tokens": int(n_tok),
     "ppl_running": running,
     "flash_attn": fa,
+    "exact": json.load(open(exact_path, encoding="utf-8")),
 }
 with open(f"{out_dir}/{name}.json", "w", encoding="utf-8") as f:
     json.dump(meta, f, indent=1)
