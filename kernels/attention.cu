@@ -26,13 +26,15 @@
 //
 // Entry points:
 //   attn_kv_store      one thread per element, grid-stride; any block size.
+//   attn_rope_kv_store RoPE on Q and K and the K/V store in one launch: one thread per Q or K
+//                      pair, unrotated K element or V element, grid-stride; any block size.
 //   attn_partial_d64, _d128, _d256, _d512, attn_partial_any (see ATTN_PARTIAL_ENTRY for which
 //                      widths each takes): grid (n_split, min(n_tok * n_head, 65535)), block
 //                      exactly 32 * ATTN_WARPS = 128 threads, static shared memory only.
 //   attn_combine       grid (min(n_tok * n_head, 65535), ceil(head_dim_v / blockDim.x)), block a
 //                      multiple of 32 (64); n_split <= ATTN_MAX_SPLIT.
 
-#include "prelude.cuh"
+#include "rope.cuh"
 
 // Warps per attn_partial block (blockDim.x must be 32 * ATTN_WARPS), keys each warp scores at
 // once (independent loads in flight), and the largest head_dim / head_dim_v (per-lane register
@@ -60,6 +62,56 @@ extern "C" __global__ void attn_kv_store(const float* k, const float* v, uint16_
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
         if (i < nk) kc[pos0 * kw + i] = tl_f2h(k[i]);
         if (i < nv) vc[pos0 * vw + i] = tl_f2h(v[i]);
+    }
+}
+
+// RoPE on Q and K, then K and V into the cache, in one launch: what rope_rotate on Q, rope_rotate
+// on K and attn_kv_store do, with the same rotation and rounding (bit for bit). Q and K
+// ([n_tok][heads * head_dim]) are rotated in place; K's rotated pairs go to the cache from the
+// thread that rotated them, its dims >= n_rot and V as they are. cs: [n_tok][n_rot / 2][2].
+extern "C" __global__ void attn_rope_kv_store(float* q, float* k, const float* v, const float* cs,
+                                              uint16_t* kc, uint16_t* vc, int pos0,
+                                              const int* pos_dev, int n_tok, int hq, int hk,
+                                              int head_dim, int n_rot, int layout, int vw) {
+    if (pos_dev != nullptr) pos0 = *pos_dev;
+    const int half = n_rot / 2;
+    const int rest = head_dim - n_rot;
+    const int kw = hk * head_dim;
+    const int nq = n_tok * hq * half;
+    const int nk = n_tok * hk * half;
+    const int nr = n_tok * hk * rest;
+    const int n = nq + nk + nr + n_tok * vw;
+    for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < n;
+         idx += gridDim.x * blockDim.x) {
+        if (idx < nq + nk) {
+            const bool is_q = idx < nq;
+            const int j = is_q ? idx : idx - nq;
+            const int heads = is_q ? hq : hk;
+            const int i = j % half;
+            const int th = j / half;  // token * heads + head
+            const int t = th / heads;
+            const float c = cs[(t * half + i) * 2];
+            const float s = cs[(t * half + i) * 2 + 1];
+            float* hp = (is_q ? q : k) + th * head_dim;
+            int a, b;
+            rope_pair(layout, i, half, a, b);
+            float y0, y1;
+            rope_rotate_pair(hp[a], hp[b], c, s, y0, y1);
+            hp[a] = y0;
+            hp[b] = y1;
+            if (!is_q) {
+                // th * head_dim is t * kw + head * head_dim: attn_kv_store's element index.
+                kc[pos0 * kw + th * head_dim + a] = tl_f2h(y0);
+                kc[pos0 * kw + th * head_dim + b] = tl_f2h(y1);
+            }
+        } else if (idx < nq + nk + nr) {
+            const int j = idx - nq - nk;
+            const int e = (j / rest) * head_dim + n_rot + j % rest;
+            kc[pos0 * kw + e] = tl_f2h(k[e]);
+        } else {
+            const int j = idx - nq - nk - nr;
+            vc[pos0 * vw + j] = tl_f2h(v[j]);
+        }
     }
 }
 

@@ -16,10 +16,13 @@
 //     buffers or cols % 128 != 0): lane L takes units L, L + 32, ... of its row (a unit is 8-32
 //     consecutive-ish weights of one block), decodes each once and dots it with every token's x.
 //   Per-lane sums are reduced with warp shuffles.
+// matvec_glu_<t> (decode, gated feed-forward blocks): the gate and up projections and the GLU in
+//   one launch, through the layout-C loop with gate row r and up row r as a warp's two rows.
 // matmul_<t> (prefill): 64 rows x 64 tokens per block of 256 threads, K in steps of 32. Each step
 //   dequantizes the 64 x 32 weight tile (exact decoder, 8 values per thread) and the 64 x 32 x tile
 //   into shared memory (k-major); each thread accumulates a 4 x 4 register tile. The next step's
 //   global loads are issued before the current step's arithmetic.
+#include "act.cuh"
 #include "quant.cuh"
 #include "q8dot.cuh"
 
@@ -483,6 +486,74 @@ TL_MATVEC_C(q8_0, McRow32<McQ8_0>, MvQ8_0, 32, 34, 2)
 TL_MATVEC_C(q4_k, McRowQ45K<false>, MvQ4_K, 256, 144, 16)
 TL_MATVEC_C(q5_k, McRowQ45K<true>, MvQ5_K, 256, 176, 16)
 TL_MATVEC_C(q6_k, McRowQ6K, MvQ6_K, 256, 210, 2)
+
+// ---------------------------------------------------------------------------------------------
+// Gated feed-forward matvec: y[t * rows + r] = act(gate_r . x_t) * (up_r . x_t) in one launch
+// (the two projections and act_glu otherwise). A warp takes gate row r and up row r as the layout-C
+// loop's R = 2 rows, so each sum is accumulated and reduced exactly as matvec_<t> does it (a row's
+// sum does not depend on the row beside it) and the product is act_glu's: bit for bit the
+// unfused result. Only the types whose layout-C loop works on two rows (C::R == 2) have one; the
+// host launches it only where matvec_<t> would take the layout-C loop (cols % 128 == 0, aligned).
+// ---------------------------------------------------------------------------------------------
+
+template <class C, int NT>
+static __device__ __forceinline__ void mc_glu_rows(const uint8_t* __restrict__ wg,
+                                                   const uint8_t* __restrict__ wu,
+                                                   const float* __restrict__ x,
+                                                   float* __restrict__ y, int rows, int cols,
+                                                   tlq_sz row_bytes, tlq_f4* tab, int act) {
+    static_assert(C::R == 2, "the gated matvec pairs gate and up as the loop's two rows");
+    const int lane = threadIdx.x & 31;
+    for (int r = blockIdx.x * MV_WARPS + (threadIdx.x >> 5); r < rows;
+         r += gridDim.x * MV_WARPS) {
+        const uint8_t* wr[2] = {wg + (tlq_sz)r * row_bytes, wu + (tlq_sz)r * row_bytes};
+        float acc[2][NT];
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int t = 0; t < NT; ++t) acc[i][t] = 0.f;
+        C::template row<NT, 2>(wr, x, cols, lane, acc, tab);
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+            const float g = tl_warp_sum(acc[0][t]);
+            const float u = tl_warp_sum(acc[1][t]);
+            if (lane == t) y[(tlq_sz)t * rows + r] = act_apply(act, g) * u;
+        }
+    }
+}
+
+#define TL_MATVEC_GLU(name, C, QKV, BYTESV)                                                       \
+    extern "C" __global__ void MV_LB matvec_glu_##name(                                          \
+        const uint8_t* __restrict__ wg, const uint8_t* __restrict__ wu,                           \
+        const float* __restrict__ x, float* __restrict__ y, int rows, int cols, int n_tok,        \
+        int act) {                                                                                \
+        __shared__ tlq_f4 tab[MV_WARPS * C::TAB];                                                 \
+        tlq_f4* wtab = tab + (threadIdx.x >> 5) * C::TAB;                                         \
+        const tlq_sz row_bytes = (tlq_sz)(cols / (QKV)) * (BYTESV);                               \
+        for (int t0 = 0; t0 < n_tok; t0 += C::MAXNT) {                                            \
+            const int nt = n_tok - t0 < C::MAXNT ? n_tok - t0 : C::MAXNT;                         \
+            const float* xt = x + (tlq_sz)t0 * cols;                                              \
+            float* yt = y + (tlq_sz)t0 * rows;                                                    \
+            if (nt == 1) mc_glu_rows<C, 1>(wg, wu, xt, yt, rows, cols, row_bytes, wtab, act);     \
+            else if (nt == 2 || C::MAXNT < 3)                                                     \
+                mc_glu_rows<C, (C::MAXNT < 2 ? 1 : 2)>(wg, wu, xt, yt, rows, cols, row_bytes,     \
+                                                       wtab, act);                                \
+            else if (nt == 3 || C::MAXNT < 4)                                                     \
+                mc_glu_rows<C, (C::MAXNT < 3 ? 1 : 3)>(wg, wu, xt, yt, rows, cols, row_bytes,     \
+                                                       wtab, act);                                \
+            else                                                                                  \
+                mc_glu_rows<C, (C::MAXNT < 4 ? 1 : 4)>(wg, wu, xt, yt, rows, cols, row_bytes,     \
+                                                       wtab, act);                                \
+        }                                                                                         \
+    }
+
+TL_MATVEC_GLU(q4_0, McRow32<McQ4_0>, 32, 18)
+TL_MATVEC_GLU(q4_1, McRow32<McQ4_1>, 32, 20)
+TL_MATVEC_GLU(q5_0, McRow32<McQ5_0>, 32, 22)
+TL_MATVEC_GLU(q5_1, McRow32<McQ5_1>, 32, 24)
+TL_MATVEC_GLU(q8_0, McRow32<McQ8_0>, 32, 34)
+TL_MATVEC_GLU(q4_k, McRowQ45K<false>, 256, 144)
+TL_MATVEC_GLU(q5_k, McRowQ45K<true>, 256, 176)
 
 // ---------------------------------------------------------------------------------------------
 // Integer matvec (q8dot.cuh): x rounded to int8 once, then dp4a against the weight nibbles.

@@ -7,10 +7,7 @@
 // Entry points:
 //   rope_rotate  one thread per (token, head, pair), grid-stride; any block size.
 
-#include "prelude.cuh"
-
-#define ROPE_ADJACENT 0  // pairs (2i, 2i + 1): ggml "NORM"
-#define ROPE_HALVES 1    // pairs (i, i + n_rot / 2): ggml "NEOX"
+#include "rope.cuh"
 
 // x: [n_tok][n_heads * head_dim]; dims >= n_rot of each head are left untouched. Each pair is
 // owned by exactly one thread (the pairs of a head are disjoint for both layouts).
@@ -26,11 +23,8 @@ extern "C" __global__ void rope_rotate(float* x, const float* cs, int n_tok, int
         const float c = cs[(t * half + i) * 2];
         const float s = cs[(t * half + i) * 2 + 1];
         float* hp = x + th * head_dim;
-        const int a = layout == ROPE_ADJACENT ? 2 * i : i;
-        const int b = layout == ROPE_ADJACENT ? 2 * i + 1 : i + half;
-        const float x0 = hp[a];
-        const float x1 = hp[b];
-        hp[a] = x0 * c - x1 * s;
-        hp[b] = x0 * s + x1 * c;
+        int a, b;
+        rope_pair(layout, i, half, a, b);
+        rope_rotate_pair(hp[a], hp[b], c, s, hp[a], hp[b]);
     }
 }

@@ -72,12 +72,37 @@ fn ops_matmul_int8_matvec() {
     let opts = CudaOptions {
         decode_graphs: true,
         int8_matvec: true,
+        fused: true,
     };
     let dev = CudaBackend::with_options(0, opts).unwrap_or_else(|e| {
         panic!("CUDA device 0 is not usable: {e} (these tests need an NVIDIA GPU)")
     });
     assert_eq!(dev.device_info().matvec, "int8");
     ops_harness::check_family(&dev, "cuda (int8 matvec)", Family::Matmul);
+}
+
+/// The decode path's fused gate/up/GLU kernel (`matvec_glu_<t>`) against the two projections
+/// and `act_glu` launched apart: bit for bit.
+#[test]
+fn glu_fusion_is_bit_exact() {
+    let dev = device();
+    assert!(
+        dev.device_info().fused,
+        "TORCHLESS_CUDA_FUSE=off: nothing to compare"
+    );
+    ops_harness::assert_glu_fusion_exact(&dev);
+}
+
+/// RoPE on Q and K with the K/V store as one kernel (`attn_rope_kv_store`) against
+/// `rope_rotate` twice and `attn_kv_store`: bit for bit.
+#[test]
+fn rope_store_fusion_is_bit_exact() {
+    let dev = device();
+    assert!(
+        dev.device_info().fused,
+        "TORCHLESS_CUDA_FUSE=off: nothing to compare"
+    );
+    ops_harness::assert_rope_store_fusion_exact(&dev);
 }
 
 #[test]

@@ -3,7 +3,8 @@
 # `torchless bench --backend cuda` on the synthetic 7B-shaped Q4_K model (made here by
 # tools/make-synthetic-gguf.py, which needs numpy) and on both real models, each with decode
 # steps replayed as CUDA graphs (the default) and run eagerly (TORCHLESS_CUDA_GRAPH=off), and the
-# Q4_K models once more with the int8 decode matvec (TORCHLESS_CUDA_MATVEC=int8).
+# Q4_K models once more with the int8 decode matvec (TORCHLESS_CUDA_MATVEC=int8) and once without
+# the fused kernels (TORCHLESS_CUDA_FUSE=off).
 # Fails when there is no NVIDIA device.
 #
 #   tools/gpu-bench.sh OUT                 binary: target/release/torchless (feature cuda)
@@ -79,4 +80,10 @@ export TORCHLESS_CUDA_MATVEC=int8
 run s7b-int8 "$synthetic" on
 run gemma3-int8 "$models/gemma-3-270m-q4_k_m.gguf" on
 unset TORCHLESS_CUDA_MATVEC
+# Without the fused kernels (RoPE + K/V store, gate + up + GLU; TORCHLESS_CUDA_FUSE=off), graphs
+# on: what the fusions save, side by side with the runs above.
+export TORCHLESS_CUDA_FUSE=off
+run s7b-unfused "$synthetic" on
+run gemma3-unfused "$models/gemma-3-270m-q4_k_m.gguf" on
+unset TORCHLESS_CUDA_FUSE
 echo "gpu-bench: results in $out"

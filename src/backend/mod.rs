@@ -180,6 +180,26 @@ pub trait Backend: Send + Sync {
             self.matmul(w, x, n_tok, out);
         }
     }
+    /// `out = act(gate · x) * (up · x)` for `n_tok` rows of `x` (`len` = `n_tok` × rows values):
+    /// a gated feed-forward block's hidden activations. `gate_out` and `up_out` (room for `len`)
+    /// hold the two projections where a backend computes them apart; the default is
+    /// [`Backend::matmul_many`] (up, then gate) and [`Backend::glu`]. CUDA runs all three as one
+    /// kernel for decode-sized batches, with the same sums and products.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_glu(
+        &self,
+        act: Activation,
+        gate: &Self::Weight,
+        up: &Self::Weight,
+        x: &Self::Buf,
+        n_tok: usize,
+        [gate_out, up_out]: [&mut Self::Buf; 2],
+        len: usize,
+        out: &mut Self::Buf,
+    ) {
+        self.matmul_many(&[up, gate], x, n_tok, &mut [&mut *up_out, &mut *gate_out]);
+        self.glu(act, gate_out, up_out, len, out);
+    }
     /// `acc += W x` for `n_tok` rows (`len` = `n_tok` × `W.rows` values): the residual add fused
     /// into the projection that feeds it. `tmp` (room for `len`) is scratch for a backend without
     /// a fused kernel; the default is [`Backend::matmul`] into `tmp`, then [`Backend::add`].
@@ -219,6 +239,28 @@ pub trait Backend: Send + Sync {
         k: &Self::Buf,
         v: &Self::Buf,
     );
+    /// RoPE on `q` (`shape.n_head` heads) and `k` (`shape.n_head_kv` heads), both
+    /// `shape.head_dim` wide, as [`Backend::rope`]; then `k` and `v` stored for `layer` at
+    /// positions `pos0..` as [`Backend::kv_store`]. CUDA does all three in one launch, with the
+    /// same rotation and rounding.
+    #[allow(clippy::too_many_arguments)]
+    fn rope_kv_store(
+        &self,
+        [q, k]: [&mut Self::Buf; 2],
+        v: &Self::Buf,
+        kv: &mut Self::KvCache,
+        layer: usize,
+        pos0: usize,
+        n_tok: usize,
+        shape: &AttnShape,
+        layout: RopeLayout,
+        p: &RopeParams,
+    ) {
+        let d = shape.head_dim;
+        self.rope(q, n_tok, shape.n_head, d, pos0, layout, p);
+        self.rope(k, n_tok, shape.n_head_kv, d, pos0, layout, p);
+        self.kv_store(kv, layer, pos0, n_tok, k, v);
+    }
     /// Causal attention of `n_tok` query rows at positions `pos0..` over the cache of `layer`.
     #[allow(clippy::too_many_arguments)]
     fn attention(

@@ -224,25 +224,6 @@ impl<B: Backend> Executor<B> {
                 b.norm_inplace(spec, &mut s.q, qn, n * c.n_head, c.head_dim);
                 b.norm_inplace(spec, &mut s.k, kn, n * c.n_head_kv, c.head_dim);
             }
-            b.rope(
-                &mut s.q,
-                n,
-                c.n_head,
-                c.head_dim,
-                pos0,
-                c.rope_layout,
-                &lc.rope,
-            );
-            b.rope(
-                &mut s.k,
-                n,
-                c.n_head_kv,
-                c.head_dim,
-                pos0,
-                c.rope_layout,
-                &lc.rope,
-            );
-            b.kv_store(&mut s.kv, il, pos0, n, &s.k, &s.v);
             let shape = AttnShape {
                 n_head: c.n_head,
                 n_head_kv: c.n_head_kv,
@@ -252,6 +233,17 @@ impl<B: Backend> Executor<B> {
                 window: lc.window,
                 softcap: c.attn_softcap,
             };
+            b.rope_kv_store(
+                [&mut s.q, &mut s.k],
+                &s.v,
+                &mut s.kv,
+                il,
+                pos0,
+                n,
+                &shape,
+                c.rope_layout,
+                &lc.rope,
+            );
             b.attention(&s.q, &s.kv, il, pos0, n, &shape, &mut s.attn);
             if arch.parallel_residual {
                 // Phi-2: the FFN reads the same normed input as attention; both outputs add to
@@ -360,6 +352,10 @@ impl<B: Backend> Executor<B> {
     ) -> &'a B::Buf {
         let (b, act) = (&self.backend, self.config.arch.activation);
         match &lw.gate {
+            Some(g) if g.b.is_none() && lw.up.b.is_none() => {
+                b.matmul_glu(act, &g.w, &lw.up.w, xn, n, [gate, &mut *up], n * ff, hidden);
+                hidden
+            }
             Some(g) => {
                 self.linears([&lw.up, g], xn, n, [&mut *up, &mut *gate]);
                 b.glu(act, gate, up, n * ff, hidden);

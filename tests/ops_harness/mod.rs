@@ -721,10 +721,14 @@ enum MatmulOp {
     Add,
     /// `matmul_many` with the weight twice over the same x (both outputs, concatenated).
     Many,
+    /// `matmul_glu`: out = act(W x) * (U x), with `w` as the gate and `up` as U.
+    Glu(Activation),
 }
 
 struct MatmulCase<'a> {
     w: &'a HostTensor,
+    /// The up projection of a `Glu` case.
+    up: Option<&'a HostTensor>,
     x: Input,
     n_tok: usize,
     /// Sentinels, or for `Add` the values the products add to.
@@ -750,6 +754,23 @@ impl Case for MatmulCase<'_> {
                 let mut both = get(x, &o, self.n_tok * self.w.rows)?;
                 both.extend(get(x, &o2, self.out.cap)?);
                 return Ok(both);
+            }
+            MatmulOp::Glu(act) => {
+                let up = self.up.expect("a Glu case has an up weight");
+                let u = x.weight(up.view(), Role::Matmul).map_err(refused)?;
+                let len = self.n_tok * self.w.rows;
+                let (mut g_out, mut u_out) =
+                    (Input::output(len).put(x)?, Input::output(len).put(x)?);
+                x.matmul_glu(
+                    act,
+                    &w,
+                    &u,
+                    &xb,
+                    self.n_tok,
+                    [&mut g_out, &mut u_out],
+                    len,
+                    &mut o,
+                );
             }
         }
         get(x, &o, self.out.cap)
@@ -1780,7 +1801,8 @@ fn matmul_shape<B: Backend>(
     cols: usize,
     tag: &str,
 ) {
-    let w = random_tensor(&mut h.rng, "ffn_up", ty, rows, cols);
+    let w = random_tensor(&mut h.rng, "ffn_gate", ty, rows, cols);
+    let up = random_tensor(&mut h.rng, "ffn_up", ty, rows, cols);
     let wv = w.values();
     let (bound, bound_f64) = if is_float(ty) {
         (MATMUL_FLOAT, MATMUL_FLOAT_F64)
@@ -1792,6 +1814,7 @@ fn matmul_shape<B: Backend>(
         let exact = matmul_f64(&wv, rows, cols, &x, n_tok);
         let case = |out: Input, op| MatmulCase {
             w: &w,
+            up: None,
             x: Input::new(&x, n_tok * cols),
             n_tok,
             out,
@@ -1829,14 +1852,201 @@ fn matmul_shape<B: Backend>(
             };
             h.check_with(&c, meta2, Some((&twice, bound_f64)));
         }
+        // A gated feed-forward block (gate, up, GLU; one kernel on CUDA's decode path): both
+        // activations over one and seven tokens (seven: passes of two and four tokens with a
+        // partial last one), one at 8 and 64 (the tiled path).
+        let acts: &[Activation] = match n_tok {
+            1 | 7 => &[Activation::Silu, Activation::GeluTanh],
+            8 => &[Activation::GeluTanh],
+            64 => &[Activation::Silu],
+            _ => &[],
+        };
+        for &act in acts {
+            let upv = up.values();
+            let up_exact = matmul_f64(&upv, rows, cols, &x, n_tok);
+            let want: Vec<f32> = exact
+                .iter()
+                .zip(&up_exact)
+                .map(|(&g, &u)| (act_f64(act, g as f64) * u as f64) as f32)
+                .collect();
+            let c = MatmulCase {
+                up: Some(&up),
+                ..case(Input::output(n_tok * rows), MatmulOp::Glu(act))
+            };
+            let meta3 = Meta {
+                group: format!("{ty}{tag} {act:?}"),
+                floor: floor * matmul_floor(&upv, cols, &x),
+                ..meta("matmul_glu")
+            };
+            h.check_with(&c, meta3, Some((&want, bound_f64)));
+        }
+    }
+}
+
+/// `matmul_glu` on `b` gives bit for bit what `matmul_many` (up, gate) and `glu` give on `b`:
+/// a backend that fuses the three (CUDA's `matvec_glu_<t>`) must compute the same sums and
+/// products, not merely close ones. Every quantized type over decode-sized batches (one to
+/// eight tokens) and both activations, at a width of whole 128-column chunks.
+pub fn assert_glu_fusion_exact<B: Backend>(b: &B) {
+    let mut rng = Rng::new(seed(), "glu fusion");
+    let (rows, cols) = (37, 1536);
+    for ty in WEIGHT_TYPES.into_iter().filter(|t| !is_float(*t)) {
+        let gate = random_tensor(&mut rng, "ffn_gate", ty, rows, cols);
+        let up = random_tensor(&mut rng, "ffn_up", ty, rows, cols);
+        let (g, u) = (
+            b.weight(gate.view(), Role::Matmul).expect("gate"),
+            b.weight(up.view(), Role::Matmul).expect("up"),
+        );
+        for n_tok in [1usize, 2, 3, 5, 8] {
+            let x = matmul_input(&mut rng, n_tok, cols);
+            let xb = Input::new(&x, n_tok * cols).put(b).ok().expect("x");
+            let len = n_tok * rows;
+            let buf = || Input::output(len).put(b).ok().expect("buffer");
+            for act in [Activation::Silu, Activation::GeluTanh] {
+                let (mut fused, mut g1, mut u1) = (buf(), buf(), buf());
+                b.matmul_glu(act, &g, &u, &xb, n_tok, [&mut g1, &mut u1], len, &mut fused);
+                let (mut apart, mut g2, mut u2) = (buf(), buf(), buf());
+                b.matmul_many(&[&u, &g], &xb, n_tok, &mut [&mut u2, &mut g2]);
+                b.glu(act, &g2, &u2, len, &mut apart);
+                let read = |o: &B::Buf| get(b, o, len).ok().expect("read");
+                let (f, a) = (read(&fused), read(&apart));
+                let differ = f
+                    .iter()
+                    .zip(&a)
+                    .filter(|(x, y)| x.to_bits() != y.to_bits())
+                    .count();
+                assert_eq!(
+                    differ, 0,
+                    "{ty} {act:?}, {n_tok} tokens: {differ} of {len} fused GLU outputs differ \
+                     from the separate projections and GLU"
+                );
+            }
+        }
+    }
+}
+
+/// `rope_kv_store` on `b` gives bit for bit what `rope` on Q, `rope` on K and `kv_store` give
+/// on `b` (CUDA runs the three as one kernel): the rotated Q and K, and the caches, compared
+/// through attention over them. Both layouts, full and partial rotary, grouped K/V heads, a
+/// history stored first, one token (decode) and a batch.
+pub fn assert_rope_store_fusion_exact<B: Backend>(b: &B) {
+    let mut rng = Rng::new(seed(), "rope store fusion");
+    let cases = [
+        (
+            RopeLayout::Halves,
+            4usize,
+            1usize,
+            256usize,
+            256usize,
+            256usize,
+        ),
+        (RopeLayout::Adjacent, 8, 2, 64, 64, 64),
+        (RopeLayout::Halves, 6, 3, 80, 40, 64),
+        (RopeLayout::Adjacent, 4, 4, 128, 32, 128),
+    ];
+    for (layout, n_head, n_head_kv, hd, n_rot, hdv) in cases {
+        let shape = AttnShape {
+            n_head,
+            n_head_kv,
+            head_dim: hd,
+            head_dim_v: hdv,
+            scale: 1.0 / (hd as f32).sqrt(),
+            window: None,
+            softcap: None,
+        };
+        let p = RopeParams {
+            base: 10_000.0,
+            n_rot,
+            scaling: RopeScaling::None,
+        };
+        let (qw, kw, vw) = (n_head * hd, n_head_kv * hd, n_head_kv * hdv);
+        let (n_ctx, layer) = (40, 1);
+        for (pos0, n_tok) in [(0usize, 1usize), (7, 1), (9, 5), (20, 17)] {
+            let rows = |rng: &mut Rng, w: usize| rng.vec(pos0.max(n_tok) * w, -2.0, 2.0);
+            let (hq, hk, hv) = (rows(&mut rng, qw), rows(&mut rng, kw), rows(&mut rng, vw));
+            let (q, k, v) = (rows(&mut rng, qw), rows(&mut rng, kw), rows(&mut rng, vw));
+            let put = |x: &[f32], n: usize| Input::new(&x[..n], n).put(b).ok().expect("upload");
+            let read = |o: &B::Buf, n: usize| get(b, o, n).ok().expect("read");
+            let mut outs = Vec::new();
+            for fused in [true, false] {
+                let mut kv = b.kv_cache(2, n_ctx, kw, vw).expect("kv cache");
+                // The history (positions 0..pos0), then this call's rows.
+                let mut step = |pos: usize, n: usize, q: &[f32], k: &[f32], v: &[f32]| {
+                    let (mut qb, mut kb, vb) = (put(q, n * qw), put(k, n * kw), put(v, n * vw));
+                    if fused {
+                        b.rope_kv_store(
+                            [&mut qb, &mut kb],
+                            &vb,
+                            &mut kv,
+                            layer,
+                            pos,
+                            n,
+                            &shape,
+                            layout,
+                            &p,
+                        );
+                    } else {
+                        b.rope(&mut qb, n, n_head, hd, pos, layout, &p);
+                        b.rope(&mut kb, n, n_head_kv, hd, pos, layout, &p);
+                        b.kv_store(&mut kv, layer, pos, n, &kb, &vb);
+                    }
+                    (qb, kb)
+                };
+                if pos0 > 0 {
+                    step(0, pos0, &hq, &hk, &hv);
+                }
+                let (qb, kb) = step(pos0, n_tok, &q, &k, &v);
+                let mut out = Input::output(n_tok * n_head * hdv)
+                    .put(b)
+                    .ok()
+                    .expect("out");
+                b.attention(&qb, &kv, layer, pos0, n_tok, &shape, &mut out);
+                outs.push([
+                    read(&qb, n_tok * qw),
+                    read(&kb, n_tok * kw),
+                    read(&out, n_tok * n_head * hdv),
+                ]);
+            }
+            for (what, (f, a)) in ["Q", "K", "attention over the caches"]
+                .iter()
+                .zip(outs[0].iter().zip(&outs[1]))
+            {
+                let differ = f
+                    .iter()
+                    .zip(a)
+                    .filter(|(x, y)| x.to_bits() != y.to_bits())
+                    .count();
+                assert_eq!(
+                    differ,
+                    0,
+                    "{layout:?} {n_head}/{n_head_kv} heads x {hd} (rotating {n_rot}), {n_tok} \
+                     tokens at {pos0}: {differ} of {} values of {what} differ between the fused \
+                     RoPE + KV store and the separate ops",
+                    f.len()
+                );
+            }
+        }
+    }
+}
+
+/// `act(x)` in f64, with the formulas of src/backend/cpu/activation.rs.
+fn act_f64(act: Activation, x: f64) -> f64 {
+    match act {
+        Activation::Silu => x / (1.0 + (-x).exp()),
+        Activation::GeluTanh => {
+            let k = (2.0 / std::f64::consts::PI).sqrt();
+            0.5 * x * (1.0 + (k * x * (1.0 + 0.044715 * x * x)).tanh())
+        }
     }
 }
 
 fn matmul_family<B: Backend>(h: &mut Harness<'_, B>) {
     for ty in WEIGHT_TYPES {
         let u = unit(ty);
-        let wide = u * if ty.block_len() == 256 { 9 } else { 70 };
-        // Rows that are not multiples of any tile; 1, 2 and 3 blocks per row, and a wide one.
+        let wide = u * if ty.block_len() == 256 { 9 } else { 68 };
+        // Rows that are not multiples of any tile; 1, 2 and 3 blocks per row, and a wide one
+        // (whole 128-column chunks, so CUDA's layout-C matvec loops run; the narrow ones take
+        // its unit loop for 32-value blocks).
         for (rows, cols) in [(1usize, u), (67, 2 * u), (33, 3 * u), (129, wide)] {
             matmul_shape(h, ty, rows, cols, "");
         }

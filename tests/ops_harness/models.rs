@@ -235,8 +235,8 @@ impl PplFixture {
 /// within [`FLOOR_FACTOR`] of the largest such gap. Over all 13 chunks the CPU's paths agree to
 /// a few tenths of a percent; over 3 chunks (~190 scored tokens) their summation-order noise
 /// alone moves perplexity by 1–2% (SmolLM2: scalar 24.12, AVX2 24.48, AVX-512 24.07, against
-/// llama.cpp's 24.38 over the same chunks). For a backend that rounds activations as the CPU
-/// does (wgpu's f16 tiles and Q8 matvec); one that keeps them in f32 is held to the exact value
+/// llama.cpp's 24.38 over the same chunks). For a backend that rounds activations to 8 bits as
+/// the CPU does (wgpu's `quantize_act`); one that keeps them in f32 is held to the exact value
 /// instead ([`real_model_perplexity_exact`]).
 pub fn real_model_perplexity(
     name: &str,

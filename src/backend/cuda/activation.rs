@@ -34,7 +34,7 @@ pub(crate) fn grid_stride_cfg(n: usize, threads: u32) -> LaunchConfig {
 }
 
 /// The kernels' activation id (`ACT_*` in activation.cu).
-fn act_id(act: Activation) -> i32 {
+pub(crate) fn act_id(act: Activation) -> i32 {
     match act {
         Activation::Silu => 0,
         Activation::GeluTanh => 1,

@@ -21,6 +21,7 @@ use cudarc::driver::{CudaSlice, CudaView, DriverError, LaunchArgs, LaunchConfig,
 use super::activation::grid_stride_cfg;
 use super::{CudaBuf, Dev};
 use crate::backend::AttnShape;
+use crate::model::arch::RopeLayout;
 
 /// Splits are whole multiples of this many keys (two passes of the block's 4 warps × 8 keys), so
 /// no split is too short to pay for its block (`ATTN_TILE`, with which the kernel sizes them).
@@ -44,6 +45,7 @@ const MAX_GRID: usize = 65535;
 pub(crate) fn entry_points() -> Vec<String> {
     [
         "attn_kv_store",
+        "attn_rope_kv_store",
         "attn_partial_d64",
         "attn_partial_d128",
         "attn_partial_d256",
@@ -107,6 +109,16 @@ impl CudaKvCache {
         })
     }
 
+    /// Panics when positions `pos0..pos0 + n_tok` run past the context.
+    fn check_positions(&self, pos0: usize, n_tok: usize) {
+        assert!(
+            pos0 + n_tok <= self.n_ctx,
+            "kv store: positions {pos0}..{} past the context of {}",
+            pos0 + n_tok,
+            self.n_ctx
+        );
+    }
+
     /// Round `n_tok` rows of `k` and `v` to f16 and write them at positions `pos0..pos0 + n_tok`
     /// of `layer`. Panics when that runs past `n_ctx`.
     pub(crate) fn store(
@@ -121,13 +133,8 @@ impl CudaKvCache {
         if dev.failed() || n_tok == 0 {
             return;
         }
+        self.check_positions(pos0, n_tok);
         let (kw, vw) = (self.k_width, self.v_width);
-        assert!(
-            pos0 + n_tok <= self.n_ctx,
-            "kv store: positions {pos0}..{} past the context of {}",
-            pos0 + n_tok,
-            self.n_ctx
-        );
         assert!(
             k.len() >= n_tok * kw && v.len() >= n_tok * vw,
             "kv store: K/V buffers shorter than {n_tok} rows"
@@ -149,6 +156,96 @@ impl CudaKvCache {
         let r = unsafe { b.launch(grid_stride_cfg(n, 256)) };
         dev.check("attn_kv_store", r);
     }
+
+    /// RoPE on `q` and `k` with the (cos, sin) table `cs` (`[n_tok][n_rot / 2][2]`), then `k`
+    /// and `v` rounded to f16 at positions `pos0..pos0 + n_tok` of `layer`: `rope` twice and
+    /// [`CudaKvCache::store`] in one launch, bit for bit. Panics when that runs past `n_ctx` or a
+    /// buffer is short.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn rope_store(
+        &mut self,
+        dev: &Dev,
+        layer: usize,
+        pos0: usize,
+        n_tok: usize,
+        [q, k]: [&mut CudaBuf; 2],
+        v: &CudaBuf,
+        h: &RopeHeads,
+        cs: &CudaView<'_, f32>,
+    ) {
+        if dev.failed() || n_tok == 0 {
+            return;
+        }
+        self.check_positions(pos0, n_tok);
+        let (kw, vw) = (self.k_width, self.v_width);
+        assert!(
+            h.n_rot <= h.head_dim && h.n_head_kv * h.head_dim == kw,
+            "rope + kv store: {} K heads of {} (rotating {}) for a cache {kw} wide",
+            h.n_head_kv,
+            h.head_dim,
+            h.n_rot
+        );
+        assert!(
+            q.len() >= n_tok * h.n_head * h.head_dim
+                && k.len() >= n_tok * kw
+                && v.len() >= n_tok * vw,
+            "rope + kv store: Q/K/V buffers shorter than {n_tok} rows"
+        );
+        assert!(
+            cs.len() >= n_tok * (h.n_rot / 2) * 2,
+            "rope + kv store: table shorter than {n_tok} x {}",
+            h.n_rot
+        );
+        let half = h.n_rot / 2;
+        let n = n_tok * (h.n_head * half + h.n_head_kv * (half + h.head_dim - h.n_rot) + vw);
+        let lay = match h.layout {
+            RopeLayout::Adjacent => 0i32,
+            RopeLayout::Halves => 1i32,
+        };
+        let (p, t) = (pos0 as i32, n_tok as i32);
+        let (hq, hk, d, r, vw_i) = (
+            h.n_head as i32,
+            h.n_head_kv as i32,
+            h.head_dim as i32,
+            h.n_rot as i32,
+            vw as i32,
+        );
+        let inputs = dev.captured_inputs();
+        let (pos_dev, null) = (inputs.as_ref().map(|i| i.pos()), 0u64);
+        let (kc, vc) = (&mut self.k[layer], &mut self.v[layer]);
+        let mut b = dev.stream.launch_builder(dev.func("attn_rope_kv_store"));
+        b.arg(q).arg(k).arg(v).arg(cs).arg(kc).arg(vc).arg(&p);
+        push_pos(&mut b, &pos_dev, &null);
+        b.arg(&t)
+            .arg(&hq)
+            .arg(&hk)
+            .arg(&d)
+            .arg(&r)
+            .arg(&lay)
+            .arg(&vw_i);
+        // SAFETY: the kernel touches q below n_tok * n_head * head_dim, k below n_tok * kw, v below
+        // n_tok * vw, cs below n_tok * n_rot (all held, asserted above; n_rot <= head_dim), and
+        // writes the layer's caches below (pos + n_tok) * kw / * vw <= n_ctx * kw / * vw, their
+        // lengths (pos is pos0, or in a decode graph the step's position, checked against the
+        // context by the executor before every replay); arguments match attn_rope_kv_store.
+        let r = unsafe { b.launch(grid_stride_cfg(n, 256)) };
+        dev.check("attn_rope_kv_store", r);
+    }
+}
+
+/// The heads of one [`CudaKvCache::rope_store`]: Q and K heads, their width and the rotated
+/// dims of each, and the pair layout.
+pub(crate) struct RopeHeads {
+    /// Q heads.
+    pub n_head: usize,
+    /// K (and V) heads.
+    pub n_head_kv: usize,
+    /// Width of a Q or K head.
+    pub head_dim: usize,
+    /// Leading dims of each head that rotate.
+    pub n_rot: usize,
+    /// Which elements pair up.
+    pub layout: RopeLayout,
 }
 
 /// Key splits for `n_th` (token, head) pairs whose longest key range can reach `max_len` (>= 1;

@@ -3,7 +3,9 @@
 //! layout on the device).
 //!
 //! Two kernels per type: `matvec_<t>` (a warp per output row or pair of rows, memory bound; the
-//! decode path) and `matmul_<t>` (64 x 64 output tiles through shared memory; prefill).
+//! decode path) and `matmul_<t>` (64 x 64 output tiles through shared memory; prefill); and for
+//! the types whose matvec pairs rows, `matvec_glu_<t>` (a gated feed-forward block's gate, up and
+//! GLU in one decode launch).
 
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
@@ -25,8 +27,30 @@ pub(crate) fn entry_points() -> Vec<String> {
         .iter()
         .filter_map(|&t| names(t))
         .flat_map(|n| [n.matvec.to_string(), n.matmul.to_string()])
+        .chain(
+            KERNEL_TYPES
+                .iter()
+                .filter_map(|&t| glu_kernel(t))
+                .map(String::from),
+        )
         .chain([QUANTIZE_Q8.to_string(), MATVEC_Q8_Q4_K.to_string()])
         .collect()
+}
+
+/// `matvec_glu_<t>`, the gated feed-forward matvec (gate, up and the GLU in one launch), for the
+/// types whose layout-C loop works on two rows at once (the kernel pairs gate and up as those
+/// two rows; see [`matvec_rows_per_warp`]).
+fn glu_kernel(ty: GgmlType) -> Option<&'static str> {
+    Some(match ty {
+        GgmlType::Q4_0 => "matvec_glu_q4_0",
+        GgmlType::Q4_1 => "matvec_glu_q4_1",
+        GgmlType::Q5_0 => "matvec_glu_q5_0",
+        GgmlType::Q5_1 => "matvec_glu_q5_1",
+        GgmlType::Q8_0 => "matvec_glu_q8_0",
+        GgmlType::Q4_K => "matvec_glu_q4_k",
+        GgmlType::Q5_K => "matvec_glu_q5_k",
+        _ => return None,
+    })
 }
 
 /// x to Q8 form (`quantize_q8`) and the int8 one-token Q4_K matvec (`matvec_q8_q4_k`).
@@ -187,6 +211,66 @@ pub(crate) fn matmul(
     // (asserted); the arguments match the kernels' (w, x, y, rows, cols, n_tok, add).
     let r = unsafe { b.launch(cfg) };
     dev.check(name, r);
+}
+
+/// `out[t * rows + r] = act(gate_r · x_t) * (up_r · x_t)` as one `matvec_glu_<t>` launch, where
+/// the pair allows it: at most [`MATVEC_MAX_TOK`] tokens (the decode path), gate and up of one
+/// type that has the kernel and of one shape, columns in whole 128-column chunks (the layout-C
+/// loop; weight and buffer allocations are 256-byte aligned), not taken by the int8 matvec, and
+/// fused kernels on ([`super::CudaOptions::fused`]).
+/// Returns false, launching nothing, otherwise: the caller runs the projections and the GLU
+/// apart, which computes the same values in three launches.
+pub(crate) fn matvec_glu(
+    dev: &Dev,
+    act: crate::model::arch::Activation,
+    gate: &CudaWeight,
+    up: &CudaWeight,
+    x: &CudaBuf,
+    n_tok: usize,
+    out: &mut CudaBuf,
+) -> bool {
+    let Some(name) = glu_kernel(gate.ty) else {
+        return false;
+    };
+    if !dev.fused
+        || n_tok == 0
+        || n_tok > MATVEC_MAX_TOK
+        || up.ty != gate.ty
+        || (up.rows, up.cols) != (gate.rows, gate.cols)
+        || !gate.cols.is_multiple_of(128)
+        || takes_int8(dev, gate, n_tok)
+    {
+        return false;
+    }
+    if dev.failed() || gate.rows == 0 {
+        return true;
+    }
+    check_shapes(gate, x, n_tok, out);
+    check_shapes(up, x, n_tok, out);
+    let (rows, cols, nt) = (gate.rows as i32, gate.cols as i32, n_tok as i32);
+    let a = super::activation::act_id(act);
+    let cfg = LaunchConfig {
+        grid_dim: (gate.rows.div_ceil(MV_WARPS as usize) as u32, 1, 1),
+        block_dim: (32 * MV_WARPS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut b = dev.stream.launch_builder(dev.func(name));
+    b.arg(&*gate.data)
+        .arg(&*up.data)
+        .arg(x)
+        .arg(out)
+        .arg(&rows)
+        .arg(&cols)
+        .arg(&nt)
+        .arg(&a);
+    // SAFETY: the kernel reads row r < rows of each weight at byte r * row_bytes(cols) (both hold
+    // rows * row_bytes bytes and share the shape, asserted), reads x[t * cols + c] and writes
+    // out[t * rows + r] only for t < n_tok, c < cols, r < rows (buffer lengths asserted); its
+    // 16-byte loads need cols % 128 == 0 (checked) and aligned bases (fresh allocations); the
+    // sizes fit i32 (asserted); the arguments match (wg, wu, x, y, rows, cols, n_tok, act).
+    let r = unsafe { b.launch(cfg) };
+    dev.check(name, r);
+    true
 }
 
 /// The asserts every launch relies on: W holds its rows, x and out hold `n_tok` rows, the sizes

@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cudarc::driver::sys::CUdevice_attribute as Attr;
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DriverError};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, DriverError};
 use cudarc::nvrtc::Ptx;
 use serde::Serialize;
 
@@ -100,6 +100,9 @@ pub struct DeviceInfo {
     pub decode_graphs: bool,
     /// How one-token Q4_K matvecs run (`TORCHLESS_CUDA_MATVEC`): "float" or "int8".
     pub matvec: &'static str,
+    /// Whether the fused kernels run (`TORCHLESS_CUDA_FUSE`): RoPE with the K/V store, a gated
+    /// FFN's gate, up and GLU.
+    pub fused: bool,
 }
 
 /// Choices a [`CudaBackend`] is opened with; [`CudaOptions::from_env`] reads them from the
@@ -114,15 +117,35 @@ pub struct CudaOptions {
     /// (`float`, the default). Half the instructions per weight byte (docs/performance.md);
     /// x is rounded to 8 bits per 32 values, as the CPU's K-quant dots round it per 256.
     pub int8_matvec: bool,
+    /// Run the fused kernels (`TORCHLESS_CUDA_FUSE=on|off`, default on): RoPE on Q and K with
+    /// the K/V store, and a gated FFN's gate, up and GLU on the decode path, each one launch
+    /// instead of three with bit-identical results. Off measures what they save.
+    pub fused: bool,
 }
 
 impl CudaOptions {
-    /// `TORCHLESS_CUDA_GRAPH` and `TORCHLESS_CUDA_MATVEC`; an unknown value is an error.
+    /// `TORCHLESS_CUDA_GRAPH`, `TORCHLESS_CUDA_MATVEC` and `TORCHLESS_CUDA_FUSE`; an unknown
+    /// value is an error.
     pub fn from_env() -> Result<Self> {
         Ok(CudaOptions {
             decode_graphs: StepGraphs::enabled_by_env()?,
             int8_matvec: Self::int8_matvec_from_env()?,
+            fused: Self::fused_from_env()?,
         })
+    }
+
+    /// `TORCHLESS_CUDA_FUSE=on|off` (default on).
+    fn fused_from_env() -> Result<bool> {
+        match std::env::var("TORCHLESS_CUDA_FUSE") {
+            Err(_) => Ok(true),
+            Ok(v) => match v.as_str() {
+                "" | "on" => Ok(true),
+                "off" => Ok(false),
+                other => Err(Error::InvalidArgument(format!(
+                    "TORCHLESS_CUDA_FUSE={other}: expected on or off"
+                ))),
+            },
+        }
     }
 
     /// `TORCHLESS_CUDA_MATVEC=float|int8` (default float).
@@ -150,6 +173,8 @@ pub(crate) struct Dev {
     step: Mutex<StepMode>,
     /// One-token Q4_K matvecs through the int8 kernels ([`CudaOptions::int8_matvec`]).
     pub(crate) int8_matvec: bool,
+    /// The fused kernels run ([`CudaOptions::fused`]).
+    pub(crate) fused: bool,
     /// x in Q8 form for those kernels (matmul.rs).
     pub(crate) q8: Mutex<matmul::Q8Scratch>,
 }
@@ -323,12 +348,12 @@ impl CudaBackend {
         Self::with_options(ordinal, CudaOptions::from_env()?)
     }
 
-    /// [`CudaBackend::new`], recording decode steps as CUDA graphs or not
-    /// (`TORCHLESS_CUDA_MATVEC` still applies).
+    /// [`CudaBackend::new`], recording decode steps as CUDA graphs or not (the other options
+    /// still come from the environment).
     pub fn with_graphs(ordinal: usize, graphs: bool) -> Result<Self> {
         let opts = CudaOptions {
             decode_graphs: graphs,
-            int8_matvec: CudaOptions::int8_matvec_from_env()?,
+            ..CudaOptions::from_env()?
         };
         Self::with_options(ordinal, opts)
     }
@@ -431,6 +456,7 @@ impl CudaBackend {
             },
             decode_graphs: graphs,
             matvec: if opts.int8_matvec { "int8" } else { "float" },
+            fused: opts.fused,
         };
         Ok(CudaBackend {
             graphs: Mutex::new(StepGraphs::new(graphs)),
@@ -441,6 +467,7 @@ impl CudaBackend {
                 error: Mutex::new(None),
                 step: Mutex::new(StepMode::Eager),
                 int8_matvec: opts.int8_matvec,
+                fused: opts.fused,
                 q8: Mutex::new(matmul::Q8Scratch::default()),
             },
             info,
@@ -523,6 +550,33 @@ impl CudaBackend {
             self.dev.check("rope table upload", r)
         })
     }
+
+    /// Runs `f` with the (cos, sin) table of `p` for positions `pos0..pos0 + n_tok`: the step
+    /// inputs' copy while a decode graph is recorded, else the cached upload. Where there is no
+    /// table (a recording meets a parameter set its warm-up step did not use, or the upload
+    /// failed) the error is recorded and `f` does not run.
+    fn with_rope_table(
+        &self,
+        p: &RopeParams,
+        pos0: usize,
+        n_tok: usize,
+        f: impl FnOnce(&CudaView<'_, f32>),
+    ) {
+        if let Some(inputs) = self.dev.captured_inputs() {
+            match inputs.rope(p) {
+                Some(cs) => f(&cs),
+                None => self.dev.fail(
+                    "recording a decode graph: a RoPE parameter set the warm-up step did not use"
+                        .into(),
+                ),
+            }
+            return;
+        }
+        self.dev.note_rope(p);
+        if let Some(cs) = self.rope_table(p, pos0, n_tok) {
+            f(&cs.slice(..));
+        }
+    }
 }
 
 impl Backend for CudaBackend {
@@ -538,7 +592,7 @@ impl Backend for CudaBackend {
         let i = &self.info;
         format!(
             "cuda: {} (compute {}, {} SMs, {:.1} GiB, driver {}), kernels PTX {}, decode {}, \
-             Q4_K decode matvec {}",
+             Q4_K decode matvec {}, fused kernels {}",
             i.name,
             i.compute_capability,
             i.multiprocessors,
@@ -554,6 +608,11 @@ impl Backend for CudaBackend {
                 "int8 x dp4a (TORCHLESS_CUDA_MATVEC=int8)"
             } else {
                 "float"
+            },
+            if i.fused {
+                "on"
+            } else {
+                "off (TORCHLESS_CUDA_FUSE=off)"
             }
         )
     }
@@ -695,6 +754,30 @@ impl Backend for CudaBackend {
         matmul::matmul_many(&self.dev, ws, x, n_tok, outs);
     }
 
+    fn matmul_glu(
+        &self,
+        act: Activation,
+        gate: &CudaWeight,
+        up: &CudaWeight,
+        x: &CudaBuf,
+        n_tok: usize,
+        [gate_out, up_out]: [&mut CudaBuf; 2],
+        len: usize,
+        out: &mut CudaBuf,
+    ) {
+        debug_assert_eq!(len, n_tok * gate.rows, "matmul_glu: len is n_tok x rows");
+        if !matmul::matvec_glu(&self.dev, act, gate, up, x, n_tok, out) {
+            matmul::matmul_many(
+                &self.dev,
+                &[up, gate],
+                x,
+                n_tok,
+                &mut [&mut *up_out, &mut *gate_out],
+            );
+            activation::glu(&self.dev, act, gate_out, up_out, len, out);
+        }
+    }
+
     fn matmul_add(
         &self,
         w: &CudaWeight,
@@ -721,29 +804,9 @@ impl Backend for CudaBackend {
         if self.dev.failed() || p.n_rot == 0 {
             return;
         }
-        if let Some(inputs) = self.dev.captured_inputs() {
-            let Some(cs) = inputs.rope(p) else {
-                return self.dev.fail(
-                    "recording a decode graph: a RoPE parameter set the warm-up step did not use"
-                        .into(),
-                );
-            };
-            return rope::rope(&self.dev, x, n_tok, n_heads, head_dim, p.n_rot, layout, &cs);
-        }
-        self.dev.note_rope(p);
-        let Some(cs) = self.rope_table(p, pos0, n_tok) else {
-            return;
-        };
-        rope::rope(
-            &self.dev,
-            x,
-            n_tok,
-            n_heads,
-            head_dim,
-            p.n_rot,
-            layout,
-            &cs.slice(..),
-        );
+        self.with_rope_table(p, pos0, n_tok, |cs| {
+            rope::rope(&self.dev, x, n_tok, n_heads, head_dim, p.n_rot, layout, cs)
+        });
     }
 
     fn kv_store(
@@ -756,6 +819,38 @@ impl Backend for CudaBackend {
         v: &CudaBuf,
     ) {
         kv.store(&self.dev, layer, pos0, n_tok, k, v);
+    }
+
+    fn rope_kv_store(
+        &self,
+        [q, k]: [&mut CudaBuf; 2],
+        v: &CudaBuf,
+        kv: &mut CudaKvCache,
+        layer: usize,
+        pos0: usize,
+        n_tok: usize,
+        shape: &AttnShape,
+        layout: RopeLayout,
+        p: &RopeParams,
+    ) {
+        if self.dev.failed() {
+            return;
+        }
+        if p.n_rot == 0 || !self.dev.fused {
+            self.rope(q, n_tok, shape.n_head, shape.head_dim, pos0, layout, p);
+            self.rope(k, n_tok, shape.n_head_kv, shape.head_dim, pos0, layout, p);
+            return kv.store(&self.dev, layer, pos0, n_tok, k, v);
+        }
+        let heads = attention::RopeHeads {
+            n_head: shape.n_head,
+            n_head_kv: shape.n_head_kv,
+            head_dim: shape.head_dim,
+            n_rot: p.n_rot,
+            layout,
+        };
+        self.with_rope_table(p, pos0, n_tok, |cs| {
+            kv.rope_store(&self.dev, layer, pos0, n_tok, [q, k], v, &heads, cs)
+        });
     }
 
     fn attention(
