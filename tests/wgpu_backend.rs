@@ -88,12 +88,22 @@ fn ops_odd_cols() {
 
 #[test]
 fn smollm2_logits_match_cpu() {
-    models::real_model_logits(models::SMOLLM2, "smollm2", BackendKind::Wgpu);
+    models::real_model_logits(
+        models::SMOLLM2,
+        "smollm2",
+        BackendKind::Wgpu,
+        models::NearExact::No,
+    );
 }
 
 #[test]
 fn gemma3_logits_match_cpu() {
-    models::real_model_logits(models::GEMMA3, "gemma3", BackendKind::Wgpu);
+    models::real_model_logits(
+        models::GEMMA3,
+        "gemma3",
+        BackendKind::Wgpu,
+        models::NearExact::No,
+    );
 }
 
 /// The real models' prefill through the shaders an adapter does not choose here: the tests

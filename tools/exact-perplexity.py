@@ -12,7 +12,11 @@ each chunk scored (positions CTX/2 .. CTX-2 predict the next id).
 Supports the architectures of the real models the tests use: `llama` (SmolLM2) and `gemma3`.
 
 Usage: exact-perplexity.py MODEL.gguf IDS_FILE CTX CHUNKS > result.json
+       exact-perplexity.py --logits MODEL.gguf IDS_FILE TOPK > result.json
   IDS_FILE holds the ids as llama-tokenize --ids prints them (comma separated).
+  --logits evaluates the ids as one sequence instead and writes, for every position, the exact
+  log-sum-exp of its logits and the TOPK largest logits with their ids: the reference the CUDA
+  backend's logits are checked against (log-probabilities of those ids).
 """
 
 import json
@@ -140,16 +144,13 @@ def forward(m, layers, embd, out_w, out_norm, ids, rows):
     return rms_norm(x[rows], out_norm, m.eps) @ out_w.T
 
 
-def main():
-    if len(sys.argv) != 5:
-        fail("usage: exact-perplexity.py MODEL.gguf IDS_FILE CTX CHUNKS")
-    path, ids_file, ctx, max_chunks = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    m = Model(path)
-    with open(ids_file) as f:
-        ids = np.array([int(t) for t in f.read().replace(",", " ").split()], dtype=np.int64)
-    n_chunks = min(max_chunks, len(ids) // ctx)
-    if n_chunks == 0:
-        fail(f"{len(ids)} ids make no chunk of {ctx}")
+def read_ids(path):
+    with open(path) as f:
+        return np.array([int(t) for t in f.read().replace(",", " ").split()], dtype=np.int64)
+
+
+def load_weights(m):
+    """(layers, embd, out_w, out_norm) as float64."""
     names = ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm"]
     names += ["ffn_gate", "ffn_up", "ffn_down"]
     if m.arch == "gemma3":
@@ -165,6 +166,46 @@ def main():
     out_w = m.w("output.weight")
     out_w = embd if out_w is None else out_w
     out_norm = m.w("output_norm.weight")
+    return layers, embd, out_w, out_norm
+
+
+def log_sum_exp(logits):
+    mx = logits.max(-1)
+    return mx + np.log(np.exp(logits - mx[:, None]).sum(-1))
+
+
+def main_logits(path, ids_file, top_k):
+    m = Model(path)
+    ids = read_ids(ids_file)
+    layers, embd, out_w, out_norm = load_weights(m)
+    logits = forward(m, layers, embd, out_w, out_norm, ids, np.arange(len(ids)))
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :top_k]
+    json.dump(
+        {
+            "ids": [int(i) for i in ids],
+            "lse": [round(float(v), 6) for v in log_sum_exp(logits)],
+            "top_ids": top.tolist(),
+            "top_logits": [[round(float(v), 6) for v in row] for row in np.take_along_axis(logits, top, 1)],
+            "method": "float64 numpy forward from the gguf package's dequantized weights "
+            "(tools/exact-perplexity.py --logits)",
+        },
+        sys.stdout,
+    )
+    print()
+
+
+def main():
+    if len(sys.argv) == 5 and sys.argv[1] == "--logits":
+        return main_logits(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    if len(sys.argv) != 5:
+        fail("usage: exact-perplexity.py MODEL.gguf IDS_FILE CTX CHUNKS | --logits MODEL.gguf IDS_FILE TOPK")
+    path, ids_file, ctx, max_chunks = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    m = Model(path)
+    ids = read_ids(ids_file)
+    n_chunks = min(max_chunks, len(ids) // ctx)
+    if n_chunks == 0:
+        fail(f"{len(ids)} ids make no chunk of {ctx}")
+    layers, embd, out_w, out_norm = load_weights(m)
     first = ctx // 2
     nll_sum, count, running = 0.0, 0, []
     for c in range(n_chunks):
@@ -173,9 +214,7 @@ def main():
             chunk[0] = m.bos
         rows = np.arange(first, ctx - 1)
         logits = forward(m, layers, embd, out_w, out_norm, chunk, rows)
-        mx = logits.max(-1)
-        lse = mx + np.log(np.exp(logits - mx[:, None]).sum(-1))
-        nll = lse - logits[np.arange(len(rows)), chunk[rows + 1]]
+        nll = log_sum_exp(logits) - logits[np.arange(len(rows)), chunk[rows + 1]]
         nll_sum += nll.sum()
         count += len(rows)
         running.append(round(float(np.exp(nll_sum / count)), 4))

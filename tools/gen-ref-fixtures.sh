@@ -7,6 +7,10 @@
 #       the logits of every position stored as float16 .npy [n_ids, n_vocab]. The JSON holds the
 #       ids, and top1 / top2_margin per position computed from the float32 logits (before the
 #       rounding to float16). Row j is the prediction for position j+1.
+#   tests/fixtures/logits/<model>.exact.json
+#       The same ids' logits computed exactly by tools/exact-perplexity.py --logits (float64,
+#       dequantized weights, no activation rounding): per position the log-sum-exp and the 32
+#       largest logits with their ids.
 #   tests/fixtures/perplexity/text.txt, README.md
 #       A verbatim prefix of the GPL-3 text (from /usr/share/common-licenses/GPL-3) made only when
 #       text.txt is missing; an existing text.txt is reused as is.
@@ -94,6 +98,13 @@ for entry in "${MODELS[@]}"; do
     ids_csv="${ids//[[:space:]]/}"
     n_ids="$(awk -F, '{print NF}' <<<"$ids_csv")"
     log "$name: $n_ids ids"
+
+    # The exact logits (float64, activations never rounded): log-sum-exp and top 32 per position,
+    # what CUDA's logits are checked against.
+    log "$name: exact logits (tools/exact-perplexity.py --logits, float64)"
+    printf '%s\n' "$ids_csv" >"$WORK/$name.logit-ids"
+    "$PYTHON" "$SCRIPT_DIR/exact-perplexity.py" --logits "$model" "$WORK/$name.logit-ids" 32 \
+        >"$LOGITS_DIR/$name.exact.json" || die "exact-perplexity.py --logits failed for $name"
 
     log "$name: llama-logits -m $file --ids ... --threads $THREADS (float32)"
     "$BIN/llama-logits" -m "$model" --ids "$ids_csv" --out "$WORK/$name.f32.npy" --threads "$THREADS" \
