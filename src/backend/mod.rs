@@ -197,8 +197,7 @@ pub trait Backend: Send + Sync {
         len: usize,
         out: &mut Self::Buf,
     ) {
-        self.matmul_many(&[up, gate], x, n_tok, &mut [&mut *up_out, &mut *gate_out]);
-        self.glu(act, gate_out, up_out, len, out);
+        matmul_glu_apart(self, act, gate, up, x, n_tok, [gate_out, up_out], len, out);
     }
     /// `acc += W x` for `n_tok` rows (`len` = `n_tok` × `W.rows` values): the residual add fused
     /// into the projection that feeds it. `tmp` (room for `len`) is scratch for a backend without
@@ -256,10 +255,7 @@ pub trait Backend: Send + Sync {
         layout: RopeLayout,
         p: &RopeParams,
     ) {
-        let d = shape.head_dim;
-        self.rope(q, n_tok, shape.n_head, d, pos0, layout, p);
-        self.rope(k, n_tok, shape.n_head_kv, d, pos0, layout, p);
-        self.kv_store(kv, layer, pos0, n_tok, k, v);
+        rope_kv_store_apart(self, [q, k], v, kv, layer, pos0, n_tok, shape, layout, p);
     }
     /// Causal attention of `n_tok` query rows at positions `pos0..` over the cache of `layer`.
     #[allow(clippy::too_many_arguments)]
@@ -292,4 +288,45 @@ pub trait Backend: Send + Sync {
     fn softcap(&self, x: &mut Self::Buf, c: f32, len: usize);
     /// Copy row `src_row` of `x` (`width` wide) to row 0 of `out`.
     fn copy_row(&self, x: &Self::Buf, src_row: usize, width: usize, out: &mut Self::Buf);
+}
+
+/// [`Backend::matmul_glu`] as separate ops: [`Backend::matmul_many`] (up, then gate) and
+/// [`Backend::glu`]. The trait's default, and a fusing backend's path where its kernel does not
+/// apply.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_glu_apart<B: Backend + ?Sized>(
+    b: &B,
+    act: Activation,
+    gate: &B::Weight,
+    up: &B::Weight,
+    x: &B::Buf,
+    n_tok: usize,
+    [gate_out, up_out]: [&mut B::Buf; 2],
+    len: usize,
+    out: &mut B::Buf,
+) {
+    b.matmul_many(&[up, gate], x, n_tok, &mut [&mut *up_out, &mut *gate_out]);
+    b.glu(act, gate_out, up_out, len, out);
+}
+
+/// [`Backend::rope_kv_store`] as separate ops: [`Backend::rope`] on Q, on K, then
+/// [`Backend::kv_store`]. The trait's default, and a fusing backend's path where its kernel
+/// does not apply.
+#[allow(clippy::too_many_arguments)]
+pub fn rope_kv_store_apart<B: Backend + ?Sized>(
+    b: &B,
+    [q, k]: [&mut B::Buf; 2],
+    v: &B::Buf,
+    kv: &mut B::KvCache,
+    layer: usize,
+    pos0: usize,
+    n_tok: usize,
+    shape: &AttnShape,
+    layout: RopeLayout,
+    p: &RopeParams,
+) {
+    let d = shape.head_dim;
+    b.rope(q, n_tok, shape.n_head, d, pos0, layout, p);
+    b.rope(k, n_tok, shape.n_head_kv, d, pos0, layout, p);
+    b.kv_store(kv, layer, pos0, n_tok, k, v);
 }

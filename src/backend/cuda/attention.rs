@@ -198,10 +198,7 @@ impl CudaKvCache {
         );
         let half = h.n_rot / 2;
         let n = n_tok * (h.n_head * half + h.n_head_kv * (half + h.head_dim - h.n_rot) + vw);
-        let lay = match h.layout {
-            RopeLayout::Adjacent => 0i32,
-            RopeLayout::Halves => 1i32,
-        };
+        let lay = super::rope::layout_id(h.layout);
         let (p, t) = (pos0 as i32, n_tok as i32);
         let (hq, hk, d, r, vw_i) = (
             h.n_head as i32,

@@ -767,14 +767,17 @@ impl Backend for CudaBackend {
     ) {
         debug_assert_eq!(len, n_tok * gate.rows, "matmul_glu: len is n_tok x rows");
         if !matmul::matvec_glu(&self.dev, act, gate, up, x, n_tok, out) {
-            matmul::matmul_many(
-                &self.dev,
-                &[up, gate],
+            crate::backend::matmul_glu_apart(
+                self,
+                act,
+                gate,
+                up,
                 x,
                 n_tok,
-                &mut [&mut *up_out, &mut *gate_out],
+                [gate_out, up_out],
+                len,
+                out,
             );
-            activation::glu(&self.dev, act, gate_out, up_out, len, out);
         }
     }
 
@@ -837,9 +840,18 @@ impl Backend for CudaBackend {
             return;
         }
         if p.n_rot == 0 || !self.dev.fused {
-            self.rope(q, n_tok, shape.n_head, shape.head_dim, pos0, layout, p);
-            self.rope(k, n_tok, shape.n_head_kv, shape.head_dim, pos0, layout, p);
-            return kv.store(&self.dev, layer, pos0, n_tok, k, v);
+            return crate::backend::rope_kv_store_apart(
+                self,
+                [q, k],
+                v,
+                kv,
+                layer,
+                pos0,
+                n_tok,
+                shape,
+                layout,
+                p,
+            );
         }
         let heads = attention::RopeHeads {
             n_head: shape.n_head,

@@ -13,6 +13,14 @@ pub(crate) fn entry_points() -> Vec<String> {
     vec!["rope_rotate".to_string()]
 }
 
+/// The kernels' layout argument (`ROPE_ADJACENT` / `ROPE_HALVES` in kernels/rope.cuh).
+pub(crate) fn layout_id(layout: RopeLayout) -> i32 {
+    match layout {
+        RopeLayout::Adjacent => 0,
+        RopeLayout::Halves => 1,
+    }
+}
+
 /// Rotate the first `n_rot` dims of each of `n_heads` heads (`head_dim` wide) of `n_tok` rows of
 /// `x`; `cs` holds `[n_tok][n_rot / 2][2]` = (cos, sin) per token and pair, attention factor
 /// included. Dims `>= n_rot` are left as they are.
@@ -43,10 +51,7 @@ pub(crate) fn rope(
         cs.len() >= n_tok * (n_rot / 2) * 2,
         "rope: table shorter than {n_tok} x {n_rot}"
     );
-    let lay = match layout {
-        RopeLayout::Adjacent => 0i32,
-        RopeLayout::Halves => 1i32,
-    };
+    let lay = layout_id(layout);
     let (t, h, d, r) = (n_tok as i32, n_heads as i32, head_dim as i32, n_rot as i32);
     let mut b = dev.stream.launch_builder(dev.func("rope_rotate"));
     b.arg(x).arg(cs).arg(&t).arg(&h).arg(&d).arg(&r).arg(&lay);
