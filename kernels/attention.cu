@@ -33,8 +33,10 @@
 //                      exactly 32 * ATTN_WARPS = 128 threads, static shared memory only.
 //   attn_combine       grid (min(n_tok * n_head, 65535), ceil(head_dim_v / blockDim.x)), block a
 //                      multiple of 32 (64); n_split <= ATTN_MAX_SPLIT.
+//   attn_combine_q8    as attn_combine for one token, the output also in Q8 form (int8 matvec).
 
 #include "rope.cuh"
+#include "q8act.cuh"
 
 // Warps per attn_partial block (blockDim.x must be 32 * ATTN_WARPS), keys each warp scores at
 // once (independent loads in flight), and the largest head_dim / head_dim_v (per-lane register
@@ -309,9 +311,13 @@ ATTN_PARTIAL_ENTRY(attn_partial_any, ATTN_MAX_D / 64, false)
 // L = sum exp(m_s - M) l_s, out[d] = sum exp(m_s - M) acc_s[d] / L (an empty split, m_s = -inf,
 // weighs 0; split 0 always holds key `pos`, so M is finite and L >= 1). Warp 0 computes the
 // weights into shared memory, then each thread sums one dim: blockIdx.y * blockDim.x +
-// threadIdx.x. blockDim.x must be a multiple of 32.
-extern "C" __global__ void attn_combine(const float* part, float* out, int n_th, int n_split,
-                                        int head_dim_v) {
+// threadIdx.x. blockDim.x must be a multiple of 32. Q8: the outputs also go to xq in Q8 form
+// (q8act.cuh; one token, head_dim_v % 32 == 0, so each warp holds 32 consecutive outputs or
+// none), for the int8 matvec of the output projection.
+template <bool Q8>
+static __device__ __forceinline__ void attn_combine_impl(const float* part, float* out,
+                                                         uint8_t* xq, int n_th, int n_split,
+                                                         int head_dim_v) {
     __shared__ float w_s[ATTN_MAX_SPLIT];
     __shared__ float inv_s;
     const float neg_inf = attn_neg_inf();
@@ -341,7 +347,22 @@ extern "C" __global__ void attn_combine(const float* part, float* out, int n_th,
             const float* acc = part + 2 * n_parts + th * n_split * head_dim_v + d;
             float a = 0.f;
             for (int s = 0; s < n_split; s++) a += w_s[s] * acc[s * head_dim_v];
-            out[th * head_dim_v + d] = a * inv_s;
+            const float o = a * inv_s;
+            out[th * head_dim_v + d] = o;
+            if (Q8) {
+                const int i = th * head_dim_v + d;
+                q8_store_group(o, i >> 5, i & 31, xq, n_th * head_dim_v);
+            }
         }
     }
+}
+
+extern "C" __global__ void attn_combine(const float* part, float* out, int n_th, int n_split,
+                                        int head_dim_v) {
+    attn_combine_impl<false>(part, out, nullptr, n_th, n_split, head_dim_v);
+}
+
+extern "C" __global__ void attn_combine_q8(const float* part, float* out, uint8_t* xq, int n_th,
+                                           int n_split, int head_dim_v) {
+    attn_combine_impl<true>(part, out, xq, n_th, n_split, head_dim_v);
 }

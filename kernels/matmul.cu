@@ -25,6 +25,7 @@
 #include "act.cuh"
 #include "quant.cuh"
 #include "q8dot.cuh"
+#include "q8act.cuh"
 
 #ifndef MV_WARPS
 #define MV_WARPS 4
@@ -412,16 +413,42 @@ struct McRowQ6K {
     }
 };
 
-// Rows r0 .. r0 + C::R per warp (a missing last row re-reads row r0 and is not written).
-template <class C, int NT>
-static __device__ __forceinline__ void mc_rows(const uint8_t* __restrict__ w,
-                                               const float* __restrict__ x, float* __restrict__ y,
-                                               int rows, int cols, tlq_sz row_bytes, tlq_f4* tab,
-                                               int add) {
+// One matrix of a layout-C launch: its rows, and y for the current token pass.
+struct McSeg {
+    const uint8_t* w;
+    float* y;
+    int rows;
+};
+
+// Rows r0 .. r0 + C::R per warp (a missing last row re-reads row r0 and is not written), over S
+// matrices of one width one after another (S = 3: Q, K and V in one launch). A warp's row group
+// never spans two matrices, so each row's sum is the one-matrix launch's bit for bit (a row's
+// sum does not depend on the row beside it).
+template <class C, int NT, int S>
+static __device__ __forceinline__ void mc_rows(const McSeg* seg, const float* __restrict__ x,
+                                               int cols, tlq_sz row_bytes, tlq_f4* tab, int add) {
     const int lane = threadIdx.x & 31;
     enum { R = C::R };
-    for (int r0 = (blockIdx.x * MV_WARPS + (threadIdx.x >> 5)) * R; r0 < rows;
-         r0 += gridDim.x * MV_WARPS * R) {
+    int groups = 0;
+#pragma unroll
+    for (int s = 0; s < S; ++s) groups += (seg[s].rows + R - 1) / R;
+    for (int g = blockIdx.x * MV_WARPS + (threadIdx.x >> 5); g < groups;
+         g += gridDim.x * MV_WARPS) {
+        // Warp-uniform: the matrix of row group g, and the group within it.
+        const uint8_t* w = seg[0].w;
+        float* y = seg[0].y;
+        int rows = seg[0].rows, gl = g;
+#pragma unroll
+        for (int s = 1; s < S; ++s) {
+            const int prev = (rows + R - 1) / R;
+            if (gl >= prev) {
+                gl -= prev;
+                w = seg[s].w;
+                y = seg[s].y;
+                rows = seg[s].rows;
+            }
+        }
+        const int r0 = gl * R;
         const uint8_t* wr[R];
         float acc[R][NT];
 #pragma unroll
@@ -442,23 +469,26 @@ static __device__ __forceinline__ void mc_rows(const uint8_t* __restrict__ w,
     }
 }
 
-template <class C>
-static __device__ __forceinline__ void mc_dispatch(const uint8_t* __restrict__ w,
-                                                   const float* __restrict__ x,
-                                                   float* __restrict__ y, int rows, int cols,
-                                                   int n_tok, tlq_sz row_bytes, int add) {
+template <class C, int S>
+static __device__ __forceinline__ void mc_dispatch(const McSeg* seg, const float* __restrict__ x,
+                                                   int cols, int n_tok, tlq_sz row_bytes, int add) {
     __shared__ tlq_f4 tab[MV_WARPS * C::TAB];
     tlq_f4* wtab = tab + (threadIdx.x >> 5) * C::TAB;
     static_assert(C::MAXNT >= 1 && C::MAXNT <= 4, "MAXNT in 1..4");
     for (int t0 = 0; t0 < n_tok; t0 += C::MAXNT) {
         const int nt = n_tok - t0 < C::MAXNT ? n_tok - t0 : C::MAXNT;
         const float* xt = x + (tlq_sz)t0 * cols;
-        float* yt = y + (tlq_sz)t0 * rows;
+        McSeg st[S];
+#pragma unroll
+        for (int s = 0; s < S; ++s) {
+            st[s] = seg[s];
+            st[s].y += (tlq_sz)t0 * seg[s].rows;
+        }
         // Branches above MAXNT are dead (nt <= MAXNT) and compile away.
-        if (nt == 1 || C::MAXNT < 2) mc_rows<C, 1>(w, xt, yt, rows, cols, row_bytes, wtab, add);
-        else if (nt == 2 || C::MAXNT < 3) mc_rows<C, (C::MAXNT < 2 ? 1 : 2)>(w, xt, yt, rows, cols, row_bytes, wtab, add);
-        else if (nt == 3 || C::MAXNT < 4) mc_rows<C, (C::MAXNT < 3 ? 1 : 3)>(w, xt, yt, rows, cols, row_bytes, wtab, add);
-        else mc_rows<C, (C::MAXNT < 4 ? 1 : 4)>(w, xt, yt, rows, cols, row_bytes, wtab, add);
+        if (nt == 1 || C::MAXNT < 2) mc_rows<C, 1, S>(st, xt, cols, row_bytes, wtab, add);
+        else if (nt == 2 || C::MAXNT < 3) mc_rows<C, (C::MAXNT < 2 ? 1 : 2), S>(st, xt, cols, row_bytes, wtab, add);
+        else if (nt == 3 || C::MAXNT < 4) mc_rows<C, (C::MAXNT < 3 ? 1 : 3), S>(st, xt, cols, row_bytes, wtab, add);
+        else mc_rows<C, (C::MAXNT < 4 ? 1 : 4), S>(st, xt, cols, row_bytes, wtab, add);
     }
 }
 
@@ -470,9 +500,10 @@ static __device__ __forceinline__ void mc_dispatch(const uint8_t* __restrict__ w
                                                    float* __restrict__ y, int rows, int cols,     \
                                                    int n_tok, int add) {                          \
         const tlq_sz row_bytes = (tlq_sz)(cols / (QKV)) * (BYTESV);                               \
-        if (cols % 128 == 0 && mv_aligned(w, ALIGNV) && mv_aligned(x, 16))                        \
-            mc_dispatch<C>(w, x, y, rows, cols, n_tok, row_bytes, add);                           \
-        else if (mv_aligned(w, M::ALIGN) && mv_aligned(x, 16))                                    \
+        if (cols % 128 == 0 && mv_aligned(w, ALIGNV) && mv_aligned(x, 16)) {                      \
+            const McSeg seg[1] = {{w, y, rows}};                                                  \
+            mc_dispatch<C, 1>(seg, x, cols, n_tok, row_bytes, add);                               \
+        } else if (mv_aligned(w, M::ALIGN) && mv_aligned(x, 16))                                    \
             mv_dispatch1<M, true>(w, x, y, rows, cols, n_tok, add);                               \
         else                                                                                      \
             mv_dispatch1<M, false>(w, x, y, rows, cols, n_tok, add);                              \
@@ -486,6 +517,28 @@ TL_MATVEC_C(q8_0, McRow32<McQ8_0>, MvQ8_0, 32, 34, 2)
 TL_MATVEC_C(q4_k, McRowQ45K<false>, MvQ4_K, 256, 144, 16)
 TL_MATVEC_C(q5_k, McRowQ45K<true>, MvQ5_K, 256, 176, 16)
 TL_MATVEC_C(q6_k, McRowQ6K, MvQ6_K, 256, 210, 2)
+
+// Up to three matrices of one type and width over one input in one launch (Q, K and V):
+// y_s[t * rows_s + r] = W_s[r] . x[t] for each s, unused ones with rows_s = 0. Layout C only:
+// the host launches it where matvec_<t> takes that loop (cols % 128 == 0, aligned buffers).
+#define TL_MATVEC3(name, C, QKV, BYTESV)                                                          \
+    extern "C" __global__ void MV_LB matvec3_##name(                                             \
+        const uint8_t* __restrict__ w0, float* __restrict__ y0, int rows0,                        \
+        const uint8_t* __restrict__ w1, float* __restrict__ y1, int rows1,                        \
+        const uint8_t* __restrict__ w2, float* __restrict__ y2, int rows2,                        \
+        const float* __restrict__ x, int cols, int n_tok) {                                       \
+        const McSeg seg[3] = {{w0, y0, rows0}, {w1, y1, rows1}, {w2, y2, rows2}};                 \
+        mc_dispatch<C, 3>(seg, x, cols, n_tok, (tlq_sz)(cols / (QKV)) * (BYTESV), 0);             \
+    }
+
+TL_MATVEC3(q4_0, McRow32<McQ4_0>, 32, 18)
+TL_MATVEC3(q4_1, McRow32<McQ4_1>, 32, 20)
+TL_MATVEC3(q5_0, McRow32<McQ5_0>, 32, 22)
+TL_MATVEC3(q5_1, McRow32<McQ5_1>, 32, 24)
+TL_MATVEC3(q8_0, McRow32<McQ8_0>, 32, 34)
+TL_MATVEC3(q4_k, McRowQ45K<false>, 256, 144)
+TL_MATVEC3(q5_k, McRowQ45K<true>, 256, 176)
+TL_MATVEC3(q6_k, McRowQ6K, 256, 210)
 
 // ---------------------------------------------------------------------------------------------
 // Gated feed-forward matvec: y[t * rows + r] = act(gate_r . x_t) * (up_r . x_t) in one launch
@@ -564,22 +617,9 @@ TL_MATVEC_GLU(q5_k, McRowQ45K<true>, 256, 176)
 extern "C" __global__ void MV_LB quantize_q8(const float* __restrict__ x, uint8_t* __restrict__ xq,
                                              int cols) {
     const int lane = threadIdx.x & 31;
-    float* ds = (float*)(xq + cols);
     for (int g = blockIdx.x * MV_WARPS + (threadIdx.x >> 5); g < cols / 32;
-         g += gridDim.x * MV_WARPS) {
-        const float v = x[32 * g + lane];
-        const float amax = tl_warp_max(v < 0.f ? -v : v);
-        float d, id;
-        tlq8_scale(amax, d, id);
-        const int q = tlq8_quant(v, id);
-        // |sum| <= 32 * 127: exact in f32.
-        const float sum = tl_warp_sum((float)q);
-        xq[32 * g + lane] = (uint8_t)(int8_t)q;
-        if (lane == 0) {
-            ds[2 * g] = d;
-            ds[2 * g + 1] = d * sum;
-        }
-    }
+         g += gridDim.x * MV_WARPS)
+        q8_store_group(x[32 * g + lane], g, lane, xq, cols);
 }
 
 // 16 weight bytes through the read-only path, kept in L1 (unlike tlq_ldw16): a lane's two nibble
@@ -599,53 +639,113 @@ static __device__ __forceinline__ tlq8_u4 mq8_ld16(const uint8_t* p) {
 #endif
 }
 
-// Blocks per warp pass of matvec_q8_q4_k: 8 per step (4 lanes each), MQ8_STEPS steps' loads
-// issued before any is used.
-#ifndef MQ8_STEPS
-#define MQ8_STEPS 2
+// Blocks per warp pass of the int8 Q4_K matvecs, summed over a warp's rows: 8 per step (4 lanes
+// each) and row, MQ8_BLOCKS / 8 steps' loads issued before any is used.
+#ifndef MQ8_BLOCKS
+#define MQ8_BLOCKS 16
 #endif
 
-// y[r] (+)= W[r] . x for one token, W in Q4_K (cols % 256 == 0, 16-byte aligned), x in Q8 form
-// (quantize_q8 of the same cols). One warp per row; lane 4b + p takes block 8k + b of each pass
-// and its nibble bytes as tlq8_q4k_lane says.
-extern "C" __global__ void MV_LB matvec_q8_q4_k(const uint8_t* __restrict__ w,
-                                                const uint8_t* __restrict__ xq,
-                                                float* __restrict__ y, int rows, int cols,
-                                                int add) {
-    const int lane = threadIdx.x & 31;
+// acc[i] += W_i . x for the R Q4_K rows wr[i] (cols % 256 == 0, 16-byte aligned) against x in Q8
+// form (quantize_q8 of the same cols). Lane 4b + p takes block 8k + b of each pass and its nibble
+// bytes as tlq8_q4k_lane says. Each lane adds its blocks to acc[i] in increasing block order
+// whatever R is, so a row's sum does not depend on the rows beside it (the gated kernel's
+// results are the plain kernel's bit for bit).
+template <int R>
+static __device__ __forceinline__ void mq8_q4k_rows(const uint8_t* const* wr,
+                                                    const uint8_t* __restrict__ xq, int cols,
+                                                    int lane, float* acc) {
+    enum { STEPS = MQ8_BLOCKS / (8 * R) };
+    static_assert(STEPS >= 1, "MQ8_BLOCKS holds a step of every row");
     const int bsel = lane >> 2, p = lane & 3;
     const int nb = cols >> 8;
     const tlq8_f4* ds = (const tlq8_f4*)(xq + cols);  // one (d, s, d, s) per sub-block pair
     const tlq8_u4* xv = (const tlq8_u4*)xq;           // 16 int8 values each
     const int qoff = 16 + 32 * p;
-    for (int r = blockIdx.x * MV_WARPS + (threadIdx.x >> 5); r < rows; r += gridDim.x * MV_WARPS) {
-        const uint8_t* wr = w + (tlq_sz)r * nb * 144;
-        float acc = 0.f;
-        for (int b0 = 0; b0 < nb; b0 += 8 * MQ8_STEPS) {
-            tlq8_u4 hd[MQ8_STEPS], q0[MQ8_STEPS], q1[MQ8_STEPS];
+    for (int b0 = 0; b0 < nb; b0 += 8 * STEPS) {
+        tlq8_u4 hd[STEPS][R], q0[STEPS][R], q1[STEPS][R];
 #pragma unroll
-            for (int u = 0; u < MQ8_STEPS; ++u) {
-                const int blk = b0 + 8 * u + bsel;
-                hd[u] = q0[u] = q1[u] = tlq8_u4{0u, 0u, 0u, 0u};
-                if (blk < nb) {
-                    const uint8_t* bp = wr + (tlq_sz)blk * 144;
-                    hd[u] = mq8_ld16(bp);
-                    q0[u] = mq8_ld16(bp + qoff);
-                    q1[u] = mq8_ld16(bp + qoff + 16);
-                }
-            }
+        for (int u = 0; u < STEPS; ++u) {
+            const int blk = b0 + 8 * u + bsel;
 #pragma unroll
-            for (int u = 0; u < MQ8_STEPS; ++u) {
-                const int blk = b0 + 8 * u + bsel;
+            for (int i = 0; i < R; ++i) {
+                hd[u][i] = q0[u][i] = q1[u][i] = tlq8_u4{0u, 0u, 0u, 0u};
                 if (blk < nb) {
-                    const int pair = 4 * blk + p;  // sub-blocks 2 pair, 2 pair + 1 of the row
-                    acc += tlq8_q4k_lane(hd[u], q0[u], q1[u], xv[4 * pair], xv[4 * pair + 1],
-                                         xv[4 * pair + 2], xv[4 * pair + 3], ds[pair], p);
+                    const uint8_t* bp = wr[i] + (tlq_sz)blk * 144;
+                    hd[u][i] = mq8_ld16(bp);
+                    q0[u][i] = mq8_ld16(bp + qoff);
+                    q1[u][i] = mq8_ld16(bp + qoff + 16);
                 }
             }
         }
-        const float s = tl_warp_sum(acc);
-        if (lane == 0) mv_store(y + r, s, add);
+#pragma unroll
+        for (int u = 0; u < STEPS; ++u) {
+            const int blk = b0 + 8 * u + bsel;
+            if (blk < nb) {
+                const int pair = 4 * blk + p;  // sub-blocks 2 pair, 2 pair + 1 of the row
+                const tlq8_u4 x0 = xv[4 * pair], x1 = xv[4 * pair + 1];
+                const tlq8_u4 x2 = xv[4 * pair + 2], x3 = xv[4 * pair + 3];
+#pragma unroll
+                for (int i = 0; i < R; ++i)
+                    acc[i] += tlq8_q4k_lane(hd[u][i], q0[u][i], q1[u][i], x0, x1, x2, x3,
+                                            ds[pair], p);
+            }
+        }
+    }
+}
+
+// y_s[r] (+)= W_s[r] . x for one token and up to three Q4_K matrices s of one width (the
+// projections of one input: Q, K and V in one launch; unused ones have rows_s = 0), x in Q8 form.
+// One warp per row, the rows of the three matrices one after another.
+extern "C" __global__ void MV_LB matvec_q8_q4_k(const uint8_t* __restrict__ w0,
+                                                float* __restrict__ y0, int rows0,
+                                                const uint8_t* __restrict__ w1,
+                                                float* __restrict__ y1, int rows1,
+                                                const uint8_t* __restrict__ w2,
+                                                float* __restrict__ y2, int rows2,
+                                                const uint8_t* __restrict__ xq, int cols, int add) {
+    const int lane = threadIdx.x & 31;
+    const tlq_sz row_bytes = (tlq_sz)(cols >> 8) * 144;
+    const int rows = rows0 + rows1 + rows2;
+    for (int r = blockIdx.x * MV_WARPS + (threadIdx.x >> 5); r < rows; r += gridDim.x * MV_WARPS) {
+        // Warp-uniform: which matrix row r belongs to.
+        const uint8_t* w = w0;
+        float* y = y0;
+        int rr = r;
+        if (rr >= rows0) {
+            rr -= rows0;
+            w = w1;
+            y = y1;
+            if (rr >= rows1) {
+                rr -= rows1;
+                w = w2;
+                y = y2;
+            }
+        }
+        const uint8_t* wr[1] = {w + (tlq_sz)rr * row_bytes};
+        float acc[1] = {0.f};
+        mq8_q4k_rows<1>(wr, xq, cols, lane, acc);
+        const float s = tl_warp_sum(acc[0]);
+        if (lane == 0) mv_store(y + rr, s, add);
+    }
+}
+
+// y[r] = act(gate_r . x) * (up_r . x) for one token, gate and up in Q4_K (one shape), x in Q8
+// form: matvec_q8_q4_k's sums for both rows (bit for bit, see mq8_q4k_rows) and act_glu's
+// product, in one launch. One warp per row pair.
+extern "C" __global__ void MV_LB matvec_glu_q8_q4_k(const uint8_t* __restrict__ wg,
+                                                    const uint8_t* __restrict__ wu,
+                                                    const uint8_t* __restrict__ xq,
+                                                    float* __restrict__ y, int rows, int cols,
+                                                    int act) {
+    const int lane = threadIdx.x & 31;
+    const tlq_sz row_bytes = (tlq_sz)(cols >> 8) * 144;
+    for (int r = blockIdx.x * MV_WARPS + (threadIdx.x >> 5); r < rows; r += gridDim.x * MV_WARPS) {
+        const uint8_t* wr[2] = {wg + (tlq_sz)r * row_bytes, wu + (tlq_sz)r * row_bytes};
+        float acc[2] = {0.f, 0.f};
+        mq8_q4k_rows<2>(wr, xq, cols, lane, acc);
+        const float g = tl_warp_sum(acc[0]);
+        const float u = tl_warp_sum(acc[1]);
+        if (lane == 0) y[r] = act_apply(act, g) * u;
     }
 }
 

@@ -13,10 +13,13 @@
 //   norm_rows_warp          one warp per row (grid-stride over rows), for short rows
 //   norm_rows_inplace       as norm_rows, x = norm(x), no bias
 //   norm_rows_inplace_warp  as norm_rows_warp, x = norm(x), no bias (QK-norm over heads)
+//   norm_rows_q8            as norm_rows for one row, and the row in Q8 form too (q8act.cuh)
+//   norm_rows_warp_q8       as norm_rows_warp for one row, and the row in Q8 form too
 //   norm_add_bias           x[r * cols + i] += b[i]
 // blockDim.x must be a multiple of 32 (full warps: the shuffles use the full mask), at most 1024.
 
 #include "prelude.cuh"
+#include "q8act.cuh"
 
 #define NORM_RMS 0
 #define NORM_LAYER 1
@@ -44,12 +47,15 @@ struct NormWarpRed {
 };
 
 // Normalise one row of `dim` values; this thread handles elements i0, i0 + step, ...
-// `bty < 0` means no bias. `out` may equal `x` (see the header).
-template <class Red>
+// `bty < 0` means no bias. `out` may equal `x` (see the header). Q8: the outputs also go to `xq`
+// in Q8 form, rounded from the very floats stored to `out`; that needs dim % 32 == 0 and
+// step % 32 == 0 with i0 % 32 the lane, so that each pass of a warp holds 32 consecutive values
+// (or none: the host checks dim % 32, which keeps whole warps in or out of the last pass).
+template <class Red, bool Q8>
 static __device__ __forceinline__ void norm_row(const Red& red, const float* x, float* out,
                                                 int dim, int i0, int step, const void* w,
                                                 int wty, const void* b, int bty, int kind,
-                                                float eps, float w_off) {
+                                                float eps, float w_off, uint8_t* xq) {
     const float n = (float)dim;
     float mean = 0.f;
     float var;
@@ -73,6 +79,7 @@ static __device__ __forceinline__ void norm_row(const Red& red, const float* x, 
         float y = (x[i] - mean) * scale * (tl_vec_get(w, wty, i) + w_off);
         if (bty >= 0) y += tl_vec_get(b, bty, i);
         out[i] = y;
+        if (Q8) q8_store_group(y, i >> 5, i & 31, xq, dim);
     }
 }
 
@@ -83,8 +90,8 @@ extern "C" __global__ void norm_rows(const float* x, float* out, const void* w, 
     __shared__ float sh[32];
     const NormBlockRed red{sh};
     for (int r = blockIdx.x; r < rows; r += gridDim.x) {
-        norm_row(red, x + r * dim, out + r * dim, dim, threadIdx.x, blockDim.x, w, wty, b, bty,
-                 kind, eps, w_off);
+        norm_row<NormBlockRed, false>(red, x + r * dim, out + r * dim, dim, threadIdx.x,
+                                      blockDim.x, w, wty, b, bty, kind, eps, w_off, nullptr);
     }
 }
 
@@ -95,8 +102,8 @@ extern "C" __global__ void norm_rows_warp(const float* x, float* out, const void
     const NormWarpRed red{};
     const int wpb = blockDim.x >> 5;
     for (int r = blockIdx.x * wpb + (threadIdx.x >> 5); r < rows; r += gridDim.x * wpb) {
-        norm_row(red, x + r * dim, out + r * dim, dim, threadIdx.x & 31, 32, w, wty, b, bty, kind,
-                 eps, w_off);
+        norm_row<NormWarpRed, false>(red, x + r * dim, out + r * dim, dim, threadIdx.x & 31, 32,
+                                     w, wty, b, bty, kind, eps, w_off, nullptr);
     }
 }
 
@@ -105,8 +112,8 @@ extern "C" __global__ void norm_rows_inplace(float* x, const void* w, int wty, i
     __shared__ float sh[32];
     const NormBlockRed red{sh};
     for (int r = blockIdx.x; r < rows; r += gridDim.x) {
-        norm_row(red, x + r * dim, x + r * dim, dim, threadIdx.x, blockDim.x, w, wty, nullptr, -1,
-                 kind, eps, w_off);
+        norm_row<NormBlockRed, false>(red, x + r * dim, x + r * dim, dim, threadIdx.x,
+                                      blockDim.x, w, wty, nullptr, -1, kind, eps, w_off, nullptr);
     }
 }
 
@@ -115,9 +122,29 @@ extern "C" __global__ void norm_rows_inplace_warp(float* x, const void* w, int w
     const NormWarpRed red{};
     const int wpb = blockDim.x >> 5;
     for (int r = blockIdx.x * wpb + (threadIdx.x >> 5); r < rows; r += gridDim.x * wpb) {
-        norm_row(red, x + r * dim, x + r * dim, dim, threadIdx.x & 31, 32, w, wty, nullptr, -1,
-                 kind, eps, w_off);
+        norm_row<NormWarpRed, false>(red, x + r * dim, x + r * dim, dim, threadIdx.x & 31, 32,
+                                     w, wty, nullptr, -1, kind, eps, w_off, nullptr);
     }
+}
+
+// One row (a decode step's), normalised into `out` and in Q8 form into `xq` (dim % 32 == 0,
+// dim int8 bytes then dim / 32 float pairs: quantize_q8's layout). One block; the same arithmetic
+// as norm_rows / norm_rows_warp, so `out` holds the same floats.
+extern "C" __global__ void norm_rows_q8(const float* x, float* out, uint8_t* xq, const void* w,
+                                        int wty, const void* b, int bty, int dim, int kind,
+                                        float eps, float w_off) {
+    __shared__ float sh[32];
+    const NormBlockRed red{sh};
+    norm_row<NormBlockRed, true>(red, x, out, dim, threadIdx.x, blockDim.x, w, wty, b, bty, kind,
+                                 eps, w_off, xq);
+}
+
+extern "C" __global__ void norm_rows_warp_q8(const float* x, float* out, uint8_t* xq,
+                                             const void* w, int wty, const void* b, int bty,
+                                             int dim, int kind, float eps, float w_off) {
+    if (threadIdx.x >= 32) return;
+    norm_row<NormWarpRed, true>(NormWarpRed{}, x, out, dim, threadIdx.x, 32, w, wty, b, bty,
+                                kind, eps, w_off, xq);
 }
 
 // x[r * cols + i] += b[i] for `rows` rows; grid-stride over all rows * cols elements.

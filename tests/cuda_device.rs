@@ -30,6 +30,17 @@ fn device() -> CudaBackend {
     })
 }
 
+/// A backend with the decode matvec, decode graphs and fused kernels as given.
+fn device_with(int8: bool, graphs: bool, fused: bool) -> CudaBackend {
+    let opts = CudaOptions {
+        decode_graphs: graphs,
+        int8_matvec: int8,
+        fused,
+    };
+    CudaBackend::with_options(0, opts)
+        .unwrap_or_else(|e| panic!("CUDA device 0 is not usable: {e}"))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Op by op. Each family gets a fresh device backend: CUDA errors are sticky, so one faulting
 // kernel must not hide the results of the others.
@@ -79,6 +90,41 @@ fn ops_matmul_int8_matvec() {
     });
     assert_eq!(dev.device_info().matvec, "int8");
     ops_harness::check_family(&dev, "cuda (int8 matvec)", Family::Matmul);
+}
+
+/// A backend with the int8 decode matvec, decode graphs and fused kernels as given.
+fn int8_device(graphs: bool, fused: bool) -> CudaBackend {
+    let dev = device_with(true, graphs, fused);
+    assert_eq!(dev.device_info().matvec, "int8");
+    dev
+}
+
+/// With the int8 decode matvec, a norm feeding Q4_K projections rounds its output to Q8 in its
+/// own launch, Q/K/V share one launch and gate/up/GLU run as one kernel: bit for bit the same
+/// values as `norm`, `quantize_q8` and one matvec per weight.
+#[test]
+fn int8_norm_feeding_is_bit_exact() {
+    ops_harness::assert_norm_feeding_exact(&int8_device(true, true));
+}
+
+/// Projections of one input in one launch (`matvec3_<t>`, Q/K/V) against one launch per weight:
+/// bit for bit, with the float decode matvec and with the int8 one.
+#[test]
+fn matmul_many_is_bit_exact() {
+    let dev = device();
+    assert!(
+        dev.device_info().fused,
+        "TORCHLESS_CUDA_FUSE=off: nothing to compare"
+    );
+    ops_harness::assert_matmul_many_exact(&dev);
+    ops_harness::assert_matmul_many_exact(&int8_device(true, true));
+}
+
+/// The gated FFN kernel with the int8 matvec (`matvec_glu_q8_q4_k` for one Q4_K token, the float
+/// kernels for the rest) against the projections and `act_glu` apart: bit for bit.
+#[test]
+fn int8_glu_fusion_is_bit_exact() {
+    ops_harness::assert_glu_fusion_exact(&int8_device(true, true));
 }
 
 /// The decode path's fused gate/up/GLU kernel (`matvec_glu_<t>`) against the two projections
@@ -175,6 +221,106 @@ fn arch_i8_is_refused_with_unsupported_type() {
 // ---------------------------------------------------------------------------------------------
 // Decode graphs (src/backend/cuda/graph.rs).
 // ---------------------------------------------------------------------------------------------
+
+/// The synthetic two-layer Q4_K llama (tests/fixtures/synthetic): every matmul takes the Q4_K
+/// decode kernels, so the int8 path's fusions all run.
+fn tiny_q4k() -> std::path::PathBuf {
+    ops_harness::repo_dir().join("tests/fixtures/synthetic/tiny-q4k.gguf")
+}
+
+/// 160 token ids below the tiny model's vocabulary (512): a context long enough for decode
+/// attention to split the keys (and merge the splits in a launch of its own).
+fn tiny_ids() -> Vec<u32> {
+    (0..160u32).map(|i| (i * 37 + 11) % 512).collect()
+}
+
+/// A whole model through the fused launches and decode graphs gives bit for bit the logits of
+/// the same steps with every fusion off, launched op by op: with the float decode matvec (Q/K/V
+/// in one launch, RoPE with the K/V store, gate/up/GLU) and with the int8 one (also the norms
+/// and the split-K merge rounding their outputs to Q8 instead of `quantize_q8`).
+#[test]
+fn decode_fusions_match_apart_bit_for_bit() {
+    let ids = tiny_ids();
+    let mut int8_fused = Vec::new();
+    for int8 in [false, true] {
+        let fused = models::decode_schedule_at(&tiny_q4k(), device_with(int8, true, true), &ids);
+        let apart = models::decode_schedule_at(&tiny_q4k(), device_with(int8, false, false), &ids);
+        assert_eq!(fused.len(), apart.len());
+        let differ = fused
+            .iter()
+            .zip(&apart)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        let mode = if int8 { "int8" } else { "float" };
+        eprintln!(
+            "tiny-q4k, {mode}: {} decode logits, {differ} differ",
+            fused.len()
+        );
+        assert_eq!(differ, 0, "{mode}: fused decode differs from the ops apart");
+        if int8 {
+            int8_fused = fused;
+        }
+    }
+    let fused = int8_fused;
+    // And the int8 path computes the float path's model: the same logits up to the rounding of
+    // x to 8 bits, which moves them about as far as the CPU's own 8-bit rounding does.
+    let float = models::decode_schedule_at(&tiny_q4k(), device(), &ids);
+    let cpu = models::decode_schedule_at(&tiny_q4k(), ops_harness::reference(), &ids);
+    let scale = float.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let dist = |other: &[f32]| {
+        float
+            .iter()
+            .zip(other)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+    };
+    let (int8, cpu) = (dist(&fused), dist(&cpu));
+    eprintln!(
+        "tiny-q4k: max |d logit| from the float path: int8 {int8:.3e}, CPU {cpu:.3e} (max |logit| \
+         {scale:.3})"
+    );
+    assert!(
+        int8 <= 0.05 * scale,
+        "int8 decode logits {int8} from the float path's (max |logit| {scale})"
+    );
+}
+
+/// Kernel launches per decode step on the Q4_K llama shape, eager (a decode graph replays the
+/// same kernels). Per layer, with the context split for attention:
+/// - float, fused (9): norm, Q/K/V, RoPE + K/V store, attention, split merge, output projection
+///   + residual, norm, gate/up/GLU, down + residual;
+/// - float, apart (15): Q, K and V apart, RoPE twice and the store, gate and up apart and GLU;
+/// - int8, fused (10): the float list with the norms and the merge writing Q8 too, plus one
+///   `quantize_q8` of the GLU output;
+/// - int8, apart (19): the float-apart list plus a `quantize_q8` before each of the 4 inputs.
+///
+/// Besides the layers a step embeds its token and runs the output norm and head (plus one
+/// `quantize_q8` int8 apart). docs/performance.md quotes these counts.
+#[test]
+fn decode_step_launches() {
+    use torchless::graph::{Executor, Logits};
+    use torchless::model::ModelSource;
+    let src = ModelSource::open(tiny_q4k()).expect("tiny-q4k");
+    let layers = 2;
+    let ids = tiny_ids();
+    let modes = [
+        ("float, fused", false, true, 3 + 9 * layers),
+        ("float, apart", false, false, 3 + 15 * layers),
+        ("int8, fused", true, true, 3 + 10 * layers),
+        ("int8, apart", true, false, 4 + 19 * layers),
+    ];
+    for (label, int8, fused, want) in modes {
+        let exec = Executor::load(&src, device_with(int8, false, fused)).expect("load");
+        let mut st = exec.new_state(ids.len()).expect("state");
+        exec.forward(&mut st, &ids[..8], Logits::Last)
+            .expect("prefill");
+        let before = exec.backend.kernel_launches();
+        exec.forward(&mut st, &ids[8..9], Logits::Last)
+            .expect("decode");
+        let step = exec.backend.kernel_launches() - before;
+        eprintln!("{label}: {step} launches per decode step");
+        assert_eq!(step, want as u64, "{label}: launches per decode step");
+    }
+}
 
 /// Decode steps recorded as CUDA graphs and replayed give exactly (bit for bit) the logits of
 /// the same steps launched op by op: the same kernels run with the same launch shapes, only the

@@ -154,6 +154,26 @@ pub trait Backend: Send + Sync {
         dim: usize,
         out: &mut Self::Buf,
     );
+    /// [`Backend::norm`] where the very next op is a matmul of `out` ([`Backend::matmul`],
+    /// [`Backend::matmul_many`] or [`Backend::matmul_glu`]) by one or more of `feeds`, so that a
+    /// backend may hand `out` to them prepared in the same launch: CUDA's int8 decode matvec gets
+    /// it rounded to Q8 by the norm kernel instead of by a launch of its own. Any other op in
+    /// between only costs that preparation. The default is [`Backend::norm`].
+    #[allow(clippy::too_many_arguments)]
+    fn norm_feeding(
+        &self,
+        spec: NormSpec,
+        x: &Self::Buf,
+        w: &Self::Weight,
+        b: Option<&Self::Weight>,
+        rows: usize,
+        dim: usize,
+        out: &mut Self::Buf,
+        feeds: &[&Self::Weight],
+    ) {
+        let _ = feeds;
+        self.norm(spec, x, w, b, rows, dim, out);
+    }
     /// `x = norm(x)` per row of `dim` (QK-norm over each head).
     fn norm_inplace(
         &self,
@@ -269,6 +289,25 @@ pub trait Backend: Send + Sync {
         shape: &AttnShape,
         out: &mut Self::Buf,
     );
+    /// [`Backend::attention`] where the very next op is a matmul of `out` by one of `feeds` (the
+    /// output projection), as [`Backend::norm_feeding`] is for a norm: CUDA's split-K merge
+    /// then also rounds a decode step's output to Q8 for the int8 matvec. The default is
+    /// [`Backend::attention`].
+    #[allow(clippy::too_many_arguments)]
+    fn attention_feeding(
+        &self,
+        q: &Self::Buf,
+        kv: &Self::KvCache,
+        layer: usize,
+        pos0: usize,
+        n_tok: usize,
+        shape: &AttnShape,
+        out: &mut Self::Buf,
+        feeds: &[&Self::Weight],
+    ) {
+        let _ = feeds;
+        self.attention(q, kv, layer, pos0, n_tok, shape, out);
+    }
     /// `x[r] += b` for each of `rows` rows of `b.len` values (projection biases).
     fn add_bias(&self, x: &mut Self::Buf, b: &Self::Weight, rows: usize);
     /// `x = act(x)` over `len` values (ungated feed-forward blocks).

@@ -213,7 +213,8 @@ impl<B: Backend> Executor<B> {
         b.embed(&w.tok_embd, ids, c.embed_scale, &mut s.x);
         for (il, (lw, lc)) in w.layers.iter().zip(&c.layers).enumerate() {
             // Attention block.
-            self.norm(&s.x, &lw.attn_norm, n, &mut s.xn);
+            let qkv = [&lw.wq.w, &lw.wk.w, &lw.wv.w];
+            self.norm(&s.x, &lw.attn_norm, n, &mut s.xn, &qkv);
             self.linears(
                 [&lw.wq, &lw.wk, &lw.wv],
                 &s.xn,
@@ -244,7 +245,14 @@ impl<B: Backend> Executor<B> {
                 c.rope_layout,
                 &lc.rope,
             );
-            b.attention(&s.q, &s.kv, il, pos0, n, &shape, &mut s.attn);
+            // A sequential block projects the attention output next (a backend may prepare it
+            // for that matmul); a parallel one runs the FFN first.
+            let attn_next: &[&B::Weight] = if arch.parallel_residual {
+                &[]
+            } else {
+                &[&lw.wo.w]
+            };
+            b.attention_feeding(&s.q, &s.kv, il, pos0, n, &shape, &mut s.attn, attn_next);
             if arch.parallel_residual {
                 // Phi-2: the FFN reads the same normed input as attention; both outputs add to
                 // the residual, attention's first.
@@ -270,7 +278,11 @@ impl<B: Backend> Executor<B> {
             // Sequential blocks have their own pre-FFN norm; a parallel-residual family run
             // sequentially (an ablation) reuses the attention norm.
             let ffn_norm = lw.ffn_norm.as_ref().unwrap_or(&lw.attn_norm);
-            self.norm(&s.x, ffn_norm, n, &mut s.xn);
+            let ffn_in = match &lw.gate {
+                Some(g) => [&g.w, &lw.up.w],
+                None => [&lw.up.w, &lw.up.w],
+            };
+            self.norm(&s.x, ffn_norm, n, &mut s.xn, &ffn_in);
             let h = self.ffn_hidden(lw, n, ff, &s.xn, &mut s.gate, &mut s.up, &mut s.hidden);
             let ffn_post = lw.post_ffn_norm.as_ref();
             self.project_residual(&lw.down, h, n, &mut s.x, &mut s.proj, ffn_post, &mut s.xn);
@@ -284,7 +296,7 @@ impl<B: Backend> Executor<B> {
                 (&s.last, 1)
             }
         };
-        self.norm(src, &w.output_norm, rows, &mut s.xn);
+        self.norm(src, &w.output_norm, rows, &mut s.xn, &[&w.output.w]);
         let logits = s
             .logits
             .as_mut()
@@ -304,11 +316,20 @@ impl<B: Backend> Executor<B> {
         }
     }
 
-    /// `out = norm(x)` over `rows` rows of the model width.
-    fn norm(&self, x: &B::Buf, nw: &Norm<B::Weight>, rows: usize, out: &mut B::Buf) {
+    /// `out = norm(x)` over `rows` rows of the model width, for the matmul by `feeds` that comes
+    /// next ([`Backend::norm_feeding`]).
+    fn norm(
+        &self,
+        x: &B::Buf,
+        nw: &Norm<B::Weight>,
+        rows: usize,
+        out: &mut B::Buf,
+        feeds: &[&B::Weight],
+    ) {
         let dim = self.config.dim;
+        let spec = self.norm_spec();
         self.backend
-            .norm(self.norm_spec(), x, &nw.w, nw.b.as_ref(), rows, dim, out);
+            .norm_feeding(spec, x, &nw.w, nw.b.as_ref(), rows, dim, out, feeds);
     }
 
     /// `out = W x (+ bias)` for `n` rows.

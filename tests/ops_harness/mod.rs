@@ -2296,3 +2296,168 @@ pub fn check_arch_fixtures<B: Backend>(
         failures.join("\n  ")
     );
 }
+
+/// A norm feeding Q4_K matmuls ([`Backend::norm_feeding`] followed by `matmul_many`,
+/// `matmul_glu` or `matmul`) gives bit for bit what a plain `norm` followed by one `matmul` per
+/// weight (and `glu`) gives on `b`. On CUDA with the int8 decode matvec this compares the norm
+/// that also rounds its output to Q8, the three-matrix launch (Q, K, V) and the gated int8 kernel
+/// with `quantize_q8` and one-matrix launches. Rows of 256 (the warp-per-row norm) and 1536 (a
+/// block per row), RMSNorm and LayerNorm with a bias, and a Q8_0 weight beside the Q4_K ones.
+pub fn assert_norm_feeding_exact<B: Backend>(b: &B) {
+    let mut rng = Rng::new(seed(), "norm feeding");
+    for (dim, kind) in [(256usize, NormKind::Rms), (1536, NormKind::Layer)] {
+        let spec = NormSpec {
+            kind,
+            eps: 1e-5,
+            w_offset: 0.0,
+        };
+        let nw = b
+            .weight(
+                norm_weight(&mut rng, GgmlType::F32, dim, 0.0).view(),
+                Role::Norm,
+            )
+            .expect("norm weight");
+        let bias = match kind {
+            NormKind::Layer => {
+                let v = rng.vec(dim, -0.5, 0.5);
+                Some(b.weight(
+                    vector(&mut rng, "bias", GgmlType::F32, &v).view(),
+                    Role::Norm,
+                ))
+            }
+            NormKind::Rms => None,
+        }
+        .map(|r| r.expect("norm bias"));
+        let mut weight = |ty: GgmlType, rows: usize| {
+            let t = random_tensor(&mut rng, "w", ty, rows, dim);
+            (b.weight(t.view(), Role::Matmul).expect("weight"), rows)
+        };
+        let q4k = [37usize, 19, 64, 45, 45].map(|rows| weight(GgmlType::Q4_K, rows));
+        let q8 = weight(GgmlType::Q8_0, 24);
+        let x = norm_input(&mut rng, 1, dim, 0.3, false);
+        let xb = Input::new(&x, dim).put(b).ok().expect("x");
+        let buf = |n: usize| Input::output(n).put(b).ok().expect("buffer");
+        let read = |o: &B::Buf, n: usize| get(b, o, n).ok().expect("read");
+        let norm = |feeds: &[&B::Weight], out: &mut B::Buf| match feeds {
+            [] => b.norm(spec, &xb, &nw, bias.as_ref(), 1, dim, out),
+            _ => b.norm_feeding(spec, &xb, &nw, bias.as_ref(), 1, dim, out, feeds),
+        };
+        let same = |what: &str, fused: &[f32], apart: &[f32]| {
+            let differ = fused
+                .iter()
+                .zip(apart)
+                .filter(|(x, y)| x.to_bits() != y.to_bits())
+                .count();
+            assert_eq!(
+                differ,
+                0,
+                "{kind:?} over {dim}: {differ} of {} values of {what} differ between the norm \
+                 feeding its matmuls and the ops apart",
+                fused.len()
+            );
+        };
+        // Q, K, V (and a Q8_0 projection among them) through matmul_many.
+        let proj = [&q4k[0], &q4k[1], &q8, &q4k[2]];
+        let feeds: Vec<&B::Weight> = proj.iter().map(|(w, _)| w).collect();
+        let (mut xn_f, mut xn_a) = (buf(dim), buf(dim));
+        let mut outs_f: Vec<B::Buf> = proj.iter().map(|(_, r)| buf(*r)).collect();
+        let mut outs_a: Vec<B::Buf> = proj.iter().map(|(_, r)| buf(*r)).collect();
+        norm(&feeds, &mut xn_f);
+        b.matmul_many(&feeds, &xn_f, 1, &mut outs_f.iter_mut().collect::<Vec<_>>());
+        norm(&[], &mut xn_a);
+        for ((w, _), out) in proj.iter().zip(&mut outs_a) {
+            b.matmul(w, &xn_a, 1, out);
+        }
+        same("the normed row", &read(&xn_f, dim), &read(&xn_a, dim));
+        for (((_, rows), f), a) in proj.iter().zip(&outs_f).zip(&outs_a) {
+            same("a projection", &read(f, *rows), &read(a, *rows));
+        }
+        // Gate and up through matmul_glu.
+        let ((g, rows), (u, _)) = (&q4k[3], &q4k[4]);
+        let (mut h_f, mut h_a) = (buf(*rows), buf(*rows));
+        let (mut g1, mut u1, mut g2, mut u2) = (buf(*rows), buf(*rows), buf(*rows), buf(*rows));
+        norm(&[g, u], &mut xn_f);
+        b.matmul_glu(
+            Activation::Silu,
+            g,
+            u,
+            &xn_f,
+            1,
+            [&mut g1, &mut u1],
+            *rows,
+            &mut h_f,
+        );
+        norm(&[], &mut xn_a);
+        b.matmul(u, &xn_a, 1, &mut u2);
+        b.matmul(g, &xn_a, 1, &mut g2);
+        b.glu(Activation::Silu, &g2, &u2, *rows, &mut h_a);
+        same("the gated FFN", &read(&h_f, *rows), &read(&h_a, *rows));
+        // One projection through matmul (the output head).
+        let (w, rows) = &q4k[2];
+        let (mut y_f, mut y_a) = (buf(*rows), buf(*rows));
+        norm(&[w], &mut xn_f);
+        b.matmul(w, &xn_f, 1, &mut y_f);
+        norm(&[], &mut xn_a);
+        b.matmul(w, &xn_a, 1, &mut y_a);
+        same(
+            "the output projection",
+            &read(&y_f, *rows),
+            &read(&y_a, *rows),
+        );
+    }
+}
+
+/// `matmul_many` over one input gives bit for bit what one `matmul` per weight gives on `b`
+/// (CUDA runs consecutive weights of one type and width as one launch: Q, K and V). Every
+/// weight type, 1–8 tokens, three matrices of different heights, and a mixed-type list.
+pub fn assert_matmul_many_exact<B: Backend>(b: &B) {
+    let mut rng = Rng::new(seed(), "matmul many");
+    let cols = 1536;
+    let mut lists: Vec<Vec<GgmlType>> = WEIGHT_TYPES.iter().map(|&t| vec![t; 3]).collect();
+    lists.push(vec![
+        GgmlType::Q4_K,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+        GgmlType::Q4_K,
+    ]);
+    for types in lists {
+        let heights = [37usize, 19, 64, 8];
+        let ws: Vec<(B::Weight, usize)> = types
+            .iter()
+            .zip(heights)
+            .map(|(&ty, rows)| {
+                let t = random_tensor(&mut rng, "w", ty, rows, cols);
+                (b.weight(t.view(), Role::Matmul).expect("weight"), rows)
+            })
+            .collect();
+        let refs: Vec<&B::Weight> = ws.iter().map(|(w, _)| w).collect();
+        for n_tok in [1usize, 2, 3, 5, 8] {
+            let x = matmul_input(&mut rng, n_tok, cols);
+            let xb = Input::new(&x, n_tok * cols).put(b).ok().expect("x");
+            let buf = |n: usize| Input::output(n).put(b).ok().expect("buffer");
+            let mut many: Vec<B::Buf> = ws.iter().map(|(_, r)| buf(n_tok * r)).collect();
+            let mut apart: Vec<B::Buf> = ws.iter().map(|(_, r)| buf(n_tok * r)).collect();
+            b.matmul_many(&refs, &xb, n_tok, &mut many.iter_mut().collect::<Vec<_>>());
+            for ((w, _), out) in ws.iter().zip(&mut apart) {
+                b.matmul(w, &xb, n_tok, out);
+            }
+            for (((_, rows), m), a) in ws.iter().zip(&many).zip(&apart) {
+                let len = n_tok * rows;
+                let (m, a) = (
+                    get(b, m, len).ok().expect("read"),
+                    get(b, a, len).ok().expect("read"),
+                );
+                let differ = m
+                    .iter()
+                    .zip(&a)
+                    .filter(|(x, y)| x.to_bits() != y.to_bits())
+                    .count();
+                assert_eq!(
+                    differ, 0,
+                    "{types:?}, {n_tok} tokens: {differ} of {len} outputs of matmul_many differ \
+                     from one matmul per weight"
+                );
+            }
+        }
+    }
+}

@@ -435,9 +435,15 @@ pub fn assert_i8_refused<B: Backend>(backend: BackendKind, name: &str, make: imp
 /// again. Exercises a backend's recorded decode steps (CUDA graphs: a warm-up, a recording and
 /// replays per sequence, two recordings alive at once, a replay at an earlier position).
 pub fn decode_schedule<B: Backend>(name: &str, backend: B, ids: &[u32]) -> Vec<f32> {
+    decode_schedule_at(&model_path(name), backend, ids)
+}
+
+/// [`decode_schedule`] for the model file at `path`.
+pub fn decode_schedule_at<B: Backend>(path: &std::path::Path, backend: B, ids: &[u32]) -> Vec<f32> {
     use torchless::graph::Executor;
     use torchless::model::ModelSource;
-    let src = ModelSource::open(model_path(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let name = path.display();
+    let src = ModelSource::open(path).unwrap_or_else(|e| panic!("{name}: {e}"));
     let exec = Executor::load(&src, backend).unwrap_or_else(|e| panic!("{name}: {e}"));
     let n = ids.len();
     assert!(n >= 40, "{name}: the schedule needs 40 ids");

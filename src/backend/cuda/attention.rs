@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use cudarc::driver::{CudaSlice, CudaView, DriverError, LaunchArgs, LaunchConfig, PushKernelArg};
 
 use super::activation::grid_stride_cfg;
-use super::{CudaBuf, Dev};
+use super::{CudaBuf, CudaWeight, Dev};
 use crate::backend::AttnShape;
 use crate::model::arch::RopeLayout;
 
@@ -41,6 +41,9 @@ const MAX_SPLIT: usize = 64;
 /// Most blocks per grid dimension the launches ask for; the kernels stride over the rest.
 const MAX_GRID: usize = 65535;
 
+/// The split-K merge that also rounds its one-token output to Q8 for the int8 matvec.
+const COMBINE_Q8: &str = "attn_combine_q8";
+
 /// Every entry point of `kernels/attention.cu`.
 pub(crate) fn entry_points() -> Vec<String> {
     [
@@ -52,6 +55,7 @@ pub(crate) fn entry_points() -> Vec<String> {
         "attn_partial_d512",
         "attn_partial_any",
         "attn_combine",
+        COMBINE_Q8,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -294,6 +298,7 @@ pub(crate) fn attention(
     n_tok: usize,
     shape: &AttnShape,
     out: &mut CudaBuf,
+    feeds: &[&CudaWeight],
 ) {
     if dev.failed() || n_tok == 0 {
         return;
@@ -418,13 +423,35 @@ pub(crate) fn attention(
             block_dim: (COMBINE_THREADS as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut b = dev.stream.launch_builder(dev.func("attn_combine"));
-        b.arg(&*scratch).arg(out).arg(&n_th_i).arg(&ns).arg(&hdv);
+        // With one token whose output the int8 matvec reads next (the output projection), the
+        // merge also writes it in Q8 form (whole 32-value groups per head), and the matvec skips
+        // its own rounding launch.
+        let cols = n_th * s.head_dim_v;
+        let to_q8 = dev.fused
+            && n_tok == 1
+            && s.head_dim_v.is_multiple_of(32)
+            && feeds
+                .iter()
+                .any(|f| f.cols == cols && super::matmul::takes_int8(dev, f, 1));
+        let mut q8 = super::lock(&dev.q8);
+        let mut xq = if to_q8 { q8.holding(cols) } else { None };
+        let q8_out = xq.is_some();
+        let name = if q8_out { COMBINE_Q8 } else { "attn_combine" };
+        let mut b = dev.stream.launch_builder(dev.func(name));
+        b.arg(&*scratch).arg(&mut *out);
+        if let Some(xq) = xq.as_mut() {
+            b.arg(&mut **xq);
+        }
+        b.arg(&n_th_i).arg(&ns).arg(&hdv);
         // SAFETY: the kernel reads the n_th * n_split partials attn_partial_* just wrote (the
         // scratch holds them, see above) and writes out below n_th * head_dim_v (held, asserted);
-        // n_split <= MAX_SPLIT (split_count), the size of its weight array; whole warps;
-        // arguments match attn_combine.
+        // n_split <= MAX_SPLIT (split_count), the size of its weight array; whole warps; the Q8
+        // form goes to the first q8_bytes(n_th * head_dim_v) bytes of xq (`holding` checked
+        // them) for one token with head_dim_v % 32 == 0; arguments match attn_combine /
+        // attn_combine_q8 (part, out, [xq,] n_th, n_split, head_dim_v).
         let r = unsafe { b.launch(cfg) };
-        dev.check("attn_combine", r);
+        if dev.check(name, r).is_some() && q8_out {
+            dev.set_q8_input(out, cols);
+        }
     }
 }

@@ -33,7 +33,13 @@ pub(crate) fn entry_points() -> Vec<String> {
                 .filter_map(|&t| glu_kernel(t))
                 .map(String::from),
         )
-        .chain([QUANTIZE_Q8.to_string(), MATVEC_Q8_Q4_K.to_string()])
+        .chain(
+            KERNEL_TYPES
+                .iter()
+                .filter_map(|&t| matvec3_kernel(t))
+                .map(String::from),
+        )
+        .chain([QUANTIZE_Q8, MATVEC_Q8_Q4_K, MATVEC_GLU_Q8_Q4_K].map(String::from))
         .collect()
 }
 
@@ -53,9 +59,29 @@ fn glu_kernel(ty: GgmlType) -> Option<&'static str> {
     })
 }
 
-/// x to Q8 form (`quantize_q8`) and the int8 one-token Q4_K matvec (`matvec_q8_q4_k`).
+/// `matvec3_<t>`, up to [`SEGMENTS`] matrices of one type and width over one input in one decode
+/// launch (Q, K and V), for the types with the layout-C loop.
+fn matvec3_kernel(ty: GgmlType) -> Option<&'static str> {
+    Some(match ty {
+        GgmlType::Q4_0 => "matvec3_q4_0",
+        GgmlType::Q4_1 => "matvec3_q4_1",
+        GgmlType::Q5_0 => "matvec3_q5_0",
+        GgmlType::Q5_1 => "matvec3_q5_1",
+        GgmlType::Q8_0 => "matvec3_q8_0",
+        GgmlType::Q4_K => "matvec3_q4_k",
+        GgmlType::Q5_K => "matvec3_q5_k",
+        GgmlType::Q6_K => "matvec3_q6_k",
+        _ => return None,
+    })
+}
+
+/// x to Q8 form (`quantize_q8`), the int8 one-token Q4_K matvec over up to [`SEGMENTS`]
+/// matrices (`matvec_q8_q4_k`) and its gated feed-forward form (`matvec_glu_q8_q4_k`).
 const QUANTIZE_Q8: &str = "quantize_q8";
 const MATVEC_Q8_Q4_K: &str = "matvec_q8_q4_k";
+const MATVEC_GLU_Q8_Q4_K: &str = "matvec_glu_q8_q4_k";
+/// Matrices one `matvec3_<t>` or `matvec_q8_q4_k` launch takes (Q, K and V of one input).
+const SEGMENTS: usize = 3;
 
 /// Bytes of x in Q8 form for `cols` values: `cols` int8, then a (d, d * sum) f32 pair per 32.
 fn q8_bytes(cols: usize) -> usize {
@@ -157,6 +183,7 @@ pub(crate) fn matmul(
     out: &mut CudaBuf,
     store: Store,
 ) {
+    let q8_ready = dev.take_q8_input(x, w.cols);
     if dev.failed() || n_tok == 0 || w.rows == 0 {
         return;
     }
@@ -167,8 +194,8 @@ pub(crate) fn matmul(
     let add = i32::from(store == Store::Add);
     if takes_int8(dev, w, n_tok) {
         let mut q8 = super::lock(&dev.q8);
-        if quantize_x(dev, &mut q8, w, x) {
-            matvec_q8_q4_k(dev, w, &q8, out, add);
+        if q8_ready || quantize_x(dev, &mut q8, w, x) {
+            matvec_q8_q4_k(dev, &mut [(w, out)], &q8, add);
         }
         return;
     }
@@ -229,19 +256,25 @@ pub(crate) fn matvec_glu(
     n_tok: usize,
     out: &mut CudaBuf,
 ) -> bool {
-    let Some(name) = glu_kernel(gate.ty) else {
-        return false;
-    };
     if !dev.fused
         || n_tok == 0
         || n_tok > MATVEC_MAX_TOK
         || up.ty != gate.ty
         || (up.rows, up.cols) != (gate.rows, gate.cols)
-        || !gate.cols.is_multiple_of(128)
-        || takes_int8(dev, gate, n_tok)
     {
         return false;
     }
+    if takes_int8(dev, gate, n_tok) {
+        return matvec_glu_q8(dev, act, gate, up, x, out);
+    }
+    let Some(name) = glu_kernel(gate.ty) else {
+        return false;
+    };
+    if !gate.cols.is_multiple_of(128) {
+        return false;
+    }
+    // Nothing of this launch reads the Q8 scratch; the mark must not outlive it either.
+    dev.take_q8_input(x, gate.cols);
     if dev.failed() || gate.rows == 0 {
         return true;
     }
@@ -270,6 +303,50 @@ pub(crate) fn matvec_glu(
     // sizes fit i32 (asserted); the arguments match (wg, wu, x, y, rows, cols, n_tok, act).
     let r = unsafe { b.launch(cfg) };
     dev.check(name, r);
+    true
+}
+
+/// [`matvec_glu`]'s int8 form (`matvec_glu_q8_q4_k`, one token, Q4_K gate and up of one shape):
+/// x rounded to Q8 unless a fused norm just did ([`super::Dev::take_q8_input`]), then one launch.
+fn matvec_glu_q8(
+    dev: &Dev,
+    act: crate::model::arch::Activation,
+    gate: &CudaWeight,
+    up: &CudaWeight,
+    x: &CudaBuf,
+    out: &mut CudaBuf,
+) -> bool {
+    let q8_ready = dev.take_q8_input(x, gate.cols);
+    if dev.failed() || gate.rows == 0 {
+        return true;
+    }
+    check_shapes(gate, x, 1, out);
+    check_shapes(up, x, 1, out);
+    let mut q8 = super::lock(&dev.q8);
+    if !q8_ready && !quantize_x(dev, &mut q8, gate, x) {
+        return true;
+    }
+    let Some(xq) = q8.holding(gate.cols) else {
+        return true;
+    };
+    let (rows, cols) = (gate.rows as i32, gate.cols as i32);
+    let a = super::activation::act_id(act);
+    let mut b = dev.stream.launch_builder(dev.func(MATVEC_GLU_Q8_Q4_K));
+    b.arg(&*gate.data)
+        .arg(&*up.data)
+        .arg(&*xq)
+        .arg(out)
+        .arg(&rows)
+        .arg(&cols)
+        .arg(&a);
+    // SAFETY: the kernel reads rows r < rows of both weights at r * (cols / 256) * 144 bytes
+    // (both hold every row and share the shape, checked by check_shapes; each starts its own
+    // 256-byte aligned allocation, as the 16-byte loads need), reads the Q8 form of cols values
+    // from the start of xq (written for these cols by quantize_x or the fused norm; `holding`
+    // checked its size) and writes out[r] for r < rows (checked); one warp per row, grid-stride
+    // past the grid; the arguments match matvec_glu_q8_q4_k (wg, wu, xq, y, rows, cols, act).
+    let r = unsafe { b.launch(warp_per_unit_cfg(gate.rows)) };
+    dev.check(MATVEC_GLU_Q8_Q4_K, r);
     true
 }
 
@@ -310,12 +387,14 @@ fn check_shapes(w: &CudaWeight, x: &CudaBuf, n_tok: usize, out: &CudaBuf) {
 
 /// Whether `W x` for `n_tok` tokens takes the int8 kernels (one-token Q4_K, when enabled; whole
 /// 256-value blocks, so cols % 256 == 0, hold for every Q4_K weight).
-fn takes_int8(dev: &Dev, w: &CudaWeight, n_tok: usize) -> bool {
+pub(crate) fn takes_int8(dev: &Dev, w: &CudaWeight, n_tok: usize) -> bool {
     dev.int8_matvec && w.ty == GgmlType::Q4_K && n_tok == 1
 }
 
-/// `outs[i] = ws[i] x` over one input: with two or more weights taking the int8 kernels, x is
-/// rounded to Q8 once for all of them (the rest run as [`matmul`] does).
+/// `outs[i] = ws[i] x` over one input. With fused kernels on, consecutive weights of one type and
+/// width share one launch (Q, K and V): `matvec3_<t>` for decode-sized batches, or for the ones
+/// taking the int8 kernels `matvec_q8_q4_k`, after one rounding of x to Q8 for all of them (none
+/// when a fused norm just wrote it). The rest run as [`matmul`] does.
 pub(crate) fn matmul_many(
     dev: &Dev,
     ws: &[&CudaWeight],
@@ -324,33 +403,109 @@ pub(crate) fn matmul_many(
     outs: &mut [&mut CudaBuf],
 ) {
     assert_eq!(ws.len(), outs.len(), "matmul_many: one output per weight");
-    let int8 = ws.iter().filter(|w| takes_int8(dev, w, n_tok)).count();
-    if int8 < 2 {
-        for (w, out) in ws.iter().zip(outs.iter_mut()) {
-            matmul(dev, w, x, n_tok, out, Store::Write);
+    let mut quantized = ws
+        .iter()
+        .find(|w| takes_int8(dev, w, n_tok))
+        .and_then(|w| dev.take_q8_input(x, w.cols).then_some(w.cols));
+    // A weight without rows has nothing to write.
+    let mut pairs: Vec<(&CudaWeight, &mut CudaBuf)> = ws
+        .iter()
+        .copied()
+        .zip(outs.iter_mut().map(|o| &mut **o))
+        .filter(|(w, _)| w.rows > 0)
+        .collect();
+    let mut rest = &mut pairs[..];
+    while !rest.is_empty() && !dev.failed() {
+        let (w0, int8) = (rest[0].0, takes_int8(dev, rest[0].0, n_tok));
+        let shared = dev.fused && (int8 || takes_matvec3(w0, n_tok));
+        let n = if shared {
+            rest.iter()
+                .take(SEGMENTS)
+                .take_while(|(w, _)| {
+                    (w.ty, w.cols) == (w0.ty, w0.cols) && takes_int8(dev, w, n_tok) == int8
+                })
+                .count()
+        } else {
+            1
+        };
+        let (group, tail) = rest.split_at_mut(n);
+        rest = tail;
+        for (w, out) in group.iter() {
+            check_shapes(w, x, n_tok, out);
         }
-        return;
-    }
-    let mut q8 = super::lock(&dev.q8);
-    let mut quantized: Option<usize> = None;
-    for (w, out) in ws.iter().zip(outs.iter_mut()) {
-        if dev.failed() || w.rows == 0 {
-            continue;
-        }
-        if !takes_int8(dev, w, n_tok) {
-            // Float kernels; they leave the Q8 scratch alone.
-            matmul(dev, w, x, n_tok, out, Store::Write);
-            continue;
-        }
-        check_shapes(w, x, n_tok, out);
-        if quantized != Some(w.cols) {
-            if !quantize_x(dev, &mut q8, w, x) {
-                return;
+        if int8 {
+            let mut q8 = super::lock(&dev.q8);
+            if quantized != Some(w0.cols) {
+                if !quantize_x(dev, &mut q8, w0, x) {
+                    return;
+                }
+                quantized = Some(w0.cols);
             }
-            quantized = Some(w.cols);
+            matvec_q8_q4_k(dev, group, &q8, 0);
+        } else if shared {
+            matvec3(dev, group, x, n_tok);
+        } else {
+            let (w, out) = &mut group[0];
+            matmul(dev, w, x, n_tok, out, Store::Write);
         }
-        matvec_q8_q4_k(dev, w, &q8, out, 0);
     }
+}
+
+/// Whether `matvec3_<t>` can take `w` for `n_tok` tokens: a decode-sized batch and the
+/// layout-C loop (whole 128-column chunks; weight and buffer allocations are 256-byte aligned).
+fn takes_matvec3(w: &CudaWeight, n_tok: usize) -> bool {
+    matvec3_kernel(w.ty).is_some()
+        && (1..=MATVEC_MAX_TOK).contains(&n_tok)
+        && w.cols.is_multiple_of(128)
+}
+
+/// `out_s = W_s x` for each of up to [`SEGMENTS`] weights of one type and width in one
+/// `matvec3_<t>` launch ([`takes_matvec3`] holds; shapes checked by [`check_shapes`]).
+fn matvec3(dev: &Dev, segs: &mut [(&CudaWeight, &mut CudaBuf)], x: &CudaBuf, n_tok: usize) {
+    assert!(
+        (1..=SEGMENTS).contains(&segs.len()),
+        "matvec3: 1 to {SEGMENTS} matrices"
+    );
+    let (ty, cols) = (segs[0].0.ty, segs[0].0.cols);
+    assert!(
+        segs.iter().all(|(w, _)| (w.ty, w.cols) == (ty, cols)),
+        "matvec3: matrices of one type and width"
+    );
+    let name = matvec3_kernel(ty).expect("takes_matvec3 checked the type");
+    let per_warp = matvec_rows_per_warp(ty) as usize;
+    let groups: usize = segs.iter().map(|(w, _)| w.rows.div_ceil(per_warp)).sum();
+    let total: usize = segs.iter().map(|(w, _)| w.rows).sum();
+    assert!(
+        total < MAX_DIM,
+        "matvec3: {total} rows exceed 32-bit indexing"
+    );
+    let rows: Vec<i32> = (0..SEGMENTS)
+        .map(|i| segs.get(i).map_or(0, |(w, _)| w.rows as i32))
+        .collect();
+    let (cols, nt) = (cols as i32, n_tok as i32);
+    let mut b = dev.stream.launch_builder(dev.func(name));
+    let mut pushed = 0;
+    for ((w, out), rows) in segs.iter_mut().zip(&rows) {
+        b.arg(&*w.data).arg(&mut **out).arg(rows);
+        pushed += 1;
+    }
+    // Unused matrices have 0 rows and are never read: any device pointer does.
+    for rows in &rows[pushed..] {
+        b.arg(x).arg(x).arg(rows);
+    }
+    b.arg(x).arg(&cols).arg(&nt);
+    let cfg = LaunchConfig {
+        grid_dim: (groups.div_ceil(MV_WARPS as usize) as u32, 1, 1),
+        block_dim: (32 * MV_WARPS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: the kernel reads rows r < rows_s of each W_s at r * row_bytes(cols) (data holds
+    // every row, checked by check_shapes), reads x[t * cols + c] and writes out_s[t * rows_s + r]
+    // only for t < n_tok, c < cols, r < rows_s (checked); its 16-byte loads need cols % 128 == 0
+    // (takes_matvec3) and aligned bases (fresh allocations); matrices beyond segs have 0 rows;
+    // the sizes fit i32 (asserted); the arguments match ((w, y, rows) x 3, x, cols, n_tok).
+    let r = unsafe { b.launch(cfg) };
+    dev.check(name, r);
 }
 
 /// The int8 kernels' x in Q8 form. Recorded decode graphs hold the buffer's address, so a
@@ -360,6 +515,13 @@ pub(crate) fn matmul_many(
 pub(crate) struct Q8Scratch {
     cur: Option<CudaSlice<u8>>,
     retired: Vec<CudaSlice<u8>>,
+}
+
+impl Q8Scratch {
+    /// The scratch, when it has room for `cols` values in Q8 form.
+    pub(crate) fn holding(&mut self, cols: usize) -> Option<&mut CudaSlice<u8>> {
+        self.cur.as_mut().filter(|b| b.len() >= q8_bytes(cols))
+    }
 }
 
 /// Makes the Q8 scratch hold x for `w`'s columns when `w` will take the int8 matvec.
@@ -400,11 +562,10 @@ fn warp_per_unit_cfg(units: usize) -> LaunchConfig {
 /// x (`w.cols` values) to Q8 form at the start of the scratch (`quantize_q8`); false when it
 /// could not be (the error is recorded).
 fn quantize_x(dev: &Dev, q8: &mut Q8Scratch, w: &CudaWeight, x: &CudaBuf) -> bool {
-    let need = q8_bytes(w.cols);
-    let xq = match q8.cur.as_mut() {
-        Some(b) if b.len() >= need => b,
+    let xq = match q8.holding(w.cols) {
+        Some(b) => b,
         // Every weight reserves its scratch when it is made (CudaBackend::weight).
-        _ => {
+        None => {
             dev.fail(format!(
                 "matmul {}: no int8 matvec scratch for {} columns (the weight was not made by \
                  this backend)",
@@ -425,26 +586,48 @@ fn quantize_x(dev: &Dev, q8: &mut Q8Scratch, w: &CudaWeight, x: &CudaBuf) -> boo
     dev.check(QUANTIZE_Q8, r).is_some()
 }
 
-/// `out (+)= W x` for one token and Q4_K weights from x in Q8 form, which [`quantize_x`] wrote to
-/// the start of the scratch for `w.cols` values (`matvec_q8_q4_k`). Shapes were checked by
-/// [`check_shapes`].
-fn matvec_q8_q4_k(dev: &Dev, w: &CudaWeight, q8: &Q8Scratch, out: &mut CudaBuf, add: i32) {
+/// `out_s (+)= W_s x` for one token and each of up to [`SEGMENTS`] Q4_K weights of one width
+/// in one `matvec_q8_q4_k` launch, from x in Q8 form at the start of the scratch (written for
+/// `w.cols` values by [`quantize_x`] or the fused norm). Shapes were checked by [`check_shapes`].
+fn matvec_q8_q4_k(dev: &Dev, segs: &mut [(&CudaWeight, &mut CudaBuf)], q8: &Q8Scratch, add: i32) {
+    assert!(
+        (1..=SEGMENTS).contains(&segs.len()),
+        "matvec_q8_q4_k: 1 to {SEGMENTS} matrices"
+    );
     let Some(xq) = q8.cur.as_ref() else { return };
-    let (rows, cols) = (w.rows as i32, w.cols as i32);
-    let cfg = warp_per_unit_cfg(w.rows);
+    let cols = segs[0].0.cols;
+    assert!(
+        segs.iter()
+            .all(|(w, _)| w.cols == cols && w.ty == GgmlType::Q4_K),
+        "matvec_q8_q4_k: Q4_K matrices of one width"
+    );
+    let total: usize = segs.iter().map(|(w, _)| w.rows).sum();
+    assert!(
+        total < MAX_DIM,
+        "matvec_q8_q4_k: {total} rows exceed 32-bit indexing"
+    );
+    let rows: Vec<i32> = (0..SEGMENTS)
+        .map(|i| segs.get(i).map_or(0, |(w, _)| w.rows as i32))
+        .collect();
+    let cols = cols as i32;
     let mut b = dev.stream.launch_builder(dev.func(MATVEC_Q8_Q4_K));
-    b.arg(&*w.data)
-        .arg(xq)
-        .arg(out)
-        .arg(&rows)
-        .arg(&cols)
-        .arg(&add);
-    // SAFETY: the kernel reads W rows r < rows at r * (cols / 256) * 144 bytes (data holds every
-    // row, checked by check_shapes, and starts its own device allocation, 256-byte aligned, as
-    // the 16-byte loads need), reads the Q8 form of cols values from the start of xq (written by
-    // quantize_x for these cols, which sized it; also the start of an allocation) and writes
-    // (with `add` also reads) out[r] for r < rows (checked by check_shapes); one warp per row,
-    // grid-stride past the grid; the arguments match matvec_q8_q4_k (w, xq, y, rows, cols, add).
-    let r = unsafe { b.launch(cfg) };
+    let mut pushed = 0;
+    for ((w, out), rows) in segs.iter_mut().zip(&rows) {
+        b.arg(&*w.data).arg(&mut **out).arg(rows);
+        pushed += 1;
+    }
+    // Unused matrices have 0 rows and are never read: any device pointer does.
+    for rows in &rows[pushed..] {
+        b.arg(xq).arg(xq).arg(rows);
+    }
+    b.arg(xq).arg(&cols).arg(&add);
+    // SAFETY: the kernel reads rows r < rows_s of each W_s at r * (cols / 256) * 144 bytes (data
+    // holds every row, checked by check_shapes, and starts its own device allocation, 256-byte
+    // aligned, as the 16-byte loads need), reads the Q8 form of cols values from the start of xq
+    // (written for these cols by quantize_x or the fused norm, which checked its size; also the
+    // start of an allocation) and writes (with `add` also reads) out_s[r] for r < rows_s (checked
+    // by check_shapes); matrices beyond segs have 0 rows; one warp per row, grid-stride past the
+    // grid; the arguments match matvec_q8_q4_k ((w, y, rows) x 3, xq, cols, add).
+    let r = unsafe { b.launch(warp_per_unit_cfg(total)) };
     dev.check(MATVEC_Q8_Q4_K, r);
 }

@@ -26,6 +26,7 @@ mod ptx {
 }
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cudarc::driver::sys::CUdevice_attribute as Attr;
@@ -177,12 +178,23 @@ pub(crate) struct Dev {
     pub(crate) fused: bool,
     /// x in Q8 form for those kernels (matmul.rs).
     pub(crate) q8: Mutex<matmul::Q8Scratch>,
+    /// Which buffer the Q8 scratch holds in Q8 form (its host address, and its width), when a
+    /// fused norm wrote it (norm.rs's `norm_q8`) and nothing was launched since: the next matmul
+    /// of that buffer takes it instead of rounding x again. Every kernel lookup ([`Dev::func`])
+    /// clears it, so it never outlives the launch after the norm.
+    q8_input: Mutex<Option<(usize, usize)>>,
+    /// Kernels queued so far ([`CudaBackend::kernel_launches`]).
+    launches: AtomicU64,
 }
 
 impl Dev {
     /// The kernel `name`. Every name the wrappers use is checked at start-up
     /// ([`all_entry_points`]), so a miss is a bug in this crate.
+    /// Every launch looks its kernel up here, which counts it and forgets the Q8 input mark
+    /// ([`Dev::set_q8_input`]): any launch may write the buffer the mark names.
     pub(crate) fn func(&self, name: &str) -> &CudaFunction {
+        *lock(&self.q8_input) = None;
+        self.launches.fetch_add(1, Ordering::Relaxed);
         self.funcs
             .get(name)
             .unwrap_or_else(|| panic!("kernel {name} missing (entry-point table out of sync)"))
@@ -225,6 +237,18 @@ impl Dev {
             StepMode::Capture(inputs) => Some(inputs.clone()),
             _ => None,
         }
+    }
+
+    /// Marks the Q8 scratch as holding `buf`'s first `cols` values in Q8 form, as written by the
+    /// launch just made (norm.rs's `norm_q8`). The next kernel lookup clears the mark.
+    pub(crate) fn set_q8_input(&self, buf: &CudaBuf, cols: usize) {
+        *lock(&self.q8_input) = Some((buf as *const CudaBuf as usize, cols));
+    }
+
+    /// Takes the Q8 input mark: true when it names `x` with `cols` values (the scratch holds
+    /// them in Q8 form). Called by a matmul before its first launch, which would clear it.
+    pub(crate) fn take_q8_input(&self, x: &CudaBuf, cols: usize) -> bool {
+        lock(&self.q8_input).take() == Some((x as *const CudaBuf as usize, cols))
     }
 
     /// Notes a RoPE parameter set used by a decode step's warm-up run.
@@ -469,6 +493,8 @@ impl CudaBackend {
                 int8_matvec: opts.int8_matvec,
                 fused: opts.fused,
                 q8: Mutex::new(matmul::Q8Scratch::default()),
+                q8_input: Mutex::new(None),
+                launches: AtomicU64::new(0),
             },
             info,
             uploads: Mutex::new(HashMap::new()),
@@ -480,6 +506,13 @@ impl CudaBackend {
     /// The device and what it supports.
     pub fn device_info(&self) -> &DeviceInfo {
         &self.info
+    }
+
+    /// Kernels queued on this backend so far, counting those recorded into a decode graph as
+    /// they are recorded (a replayed graph adds none). With decode graphs off, the difference
+    /// over a decode step is that step's launches.
+    pub fn kernel_launches(&self) -> u64 {
+        self.dev.launches.load(Ordering::Relaxed)
     }
 
     /// Device-to-device copy bandwidth in bytes/s, counting bytes read and written (the usual
@@ -646,6 +679,8 @@ impl Backend for CudaBackend {
     }
 
     fn buf(&self, len: usize) -> Result<CudaBuf> {
+        // A new buffer may take a dropped one's host address: no Q8 input mark may name it.
+        *lock(&self.dev.q8_input) = None;
         self.dev
             .stream
             .alloc_zeros::<f32>(len.max(1))
@@ -727,6 +762,22 @@ impl Backend for CudaBackend {
         out: &mut CudaBuf,
     ) {
         norm::norm(&self.dev, spec, x, w, b, rows, dim, out);
+    }
+
+    fn norm_feeding(
+        &self,
+        spec: NormSpec,
+        x: &CudaBuf,
+        w: &CudaWeight,
+        b: Option<&CudaWeight>,
+        rows: usize,
+        dim: usize,
+        out: &mut CudaBuf,
+        feeds: &[&CudaWeight],
+    ) {
+        if !norm::norm_q8(&self.dev, spec, x, w, b, rows, dim, out, feeds) {
+            norm::norm(&self.dev, spec, x, w, b, rows, dim, out);
+        }
     }
 
     fn norm_inplace(
@@ -875,7 +926,21 @@ impl Backend for CudaBackend {
         shape: &AttnShape,
         out: &mut CudaBuf,
     ) {
-        attention::attention(&self.dev, q, kv, layer, pos0, n_tok, shape, out);
+        attention::attention(&self.dev, q, kv, layer, pos0, n_tok, shape, out, &[]);
+    }
+
+    fn attention_feeding(
+        &self,
+        q: &CudaBuf,
+        kv: &CudaKvCache,
+        layer: usize,
+        pos0: usize,
+        n_tok: usize,
+        shape: &AttnShape,
+        out: &mut CudaBuf,
+        feeds: &[&CudaWeight],
+    ) {
+        attention::attention(&self.dev, q, kv, layer, pos0, n_tok, shape, out, feeds);
     }
 
     fn add_bias(&self, x: &mut CudaBuf, b: &CudaWeight, rows: usize) {

@@ -25,12 +25,18 @@ pub(crate) fn entry_points() -> Vec<String> {
         "norm_rows_warp",
         "norm_rows_inplace",
         "norm_rows_inplace_warp",
+        NORM_Q8_BLOCK,
+        NORM_Q8_WARP,
         "norm_add_bias",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect()
 }
+
+/// One decode row normalised and rounded to Q8 in one launch (long rows, short rows).
+const NORM_Q8_BLOCK: &str = "norm_rows_q8";
+const NORM_Q8_WARP: &str = "norm_rows_warp_q8";
 
 /// The kernels' norm id (`NORM_*` in norm.cu).
 fn kind_id(kind: NormKind) -> i32 {
@@ -114,6 +120,91 @@ pub(crate) fn norm(
     // are whole warps as the kernel requires; arguments match norm_rows / norm_rows_warp.
     let r = unsafe { lb.launch(cfg) };
     dev.check(name, r);
+}
+
+/// [`norm`] of one decode row whose output the int8 matvecs read next (one of `feeds` takes
+/// them): `norm_rows*_q8` also writes the row in Q8 form to the int8 scratch, in the same launch,
+/// and marks the scratch as holding `out` ([`Dev::set_q8_input`]), so the matvec that follows
+/// skips its `quantize_q8` launch. The floats in `out` are [`norm`]'s, and the Q8 form is
+/// `quantize_q8`'s of them, bit for bit (one rounding function, kernels/q8act.cuh).
+/// Returns false, launching nothing, where that does not apply (more than one row, fused
+/// kernels off, no feed taking the int8 matvec, dim not whole 32-value groups): the caller runs
+/// [`norm`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn norm_q8(
+    dev: &Dev,
+    spec: NormSpec,
+    x: &CudaBuf,
+    w: &CudaWeight,
+    b: Option<&CudaWeight>,
+    rows: usize,
+    dim: usize,
+    out: &mut CudaBuf,
+    feeds: &[&CudaWeight],
+) -> bool {
+    if !dev.fused
+        || rows != 1
+        || !dim.is_multiple_of(32)
+        || !feeds
+            .iter()
+            .any(|f| f.cols == dim && super::matmul::takes_int8(dev, f, 1))
+    {
+        return false;
+    }
+    if dev.failed() {
+        return true;
+    }
+    assert!(
+        x.len() >= dim && out.len() >= dim,
+        "norm: buffers shorter than {dim}"
+    );
+    assert!(dim < 1 << 30, "norm: {dim} values exceed 32-bit indexing");
+    assert!(w.cols >= dim, "norm: weight {} shorter than {dim}", w.name);
+    if let Some(b) = b {
+        assert!(b.cols >= dim, "norm: bias {} shorter than {dim}", b.name);
+    }
+    let mut q8 = super::lock(&dev.q8);
+    let Some(xq) = q8.holding(dim) else {
+        // Every int8 weight reserves the scratch for its columns as it is made.
+        dev.fail(format!(
+            "norm into the int8 matvec: no scratch for {dim} values (the weights were not made \
+             by this backend)"
+        ));
+        return true;
+    };
+    let (mut cfg, warp) = row_cfg(1, dim);
+    if warp {
+        cfg.block_dim.0 = 32;
+    }
+    let name = if warp { NORM_Q8_WARP } else { NORM_Q8_BLOCK };
+    let wty = vec_type_id(w.ty);
+    let (bdata, bty) = match b {
+        Some(b) => (b.data.as_ref(), vec_type_id(b.ty)),
+        None => (w.data.as_ref(), -1i32),
+    };
+    let (dim_i, kind) = (dim as i32, kind_id(spec.kind));
+    let mut lb = dev.stream.launch_builder(dev.func(name));
+    lb.arg(x)
+        .arg(&mut *out)
+        .arg(xq)
+        .arg(w.data.as_ref())
+        .arg(&wty)
+        .arg(bdata)
+        .arg(&bty)
+        .arg(&dim_i)
+        .arg(&kind)
+        .arg(&spec.eps)
+        .arg(&spec.w_offset);
+    // SAFETY: the kernel reads x and writes out at indices < dim (both hold that, asserted), reads
+    // w / b at indices < dim (cols >= dim, asserted), and writes the first dim + 8 * dim / 32
+    // bytes of xq (`holding` checked the scratch holds that); one block of whole warps (the warp
+    // kernel: exactly one), dim % 32 == 0 as its Q8 rounding needs; arguments match
+    // norm_rows_q8 / norm_rows_warp_q8 (x, out, xq, w, wty, b, bty, dim, kind, eps, w_off).
+    let r = unsafe { lb.launch(cfg) };
+    if dev.check(name, r).is_some() {
+        dev.set_q8_input(out, dim);
+    }
+    true
 }
 
 /// `x = norm(x)` for each of `rows` rows of `dim` values, without bias (QK-norm over each head:
