@@ -420,52 +420,63 @@ struct McSeg {
     int rows;
 };
 
-// Rows r0 .. r0 + C::R per warp (a missing last row re-reads row r0 and is not written), over S
-// matrices of one width one after another (S = 3: Q, K and V in one launch). A warp's row group
-// never spans two matrices, so each row's sum is the one-matrix launch's bit for bit (a row's
-// sum does not depend on the row beside it).
+// Rows r0 .. r0 + C::R of one matrix for one warp (a missing last row re-reads row r0 and is not
+// written).
+template <class C, int NT>
+static __device__ __forceinline__ void mc_group(const uint8_t* __restrict__ w,
+                                                const float* __restrict__ x, float* __restrict__ y,
+                                                int rows, int r0, int cols, tlq_sz row_bytes,
+                                                tlq_f4* tab, int add) {
+    const int lane = threadIdx.x & 31;
+    enum { R = C::R };
+    const uint8_t* wr[R];
+    float acc[R][NT];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        wr[r] = w + (tlq_sz)(r0 + r < rows ? r0 + r : r0) * row_bytes;
+#pragma unroll
+        for (int t = 0; t < NT; ++t) acc[r][t] = 0.f;
+    }
+    C::template row<NT, R>(wr, x, cols, lane, acc, tab);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+            const float s = tl_warp_sum(acc[r][t]);
+            if (lane == t && r0 + r < rows) mv_store(y + (tlq_sz)t * rows + r0 + r, s, add);
+        }
+    }
+}
+
+// Every row group of S matrices of one width, one after another (S = 3: Q, K and V in one
+// launch), grid-strided over the warps. A group never spans two matrices, so each row's sum is
+// the one-matrix launch's bit for bit (a row's sum does not depend on the row beside it). One
+// matrix keeps the plain row loop (the same machine code as before segments existed).
 template <class C, int NT, int S>
 static __device__ __forceinline__ void mc_rows(const McSeg* seg, const float* __restrict__ x,
                                                int cols, tlq_sz row_bytes, tlq_f4* tab, int add) {
-    const int lane = threadIdx.x & 31;
     enum { R = C::R };
+    const int warp = blockIdx.x * MV_WARPS + (threadIdx.x >> 5);
+    if (S == 1) {
+        for (int r0 = warp * R; r0 < seg[0].rows; r0 += gridDim.x * MV_WARPS * R)
+            mc_group<C, NT>(seg[0].w, x, seg[0].y, seg[0].rows, r0, cols, row_bytes, tab, add);
+        return;
+    }
     int groups = 0;
 #pragma unroll
     for (int s = 0; s < S; ++s) groups += (seg[s].rows + R - 1) / R;
-    for (int g = blockIdx.x * MV_WARPS + (threadIdx.x >> 5); g < groups;
-         g += gridDim.x * MV_WARPS) {
+    for (int g = warp; g < groups; g += gridDim.x * MV_WARPS) {
         // Warp-uniform: the matrix of row group g, and the group within it.
-        const uint8_t* w = seg[0].w;
-        float* y = seg[0].y;
-        int rows = seg[0].rows, gl = g;
+        int s = 0, gl = g;
 #pragma unroll
-        for (int s = 1; s < S; ++s) {
-            const int prev = (rows + R - 1) / R;
+        for (int i = 1; i < S; ++i) {
+            const int prev = (seg[s].rows + R - 1) / R;
             if (gl >= prev) {
                 gl -= prev;
-                w = seg[s].w;
-                y = seg[s].y;
-                rows = seg[s].rows;
+                s = i;
             }
         }
-        const int r0 = gl * R;
-        const uint8_t* wr[R];
-        float acc[R][NT];
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-            wr[r] = w + (tlq_sz)(r0 + r < rows ? r0 + r : r0) * row_bytes;
-#pragma unroll
-            for (int t = 0; t < NT; ++t) acc[r][t] = 0.f;
-        }
-        C::template row<NT, R>(wr, x, cols, lane, acc, tab);
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-#pragma unroll
-            for (int t = 0; t < NT; ++t) {
-                const float s = tl_warp_sum(acc[r][t]);
-                if (lane == t && r0 + r < rows) mv_store(y + (tlq_sz)t * rows + r0 + r, s, add);
-            }
-        }
+        mc_group<C, NT>(seg[s].w, x, seg[s].y, seg[s].rows, gl * R, cols, row_bytes, tab, add);
     }
 }
 
@@ -531,13 +542,18 @@ TL_MATVEC_C(q6_k, McRowQ6K, MvQ6_K, 256, 210, 2)
         mc_dispatch<C, 3>(seg, x, cols, n_tok, (tlq_sz)(cols / (QKV)) * (BYTESV), 0);             \
     }
 
-TL_MATVEC3(q4_0, McRow32<McQ4_0>, 32, 18)
-TL_MATVEC3(q4_1, McRow32<McQ4_1>, 32, 20)
-TL_MATVEC3(q5_0, McRow32<McQ5_0>, 32, 22)
-TL_MATVEC3(q5_1, McRow32<McQ5_1>, 32, 24)
-TL_MATVEC3(q8_0, McRow32<McQ8_0>, 32, 34)
-TL_MATVEC3(q4_k, McRowQ45K<false>, 256, 144)
-TL_MATVEC3(q5_k, McRowQ45K<true>, 256, 176)
+// The layout-C types whose row loop works on two rows at once (C::R == 2): name, row loop,
+// values and bytes per block. Q6_K's loop takes one row.
+#define TL_ROW_PAIR_TYPES(X)                                                                      \
+    X(q4_0, McRow32<McQ4_0>, 32, 18)                                                              \
+    X(q4_1, McRow32<McQ4_1>, 32, 20)                                                              \
+    X(q5_0, McRow32<McQ5_0>, 32, 22)                                                              \
+    X(q5_1, McRow32<McQ5_1>, 32, 24)                                                              \
+    X(q8_0, McRow32<McQ8_0>, 32, 34)                                                              \
+    X(q4_k, McRowQ45K<false>, 256, 144)                                                           \
+    X(q5_k, McRowQ45K<true>, 256, 176)
+
+TL_ROW_PAIR_TYPES(TL_MATVEC3)
 TL_MATVEC3(q6_k, McRowQ6K, 256, 210)
 
 // ---------------------------------------------------------------------------------------------
@@ -600,13 +616,7 @@ static __device__ __forceinline__ void mc_glu_rows(const uint8_t* __restrict__ w
         }                                                                                         \
     }
 
-TL_MATVEC_GLU(q4_0, McRow32<McQ4_0>, 32, 18)
-TL_MATVEC_GLU(q4_1, McRow32<McQ4_1>, 32, 20)
-TL_MATVEC_GLU(q5_0, McRow32<McQ5_0>, 32, 22)
-TL_MATVEC_GLU(q5_1, McRow32<McQ5_1>, 32, 24)
-TL_MATVEC_GLU(q8_0, McRow32<McQ8_0>, 32, 34)
-TL_MATVEC_GLU(q4_k, McRowQ45K<false>, 256, 144)
-TL_MATVEC_GLU(q5_k, McRowQ45K<true>, 256, 176)
+TL_ROW_PAIR_TYPES(TL_MATVEC_GLU)
 
 // ---------------------------------------------------------------------------------------------
 // Integer matvec (q8dot.cuh): x rounded to int8 once, then dp4a against the weight nibbles.

@@ -127,21 +127,22 @@ extern "C" __global__ void norm_rows_inplace_warp(float* x, const void* w, int w
     }
 }
 
-// One row (a decode step's), normalised into `out` and in Q8 form into `xq` (dim % 32 == 0,
-// dim int8 bytes then dim / 32 float pairs: quantize_q8's layout). One block; the same arithmetic
-// as norm_rows / norm_rows_warp, so `out` holds the same floats.
-extern "C" __global__ void norm_rows_q8(const float* x, float* out, uint8_t* xq, const void* w,
-                                        int wty, const void* b, int bty, int dim, int kind,
-                                        float eps, float w_off) {
+// One row (a decode step's: rows must be 1), normalised into `out` and in Q8 form into `xq`
+// (dim % 32 == 0, dim int8 bytes then dim / 32 float pairs: quantize_q8's layout). One block; the
+// same arithmetic as norm_rows / norm_rows_warp, so `out` holds the same floats. Their arguments,
+// then xq.
+extern "C" __global__ void norm_rows_q8(const float* x, float* out, const void* w, int wty,
+                                        const void* b, int bty, int rows, int dim, int kind,
+                                        float eps, float w_off, uint8_t* xq) {
     __shared__ float sh[32];
     const NormBlockRed red{sh};
     norm_row<NormBlockRed, true>(red, x, out, dim, threadIdx.x, blockDim.x, w, wty, b, bty, kind,
                                  eps, w_off, xq);
 }
 
-extern "C" __global__ void norm_rows_warp_q8(const float* x, float* out, uint8_t* xq,
-                                             const void* w, int wty, const void* b, int bty,
-                                             int dim, int kind, float eps, float w_off) {
+extern "C" __global__ void norm_rows_warp_q8(const float* x, float* out, const void* w, int wty,
+                                             const void* b, int bty, int rows, int dim, int kind,
+                                             float eps, float w_off, uint8_t* xq) {
     if (threadIdx.x >= 32) return;
     norm_row<NormWarpRed, true>(NormWarpRed{}, x, out, dim, threadIdx.x, 32, w, wty, b, bty,
                                 kind, eps, w_off, xq);

@@ -246,11 +246,7 @@ fn decode_fusions_match_apart_bit_for_bit() {
         let fused = models::decode_schedule_at(&tiny_q4k(), device_with(int8, true, true), &ids);
         let apart = models::decode_schedule_at(&tiny_q4k(), device_with(int8, false, false), &ids);
         assert_eq!(fused.len(), apart.len());
-        let differ = fused
-            .iter()
-            .zip(&apart)
-            .filter(|(a, b)| a.to_bits() != b.to_bits())
-            .count();
+        let differ = ops_harness::bits_differ(&fused, &apart);
         let mode = if int8 { "int8" } else { "float" };
         eprintln!(
             "tiny-q4k, {mode}: {} decode logits, {differ} differ",
@@ -339,11 +335,7 @@ fn decode_graphs_match_eager_bit_for_bit() {
         let eager = models::decode_schedule(name, open(false), &ids);
         let replayed = models::decode_schedule(name, graph, &ids);
         assert_eq!(eager.len(), replayed.len());
-        let differ = eager
-            .iter()
-            .zip(&replayed)
-            .filter(|(a, b)| a.to_bits() != b.to_bits())
-            .count();
+        let differ = ops_harness::bits_differ(&eager, &replayed);
         eprintln!(
             "{name}: {} decode logits, {differ} differ between graphs and eager launches",
             eager.len()

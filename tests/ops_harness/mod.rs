@@ -1910,11 +1910,7 @@ pub fn assert_glu_fusion_exact<B: Backend>(b: &B) {
                 b.glu(act, &g2, &u2, len, &mut apart);
                 let read = |o: &B::Buf| get(b, o, len).ok().expect("read");
                 let (f, a) = (read(&fused), read(&apart));
-                let differ = f
-                    .iter()
-                    .zip(&a)
-                    .filter(|(x, y)| x.to_bits() != y.to_bits())
-                    .count();
+                let differ = bits_differ(&f, &a);
                 assert_eq!(
                     differ, 0,
                     "{ty} {act:?}, {n_tok} tokens: {differ} of {len} fused GLU outputs differ \
@@ -2011,11 +2007,7 @@ pub fn assert_rope_store_fusion_exact<B: Backend>(b: &B) {
                 .iter()
                 .zip(outs[0].iter().zip(&outs[1]))
             {
-                let differ = f
-                    .iter()
-                    .zip(a)
-                    .filter(|(x, y)| x.to_bits() != y.to_bits())
-                    .count();
+                let differ = bits_differ(f, a);
                 assert_eq!(
                     differ,
                     0,
@@ -2297,6 +2289,15 @@ pub fn check_arch_fixtures<B: Backend>(
     );
 }
 
+/// How many values of `a` and `b` differ in their bits (the fused-kernel checks: bit for bit).
+pub fn bits_differ(a: &[f32], b: &[f32]) -> usize {
+    assert_eq!(a.len(), b.len(), "bits_differ: lengths");
+    a.iter()
+        .zip(b)
+        .filter(|(x, y)| x.to_bits() != y.to_bits())
+        .count()
+}
+
 /// A norm feeding Q4_K matmuls ([`Backend::norm_feeding`] followed by `matmul_many`,
 /// `matmul_glu` or `matmul`) gives bit for bit what a plain `norm` followed by one `matmul` per
 /// weight (and `glu`) gives on `b`. On CUDA with the int8 decode matvec this compares the norm
@@ -2343,11 +2344,7 @@ pub fn assert_norm_feeding_exact<B: Backend>(b: &B) {
             _ => b.norm_feeding(spec, &xb, &nw, bias.as_ref(), 1, dim, out, feeds),
         };
         let same = |what: &str, fused: &[f32], apart: &[f32]| {
-            let differ = fused
-                .iter()
-                .zip(apart)
-                .filter(|(x, y)| x.to_bits() != y.to_bits())
-                .count();
+            let differ = bits_differ(fused, apart);
             assert_eq!(
                 differ,
                 0,
@@ -2447,11 +2444,7 @@ pub fn assert_matmul_many_exact<B: Backend>(b: &B) {
                     get(b, m, len).ok().expect("read"),
                     get(b, a, len).ok().expect("read"),
                 );
-                let differ = m
-                    .iter()
-                    .zip(&a)
-                    .filter(|(x, y)| x.to_bits() != y.to_bits())
-                    .count();
+                let differ = bits_differ(&m, &a);
                 assert_eq!(
                     differ, 0,
                     "{types:?}, {n_tok} tokens: {differ} of {len} outputs of matmul_many differ \

@@ -273,8 +273,6 @@ pub(crate) fn matvec_glu(
     if !gate.cols.is_multiple_of(128) {
         return false;
     }
-    // Nothing of this launch reads the Q8 scratch; the mark must not outlive it either.
-    dev.take_q8_input(x, gate.cols);
     if dev.failed() || gate.rows == 0 {
         return true;
     }

@@ -1,7 +1,7 @@
 //! Launch wrappers for `kernels/norm.cu`: RMSNorm / LayerNorm over rows (into another buffer or
 //! in place) and projection biases. Same math as [`crate::backend::cpu::norm`], with f32 sums.
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::activation::grid_stride_cfg;
 use super::{vec_type_id, CudaBuf, CudaWeight, Dev};
@@ -68,6 +68,34 @@ fn row_cfg(rows: usize, dim: usize) -> (LaunchConfig, bool) {
     }
 }
 
+/// The asserts a norm launch relies on (x and out hold `rows` rows of `dim`, the weight and bias
+/// `dim` values, the sizes fit the kernels' 32-bit indexing), and the kernels' bias arguments:
+/// without a bias the kernel never reads `b` (bty < 0), so the weight stands in as a valid
+/// pointer.
+fn checked_args<'a>(
+    x: &CudaBuf,
+    out: &CudaBuf,
+    w: &'a CudaWeight,
+    b: Option<&'a CudaWeight>,
+    rows: usize,
+    dim: usize,
+) -> (&'a CudaSlice<u8>, i32) {
+    let n = rows * dim;
+    assert!(
+        x.len() >= n && out.len() >= n,
+        "norm: buffers shorter than {rows} x {dim}"
+    );
+    assert!(n < 1 << 31, "norm: {rows} x {dim} exceeds 32-bit indexing");
+    assert!(w.cols >= dim, "norm: weight {} shorter than {dim}", w.name);
+    match b {
+        Some(b) => {
+            assert!(b.cols >= dim, "norm: bias {} shorter than {dim}", b.name);
+            (b.data.as_ref(), vec_type_id(b.ty))
+        }
+        None => (w.data.as_ref(), -1),
+    }
+}
+
 /// Normalise `rows` rows of `dim` values of `x` into `out`:
 /// `(x - mean) / sqrt(var + eps) * (w + w_offset) + b` (LayerNorm; RMSNorm has mean 0 and uses
 /// the mean square as `var`; `b` is added when given).
@@ -85,23 +113,29 @@ pub(crate) fn norm(
     if dev.failed() || rows == 0 || dim == 0 {
         return;
     }
-    let n = rows * dim;
-    assert!(
-        x.len() >= n && out.len() >= n,
-        "norm: buffers shorter than {rows} x {dim}"
-    );
-    assert!(w.cols >= dim, "norm: weight {} shorter than {dim}", w.name);
-    if let Some(b) = b {
-        assert!(b.cols >= dim, "norm: bias {} shorter than {dim}", b.name);
-    }
     let (cfg, warp) = row_cfg(rows, dim);
     let name = if warp { "norm_rows_warp" } else { "norm_rows" };
+    launch(dev, name, cfg, spec, x, w, b, rows, dim, out, None);
+}
+
+/// Launches `name`, one of the norm_rows* kernels, with their common arguments (and, for the Q8
+/// forms, `xq`); true when the launch was queued.
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    dev: &Dev,
+    name: &str,
+    cfg: LaunchConfig,
+    spec: NormSpec,
+    x: &CudaBuf,
+    w: &CudaWeight,
+    b: Option<&CudaWeight>,
+    rows: usize,
+    dim: usize,
+    out: &mut CudaBuf,
+    xq: Option<&mut CudaSlice<u8>>,
+) -> bool {
+    let (bdata, bty) = checked_args(x, out, w, b, rows, dim);
     let wty = vec_type_id(w.ty);
-    // Without a bias the kernel never reads `b` (bty < 0); pass the weight as a valid pointer.
-    let (bdata, bty) = match b {
-        Some(b) => (b.data.as_ref(), vec_type_id(b.ty)),
-        None => (w.data.as_ref(), -1i32),
-    };
     let (rows_i, dim_i, kind) = (rows as i32, dim as i32, kind_id(spec.kind));
     let mut lb = dev.stream.launch_builder(dev.func(name));
     lb.arg(x)
@@ -115,11 +149,17 @@ pub(crate) fn norm(
         .arg(&kind)
         .arg(&spec.eps)
         .arg(&spec.w_offset);
-    // SAFETY: the kernel reads x and writes out at indices < rows * dim, which both hold (asserted
-    // above), and reads w / b at indices < dim, which they hold (cols >= dim, asserted); blocks
-    // are whole warps as the kernel requires; arguments match norm_rows / norm_rows_warp.
+    if let Some(xq) = xq {
+        lb.arg(xq);
+    }
+    // SAFETY: the kernel reads x and writes out at indices < rows * dim, which both hold
+    // (checked_args), and reads w / b at indices < dim, which they hold (cols >= dim, checked);
+    // blocks are whole warps as the kernel requires; arguments match norm_rows /
+    // norm_rows_warp (x, out, w, wty, b, bty, rows, dim, kind, eps, w_off), and for the Q8
+    // forms, which the caller launches for one row of dim % 32 == 0 with an xq of
+    // dim + 8 * dim / 32 bytes at least (`Q8Scratch::holding`), those and xq.
     let r = unsafe { lb.launch(cfg) };
-    dev.check(name, r);
+    dev.check(name, r).is_some()
 }
 
 /// [`norm`] of one decode row whose output the int8 matvecs read next (one of `feeds` takes
@@ -154,15 +194,6 @@ pub(crate) fn norm_q8(
     if dev.failed() {
         return true;
     }
-    assert!(
-        x.len() >= dim && out.len() >= dim,
-        "norm: buffers shorter than {dim}"
-    );
-    assert!(dim < 1 << 30, "norm: {dim} values exceed 32-bit indexing");
-    assert!(w.cols >= dim, "norm: weight {} shorter than {dim}", w.name);
-    if let Some(b) = b {
-        assert!(b.cols >= dim, "norm: bias {} shorter than {dim}", b.name);
-    }
     let mut q8 = super::lock(&dev.q8);
     let Some(xq) = q8.holding(dim) else {
         // Every int8 weight reserves the scratch for its columns as it is made.
@@ -174,34 +205,11 @@ pub(crate) fn norm_q8(
     };
     let (mut cfg, warp) = row_cfg(1, dim);
     if warp {
+        // The warp kernel's Q8 form is one row's: one warp.
         cfg.block_dim.0 = 32;
     }
     let name = if warp { NORM_Q8_WARP } else { NORM_Q8_BLOCK };
-    let wty = vec_type_id(w.ty);
-    let (bdata, bty) = match b {
-        Some(b) => (b.data.as_ref(), vec_type_id(b.ty)),
-        None => (w.data.as_ref(), -1i32),
-    };
-    let (dim_i, kind) = (dim as i32, kind_id(spec.kind));
-    let mut lb = dev.stream.launch_builder(dev.func(name));
-    lb.arg(x)
-        .arg(&mut *out)
-        .arg(xq)
-        .arg(w.data.as_ref())
-        .arg(&wty)
-        .arg(bdata)
-        .arg(&bty)
-        .arg(&dim_i)
-        .arg(&kind)
-        .arg(&spec.eps)
-        .arg(&spec.w_offset);
-    // SAFETY: the kernel reads x and writes out at indices < dim (both hold that, asserted), reads
-    // w / b at indices < dim (cols >= dim, asserted), and writes the first dim + 8 * dim / 32
-    // bytes of xq (`holding` checked the scratch holds that); one block of whole warps (the warp
-    // kernel: exactly one), dim % 32 == 0 as its Q8 rounding needs; arguments match
-    // norm_rows_q8 / norm_rows_warp_q8 (x, out, xq, w, wty, b, bty, dim, kind, eps, w_off).
-    let r = unsafe { lb.launch(cfg) };
-    if dev.check(name, r).is_some() {
+    if launch(dev, name, cfg, spec, x, w, b, 1, dim, out, Some(xq)) {
         dev.set_q8_input(out, dim);
     }
     true
