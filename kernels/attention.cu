@@ -11,7 +11,11 @@
 // and either
 //  - n_split == 1: writes the normalised output row directly (prefill), or
 //  - n_split > 1: writes its partial (max m, sum l, unnormalised acc[head_dim_v]) to `part`,
-//    and attn_combine merges the splits of each (token, head) with weights exp(m_s - M).
+//    and the splits of each (token, head) are merged with weights exp(m_s - M): by the block
+//    of the split that finishes last (`counters` given: one u32 per token * head, zero before
+//    the launch and left zero after it; the fused form, one launch), or by attn_combine.
+// With `xq` given (one token, head_dim_v % 32 == 0), the output row also goes to xq in Q8 form
+// (q8act.cuh) for the int8 matvec of the output projection.
 // `part` layout for P = n_tok * n_head * n_split partials, partial index p = th * n_split + s:
 //   part[2p] = m, part[2p + 1] = l, part[2P + p * head_dim_v + d] = acc[d].
 // An empty split (its key slice is past pos) writes m = -inf, l = 0, acc = 0.
@@ -33,7 +37,6 @@
 //                      exactly 32 * ATTN_WARPS = 128 threads, static shared memory only.
 //   attn_combine       grid (min(n_tok * n_head, 65535), ceil(head_dim_v / blockDim.x)), block a
 //                      multiple of 32 (64); n_split <= ATTN_MAX_SPLIT.
-//   attn_combine_q8    as attn_combine for one token, the output also in Q8 form (int8 matvec).
 
 #include "rope.cuh"
 #include "q8act.cuh"
@@ -137,6 +140,52 @@ static __device__ __forceinline__ void attn_load2(const uint16_t* row, int d, in
     }
 }
 
+// Merge the n_split (<= ATTN_MAX_SPLIT) partials of (token, head) th: M = max m_s,
+// L = sum exp(m_s - M) l_s, out[d] = sum exp(m_s - M) acc_s[d] / L (an empty split, m_s = -inf,
+// weighs 0; split 0 always holds key `pos`, so M is finite and L >= 1). Warp 0 computes the
+// weights into shared memory, then each thread sums dims d0, d0 + dstep, ... Partials are read
+// past L1 (in the fused form other blocks of the same launch wrote them). Q8: the outputs also
+// go to xq in Q8 form (q8act.cuh; one token, head_dim_v % 32 == 0, so each warp holds 32
+// consecutive outputs or none), for the int8 matvec of the output projection. The block's
+// threads must all call it (it has barriers); whole warps.
+template <bool Q8>
+static __device__ __forceinline__ void attn_merge(const float* part, float* out, uint8_t* xq,
+                                                  int th, int n_th, int n_split, int head_dim_v,
+                                                  int d0, int dstep, float* w_s, float* inv_s) {
+    const float neg_inf = attn_neg_inf();
+    const int n_parts = n_th * n_split;
+    const float* ml = part + 2 * th * n_split;
+    // The previous merge of this block is done with w_s and inv_s.
+    TL_SYNC();
+    if (threadIdx.x < 32) {
+        const int lane = threadIdx.x;
+        float mx = neg_inf;
+        for (int s = lane; s < n_split; s += 32) mx = tl_fmaxf(mx, tl_ld_cg(ml + 2 * s));
+        mx = tl_warp_max(mx);
+        float sum = 0.f;
+        for (int s = lane; s < n_split; s += 32) {
+            const float ms = tl_ld_cg(ml + 2 * s);
+            const float w = ms > neg_inf ? tl_expf(ms - mx) : 0.f;
+            w_s[s] = w;
+            sum += w * tl_ld_cg(ml + 2 * s + 1);
+        }
+        sum = tl_warp_sum(sum);
+        if (lane == 0) *inv_s = 1.f / sum;
+    }
+    TL_SYNC();
+    for (int d = d0; d < head_dim_v; d += dstep) {
+        const float* acc = part + 2 * n_parts + th * n_split * head_dim_v + d;
+        float a = 0.f;
+        for (int s = 0; s < n_split; s++) a += w_s[s] * tl_ld_cg(acc + s * head_dim_v);
+        const float o = a * *inv_s;
+        out[th * head_dim_v + d] = o;
+        if (Q8) {
+            const int i = th * head_dim_v + d;
+            q8_store_group(o, i >> 5, i & 31, xq, n_th * head_dim_v);
+        }
+    }
+}
+
 // One block of ATTN_WARPS warps per (split, token * head), grid-stride over token * head.
 // Each warp runs its own online softmax over batches of ATTN_KB keys (batches are dealt to the
 // warps in turn: warp w takes keys kb + (w + j * ATTN_WARPS) * ATTN_KB ..): the lanes split the
@@ -149,8 +198,12 @@ template <int NP, bool AL>
 static __device__ __forceinline__ void attn_partial_impl(
     const float* q, const uint16_t* kc, const uint16_t* vc, float* out, float* part, int pos0,
     const int* pos_dev, int n_tok, int n_head, int n_head_kv, int head_dim, int head_dim_v,
-    int kw, int vw, float scale, int window, float softcap, int n_split) {
+    int kw, int vw, float scale, int window, float softcap, int n_split, uint32_t* counters,
+    uint8_t* xq) {
     __shared__ float red_m[ATTN_WARPS];
+    __shared__ float w_s[ATTN_MAX_SPLIT];
+    __shared__ float inv_s;
+    __shared__ int last_s;
     __shared__ float red_l[ATTN_WARPS];
     __shared__ float red_acc[ATTN_WARPS][ATTN_MAX_D];
 
@@ -270,7 +323,12 @@ static __device__ __forceinline__ void attn_partial_impl(
             for (int d = threadIdx.x; d < head_dim_v; d += blockDim.x) {
                 float a = 0.f;
                 for (int w = 0; w < ATTN_WARPS; w++) a += wt[w] * red_acc[w][d];
-                out[th * head_dim_v + d] = a * inv;
+                const float o = a * inv;
+                out[th * head_dim_v + d] = o;
+                if (xq != nullptr) {
+                    const int i = th * head_dim_v + d;
+                    q8_store_group(o, i >> 5, i & 31, xq, n_th * head_dim_v);
+                }
             }
         } else {
             // An empty split leaves mx = -inf, sum = 0, acc = 0, which attn_combine skips.
@@ -283,6 +341,26 @@ static __device__ __forceinline__ void attn_partial_impl(
             if (threadIdx.x == 0) {
                 part[2 * p] = mx;
                 part[2 * p + 1] = sum;
+            }
+            if (counters != nullptr) {
+                // The split of th that finishes last merges them all, in split order whichever
+                // it is (attn_combine's sums, bit for bit), and re-arms the counter for the next
+                // launch. Every thread's partial writes are made visible before the count.
+                tl_fence_gpu();
+                TL_SYNC();
+                if (threadIdx.x == 0)
+                    last_s = tl_atomic_add_u32(counters + th, 1u) == (uint32_t)(n_split - 1);
+                TL_SYNC();
+                if (last_s) {
+                    tl_fence_gpu();
+                    if (xq != nullptr)
+                        attn_merge<true>(part, out, xq, th, n_th, n_split, head_dim_v,
+                                         threadIdx.x, blockDim.x, w_s, &inv_s);
+                    else
+                        attn_merge<false>(part, out, xq, th, n_th, n_split, head_dim_v,
+                                          threadIdx.x, blockDim.x, w_s, &inv_s);
+                    if (threadIdx.x == 0) counters[th] = 0u;
+                }
             }
         }
     }
@@ -297,9 +375,11 @@ static __device__ __forceinline__ void attn_partial_impl(
                                     float* out, float* part, int pos0, const int* pos_dev,        \
                                     int n_tok, int n_head, int n_head_kv, int head_dim,           \
                                     int head_dim_v, int kw, int vw, float scale, int window,      \
-                                    float softcap, int n_split) {                                 \
+                                    float softcap, int n_split, uint32_t* counters,               \
+                                    uint8_t* xq) {                                                \
         attn_partial_impl<NP, AL>(q, kc, vc, out, part, pos0, pos_dev, n_tok, n_head, n_head_kv, \
-                                  head_dim, head_dim_v, kw, vw, scale, window, softcap, n_split); \
+                                  head_dim, head_dim_v, kw, vw, scale, window, softcap, n_split,  \
+                                  counters, xq);                                                  \
     }
 ATTN_PARTIAL_ENTRY(attn_partial_d64, 1, true)
 ATTN_PARTIAL_ENTRY(attn_partial_d128, 2, true)
@@ -307,62 +387,15 @@ ATTN_PARTIAL_ENTRY(attn_partial_d256, 4, true)
 ATTN_PARTIAL_ENTRY(attn_partial_d512, 8, true)
 ATTN_PARTIAL_ENTRY(attn_partial_any, ATTN_MAX_D / 64, false)
 
-// Merge the n_split (<= ATTN_MAX_SPLIT) partials of each (token, head): M = max m_s,
-// L = sum exp(m_s - M) l_s, out[d] = sum exp(m_s - M) acc_s[d] / L (an empty split, m_s = -inf,
-// weighs 0; split 0 always holds key `pos`, so M is finite and L >= 1). Warp 0 computes the
-// weights into shared memory, then each thread sums one dim: blockIdx.y * blockDim.x +
-// threadIdx.x. blockDim.x must be a multiple of 32. Q8: the outputs also go to xq in Q8 form
-// (q8act.cuh; one token, head_dim_v % 32 == 0, so each warp holds 32 consecutive outputs or
-// none), for the int8 matvec of the output projection.
-template <bool Q8>
-static __device__ __forceinline__ void attn_combine_impl(const float* part, float* out,
-                                                         uint8_t* xq, int n_th, int n_split,
-                                                         int head_dim_v) {
-    __shared__ float w_s[ATTN_MAX_SPLIT];
-    __shared__ float inv_s;
-    const float neg_inf = attn_neg_inf();
-    const int n_parts = n_th * n_split;
-    const int d = blockIdx.y * blockDim.x + threadIdx.x;
-    for (int th = blockIdx.x; th < n_th; th += gridDim.x) {
-        const float* ml = part + 2 * th * n_split;
-        // The previous (token, head) of this block is done with w_s and inv_s.
-        TL_SYNC();
-        if (threadIdx.x < 32) {
-            const int lane = threadIdx.x;
-            float mx = neg_inf;
-            for (int s = lane; s < n_split; s += 32) mx = tl_fmaxf(mx, ml[2 * s]);
-            mx = tl_warp_max(mx);
-            float sum = 0.f;
-            for (int s = lane; s < n_split; s += 32) {
-                const float ms = ml[2 * s];
-                const float w = ms > neg_inf ? tl_expf(ms - mx) : 0.f;
-                w_s[s] = w;
-                sum += w * ml[2 * s + 1];
-            }
-            sum = tl_warp_sum(sum);
-            if (lane == 0) inv_s = 1.f / sum;
-        }
-        TL_SYNC();
-        if (d < head_dim_v) {
-            const float* acc = part + 2 * n_parts + th * n_split * head_dim_v + d;
-            float a = 0.f;
-            for (int s = 0; s < n_split; s++) a += w_s[s] * acc[s * head_dim_v];
-            const float o = a * inv_s;
-            out[th * head_dim_v + d] = o;
-            if (Q8) {
-                const int i = th * head_dim_v + d;
-                q8_store_group(o, i >> 5, i & 31, xq, n_th * head_dim_v);
-            }
-        }
-    }
-}
-
+// The merge as a launch of its own (fused kernels off): grid (min(n_th, 65535),
+// ceil(head_dim_v / blockDim.x)), one dim per thread, blockDim.x a multiple of 32.
 extern "C" __global__ void attn_combine(const float* part, float* out, int n_th, int n_split,
                                         int head_dim_v) {
-    attn_combine_impl<false>(part, out, nullptr, n_th, n_split, head_dim_v);
+    __shared__ float w_s[ATTN_MAX_SPLIT];
+    __shared__ float inv_s;
+    const int d = blockIdx.y * blockDim.x + threadIdx.x;
+    for (int th = blockIdx.x; th < n_th; th += gridDim.x)
+        attn_merge<false>(part, out, nullptr, th, n_th, n_split, head_dim_v, d, head_dim_v, w_s,
+                          &inv_s);
 }
 
-extern "C" __global__ void attn_combine_q8(const float* part, float* out, uint8_t* xq, int n_th,
-                                           int n_split, int head_dim_v) {
-    attn_combine_impl<true>(part, out, xq, n_th, n_split, head_dim_v);
-}

@@ -44,6 +44,41 @@ typedef long long int64_t;
 
 #define TL_WARP 32
 
+// Device-wide ordering for the "last block merges" pattern (attention.cu): a fence that makes
+// this thread's global writes visible to every block before its later writes (and orders its
+// later reads after what it observed), an atomic add on a global counter returning the old
+// value, and a global load that bypasses L1 (another block's writes, not a stale line).
+static __device__ __forceinline__ void tl_fence_gpu() {
+#ifdef TL_HOST_EMU
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+#else
+    asm volatile("fence.acq_rel.gpu;" ::: "memory");
+#endif
+}
+static __device__ __forceinline__ uint32_t tl_atomic_add_u32(uint32_t* p, uint32_t v) {
+#ifdef TL_HOST_EMU
+    return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL);
+#else
+    uint32_t old;
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;"
+                 : "=r"(old)
+                 : "l"(p), "r"(v)
+                 : "memory");
+    return old;
+#endif
+}
+static __device__ __forceinline__ float tl_ld_cg(const float* p) {
+#ifdef TL_HOST_EMU
+    float v;
+    __atomic_load(p, &v, __ATOMIC_RELAXED);
+    return v;
+#else
+    float v;
+    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p) : "memory");
+    return v;
+#endif
+}
+
 // Math through PTX instructions, not libdevice (clang is run with -nocudalib, and the same
 // numerics under nvcc keep the two builds identical). Accuracy: ex2.approx has ~2 ulp relative
 // error, ample for softmax weights and activations.

@@ -229,7 +229,7 @@ fn tiny_q4k() -> std::path::PathBuf {
 }
 
 /// 160 token ids below the tiny model's vocabulary (512): a context long enough for decode
-/// attention to split the keys (and merge the splits in a launch of its own).
+/// attention to split the keys and merge the splits (a context of 64 or fewer is one split).
 fn tiny_ids() -> Vec<u32> {
     (0..160u32).map(|i| (i * 37 + 11) % 512).collect()
 }
@@ -237,24 +237,32 @@ fn tiny_ids() -> Vec<u32> {
 /// A whole model through the fused launches and decode graphs gives bit for bit the logits of
 /// the same steps with every fusion off, launched op by op: with the float decode matvec (Q/K/V
 /// in one launch, RoPE with the K/V store, gate/up/GLU) and with the int8 one (also the norms
-/// and the split-K merge rounding their outputs to Q8 instead of `quantize_q8`).
+/// and attention rounding their outputs to Q8 instead of `quantize_q8`; attention merging its
+/// key splits in its own launch instead of `attn_combine`).
 #[test]
 fn decode_fusions_match_apart_bit_for_bit() {
     let ids = tiny_ids();
     let mut int8_fused = Vec::new();
-    for int8 in [false, true] {
-        let fused = models::decode_schedule_at(&tiny_q4k(), device_with(int8, true, true), &ids);
-        let apart = models::decode_schedule_at(&tiny_q4k(), device_with(int8, false, false), &ids);
-        assert_eq!(fused.len(), apart.len());
-        let differ = ops_harness::bits_differ(&fused, &apart);
-        let mode = if int8 { "int8" } else { "float" };
-        eprintln!(
-            "tiny-q4k, {mode}: {} decode logits, {differ} differ",
-            fused.len()
-        );
-        assert_eq!(differ, 0, "{mode}: fused decode differs from the ops apart");
-        if int8 {
-            int8_fused = fused;
+    // 48 positions: attention in one split; 160: split keys, merged by the last split's block.
+    for n in [48, ids.len()] {
+        for int8 in [false, true] {
+            let run = &ids[..n];
+            let fused = models::decode_schedule_at(&tiny_q4k(), device_with(int8, true, true), run);
+            let apart =
+                models::decode_schedule_at(&tiny_q4k(), device_with(int8, false, false), run);
+            let differ = ops_harness::bits_differ(&fused, &apart);
+            let mode = if int8 { "int8" } else { "float" };
+            eprintln!(
+                "tiny-q4k, {mode}, context {n}: {} decode logits, {differ} differ",
+                fused.len()
+            );
+            assert_eq!(
+                differ, 0,
+                "{mode}, context {n}: fused decode differs from the ops apart"
+            );
+            if int8 {
+                int8_fused = fused;
+            }
         }
     }
     let fused = int8_fused;
@@ -282,10 +290,11 @@ fn decode_fusions_match_apart_bit_for_bit() {
 
 /// Kernel launches per decode step on the Q4_K llama shape, eager (a decode graph replays the
 /// same kernels). Per layer, with the context split for attention:
-/// - float, fused (9): norm, Q/K/V, RoPE + K/V store, attention, split merge, output projection
-///   + residual, norm, gate/up/GLU, down + residual;
-/// - float, apart (15): Q, K and V apart, RoPE twice and the store, gate and up apart and GLU;
-/// - int8, fused (10): the float list with the norms and the merge writing Q8 too, plus one
+/// - float, fused (8): norm, Q/K/V, RoPE + K/V store, attention (the last split to finish
+///   merges them), output projection + residual, norm, gate/up/GLU, down + residual;
+/// - float, apart (15): Q, K and V apart, RoPE twice and the store, the split merge on its own,
+///   gate and up apart and GLU;
+/// - int8, fused (9): the float list with the norms and attention writing Q8 too, plus one
 ///   `quantize_q8` of the GLU output;
 /// - int8, apart (19): the float-apart list plus a `quantize_q8` before each of the 4 inputs.
 ///
@@ -299,9 +308,9 @@ fn decode_step_launches() {
     let layers = 2;
     let ids = tiny_ids();
     let modes = [
-        ("float, fused", false, true, 3 + 9 * layers),
+        ("float, fused", false, true, 3 + 8 * layers),
         ("float, apart", false, false, 3 + 15 * layers),
-        ("int8, fused", true, true, 3 + 10 * layers),
+        ("int8, fused", true, true, 3 + 9 * layers),
         ("int8, apart", true, false, 4 + 19 * layers),
     ];
     for (label, int8, fused, want) in modes {

@@ -290,7 +290,7 @@ pub trait Backend: Send + Sync {
         out: &mut Self::Buf,
     );
     /// [`Backend::attention`] where the very next op is a matmul of `out` by one of `feeds` (the
-    /// output projection), as [`Backend::norm_feeding`] is for a norm: CUDA's split-K merge
+    /// output projection), as [`Backend::norm_feeding`] is for a norm: CUDA's attention kernel
     /// then also rounds a decode step's output to Q8 for the int8 matvec. The default is
     /// [`Backend::attention`].
     #[allow(clippy::too_many_arguments)]

@@ -41,9 +41,6 @@ const MAX_SPLIT: usize = 64;
 /// Most blocks per grid dimension the launches ask for; the kernels stride over the rest.
 const MAX_GRID: usize = 65535;
 
-/// The split-K merge that also rounds its one-token output to Q8 for the int8 matvec.
-const COMBINE_Q8: &str = "attn_combine_q8";
-
 /// Every entry point of `kernels/attention.cu`.
 pub(crate) fn entry_points() -> Vec<String> {
     [
@@ -55,7 +52,6 @@ pub(crate) fn entry_points() -> Vec<String> {
         "attn_partial_d512",
         "attn_partial_any",
         "attn_combine",
-        COMBINE_Q8,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -80,6 +76,10 @@ pub struct CudaKvCache {
     /// address for the life of the cache. A mutex because `attention` takes the cache by shared
     /// reference.
     scratch: Mutex<CudaSlice<f32>>,
+    /// One arrival counter per (token, head) for the fused split merge (attention.cu): zero
+    /// between launches (the merging block re-arms it). With more than one split, n_th <
+    /// TARGET_BLOCKS (see `split_count`), which sizes it. Used under the scratch's mutex.
+    counters: CudaSlice<u32>,
 }
 
 impl CudaKvCache {
@@ -110,6 +110,7 @@ impl CudaKvCache {
             k,
             v,
             scratch: Mutex::new(scratch),
+            counters: dev.stream.alloc_zeros::<u32>(TARGET_BLOCKS)?,
         })
     }
 
@@ -373,47 +374,75 @@ pub(crate) fn attention(
     let ns = n_split as i32;
     let inputs = dev.captured_inputs();
     let (pos_dev, null) = (inputs.as_ref().map(|i| i.pos()), 0u64);
+    // Fused kernels on: the block of the split that finishes last merges the splits (no
+    // attn_combine launch), and with one token whose output the int8 matvec reads next (the
+    // output projection) the output also goes out in Q8 form (whole 32-value groups per head),
+    // so the matvec skips its own rounding launch.
+    let merge_in_place = dev.fused && n_split > 1;
+    let cols = n_th * s.head_dim_v;
+    let to_q8 = dev.fused
+        && n_tok == 1
+        && s.head_dim_v.is_multiple_of(32)
+        && feeds
+            .iter()
+            .any(|f| f.cols == cols && super::matmul::takes_int8(dev, f, 1));
+    let mut q8 = super::lock(&dev.q8);
+    let mut xq = if to_q8 { q8.holding(cols) } else { None };
+    let q8_out = xq.is_some();
     let cfg = LaunchConfig {
         grid_dim: (n_split as u32, n_th.min(MAX_GRID) as u32, 1),
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
-    {
-        let name = partial_entry(s, kv.k_width, kv.v_width);
-        let mut b = dev.stream.launch_builder(dev.func(name));
-        b.arg(q)
-            .arg(&kv.k[layer])
-            .arg(&kv.v[layer])
-            .arg(&mut *out)
-            .arg(&mut *scratch)
-            .arg(&p0);
-        push_pos(&mut b, &pos_dev, &null);
-        b.arg(&t)
-            .arg(&nh)
-            .arg(&nkv)
-            .arg(&hd)
-            .arg(&hdv)
-            .arg(&kw)
-            .arg(&vw)
-            .arg(&s.scale)
-            .arg(&win)
-            .arg(&cap)
-            .arg(&ns);
-        // SAFETY: q is read below n_th * head_dim and out written below n_th * head_dim_v (held,
-        // asserted above); K/V rows read are < pos + n_tok <= n_ctx (pos: pos0, or a decode
-        // graph's step position, checked against the context before every replay), at columns
-        // below n_head_kv * head_dim <= k_width (resp. v); head widths fit the kernel's shared arrays
-        // (<= MAX_D, asserted) and the variant's (partial_entry); with n_split > 1 the scratch
-        // holds n_th * n_split * (2 + head_dim_v) floats (asserted above), and with one split it is
-        // not touched; the block is the 4 warps the kernel is written for; arguments match
-        // attn_partial_*.
-        let r = unsafe { b.launch(cfg) };
-        if dev.check(name, r).is_none() {
-            return;
-        }
+    let name = partial_entry(s, kv.k_width, kv.v_width);
+    let mut b = dev.stream.launch_builder(dev.func(name));
+    b.arg(q)
+        .arg(&kv.k[layer])
+        .arg(&kv.v[layer])
+        .arg(&mut *out)
+        .arg(&mut *scratch)
+        .arg(&p0);
+    push_pos(&mut b, &pos_dev, &null);
+    b.arg(&t)
+        .arg(&nh)
+        .arg(&nkv)
+        .arg(&hd)
+        .arg(&hdv)
+        .arg(&kw)
+        .arg(&vw)
+        .arg(&s.scale)
+        .arg(&win)
+        .arg(&cap)
+        .arg(&ns);
+    if merge_in_place {
+        b.arg(&kv.counters);
+    } else {
+        b.arg(&null);
     }
-    if n_split > 1 {
-        let (n_th_i, hdv) = (n_th as i32, s.head_dim_v as i32);
+    match xq.as_mut() {
+        Some(xq) => b.arg(&mut **xq),
+        None => b.arg(&null),
+    };
+    // SAFETY: q is read below n_th * head_dim and out written below n_th * head_dim_v (held,
+    // asserted above); K/V rows read are < pos + n_tok <= n_ctx (pos: pos0, or a decode graph's
+    // step position, checked against the context before every replay), at columns below
+    // n_head_kv * head_dim <= k_width (resp. v); head widths fit the kernel's shared arrays
+    // (<= MAX_D, asserted) and the variant's (partial_entry); with n_split > 1 the scratch holds
+    // n_th * n_split * (2 + head_dim_v) floats (asserted above), and with one split it is not
+    // touched; the counters (given only with n_split > 1, when n_th < TARGET_BLOCKS, their
+    // count) are zero before the launch and re-armed by it, and the scratch's mutex keeps other
+    // calls off them; xq (given only for one token, head_dim_v % 32 == 0) holds
+    // q8_bytes(n_th * head_dim_v) bytes (`holding`); the block is the 4 warps the kernel is
+    // written for; null pointers where those are not given; arguments match attn_partial_*.
+    let r = unsafe { b.launch(cfg) };
+    if dev.check(name, r).is_none() {
+        return;
+    }
+    if q8_out {
+        dev.set_q8_input(out, cols);
+    }
+    if n_split > 1 && !merge_in_place {
+        let n_th_i = n_th as i32;
         let cfg = LaunchConfig {
             grid_dim: (
                 n_th.min(MAX_GRID) as u32,
@@ -423,35 +452,13 @@ pub(crate) fn attention(
             block_dim: (COMBINE_THREADS as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        // With one token whose output the int8 matvec reads next (the output projection), the
-        // merge also writes it in Q8 form (whole 32-value groups per head), and the matvec skips
-        // its own rounding launch.
-        let cols = n_th * s.head_dim_v;
-        let to_q8 = dev.fused
-            && n_tok == 1
-            && s.head_dim_v.is_multiple_of(32)
-            && feeds
-                .iter()
-                .any(|f| f.cols == cols && super::matmul::takes_int8(dev, f, 1));
-        let mut q8 = super::lock(&dev.q8);
-        let mut xq = if to_q8 { q8.holding(cols) } else { None };
-        let q8_out = xq.is_some();
-        let name = if q8_out { COMBINE_Q8 } else { "attn_combine" };
-        let mut b = dev.stream.launch_builder(dev.func(name));
-        b.arg(&*scratch).arg(&mut *out);
-        if let Some(xq) = xq.as_mut() {
-            b.arg(&mut **xq);
-        }
-        b.arg(&n_th_i).arg(&ns).arg(&hdv);
+        let mut b = dev.stream.launch_builder(dev.func("attn_combine"));
+        b.arg(&*scratch).arg(out).arg(&n_th_i).arg(&ns).arg(&hdv);
         // SAFETY: the kernel reads the n_th * n_split partials attn_partial_* just wrote (the
         // scratch holds them, see above) and writes out below n_th * head_dim_v (held, asserted);
-        // n_split <= MAX_SPLIT (split_count), the size of its weight array; whole warps; the Q8
-        // form goes to the first q8_bytes(n_th * head_dim_v) bytes of xq (`holding` checked
-        // them) for one token with head_dim_v % 32 == 0; arguments match attn_combine /
-        // attn_combine_q8 (part, out, [xq,] n_th, n_split, head_dim_v).
+        // n_split <= MAX_SPLIT (split_count), the size of its weight array; whole warps;
+        // arguments match attn_combine.
         let r = unsafe { b.launch(cfg) };
-        if dev.check(name, r).is_some() && q8_out {
-            dev.set_q8_input(out, cols);
-        }
+        dev.check("attn_combine", r);
     }
 }
