@@ -7,7 +7,7 @@
 //! the types whose matvec pairs rows, `matvec_glu_<t>` (a gated feed-forward block's gate, up and
 //! GLU in one decode launch).
 
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 
 use super::{CudaBuf, CudaWeight, Dev};
 use crate::quant::GgmlType;
@@ -449,6 +449,38 @@ pub(crate) fn matmul_many(
     }
 }
 
+/// The rows of each of up to [`SEGMENTS`] matrices of one launch, 0 for the unused ones; panics
+/// when there are none or too many, or their rows together exceed the kernels' 32-bit indexing.
+fn segment_rows(what: &str, segs: &[(&CudaWeight, &mut CudaBuf)]) -> [i32; SEGMENTS] {
+    assert!(
+        (1..=SEGMENTS).contains(&segs.len()),
+        "{what}: 1 to {SEGMENTS} matrices"
+    );
+    let total: usize = segs.iter().map(|(w, _)| w.rows).sum();
+    assert!(
+        total < MAX_DIM,
+        "{what}: {total} rows exceed 32-bit indexing"
+    );
+    std::array::from_fn(|i| segs.get(i).map_or(0, |(w, _)| w.rows as i32))
+}
+
+/// Pushes the (w, y, rows) arguments of a [`SEGMENTS`]-matrix kernel; unused matrices get null
+/// pointers (their 0 rows are never read).
+fn push_segments<'a>(
+    b: &mut LaunchArgs<'a>,
+    segs: &'a mut [(&CudaWeight, &mut CudaBuf)],
+    rows: &'a [i32; SEGMENTS],
+    null: &'a u64,
+) {
+    let used = segs.len();
+    for ((w, out), rows) in segs.iter_mut().zip(rows) {
+        b.arg(&*w.data).arg(&mut **out).arg(rows);
+    }
+    for rows in &rows[used..] {
+        b.arg(null).arg(null).arg(rows);
+    }
+}
+
 /// Whether `matvec3_<t>` can take `w` for `n_tok` tokens: a decode-sized batch and the
 /// layout-C loop (whole 128-column chunks; weight and buffer allocations are 256-byte aligned).
 fn takes_matvec3(w: &CudaWeight, n_tok: usize) -> bool {
@@ -460,10 +492,7 @@ fn takes_matvec3(w: &CudaWeight, n_tok: usize) -> bool {
 /// `out_s = W_s x` for each of up to [`SEGMENTS`] weights of one type and width in one
 /// `matvec3_<t>` launch ([`takes_matvec3`] holds; shapes checked by [`check_shapes`]).
 fn matvec3(dev: &Dev, segs: &mut [(&CudaWeight, &mut CudaBuf)], x: &CudaBuf, n_tok: usize) {
-    assert!(
-        (1..=SEGMENTS).contains(&segs.len()),
-        "matvec3: 1 to {SEGMENTS} matrices"
-    );
+    let rows = segment_rows("matvec3", segs);
     let (ty, cols) = (segs[0].0.ty, segs[0].0.cols);
     assert!(
         segs.iter().all(|(w, _)| (w.ty, w.cols) == (ty, cols)),
@@ -472,25 +501,9 @@ fn matvec3(dev: &Dev, segs: &mut [(&CudaWeight, &mut CudaBuf)], x: &CudaBuf, n_t
     let name = matvec3_kernel(ty).expect("takes_matvec3 checked the type");
     let per_warp = matvec_rows_per_warp(ty) as usize;
     let groups: usize = segs.iter().map(|(w, _)| w.rows.div_ceil(per_warp)).sum();
-    let total: usize = segs.iter().map(|(w, _)| w.rows).sum();
-    assert!(
-        total < MAX_DIM,
-        "matvec3: {total} rows exceed 32-bit indexing"
-    );
-    let rows: Vec<i32> = (0..SEGMENTS)
-        .map(|i| segs.get(i).map_or(0, |(w, _)| w.rows as i32))
-        .collect();
-    let (cols, nt) = (cols as i32, n_tok as i32);
+    let (cols, nt, null) = (cols as i32, n_tok as i32, 0u64);
     let mut b = dev.stream.launch_builder(dev.func(name));
-    let mut pushed = 0;
-    for ((w, out), rows) in segs.iter_mut().zip(&rows) {
-        b.arg(&*w.data).arg(&mut **out).arg(rows);
-        pushed += 1;
-    }
-    // Unused matrices have 0 rows and are never read: any device pointer does.
-    for rows in &rows[pushed..] {
-        b.arg(x).arg(x).arg(rows);
-    }
+    push_segments(&mut b, segs, &rows, &null);
     b.arg(x).arg(&cols).arg(&nt);
     let cfg = LaunchConfig {
         grid_dim: (groups.div_ceil(MV_WARPS as usize) as u32, 1, 1),
@@ -588,10 +601,7 @@ fn quantize_x(dev: &Dev, q8: &mut Q8Scratch, w: &CudaWeight, x: &CudaBuf) -> boo
 /// in one `matvec_q8_q4_k` launch, from x in Q8 form at the start of the scratch (written for
 /// `w.cols` values by [`quantize_x`] or the fused norm). Shapes were checked by [`check_shapes`].
 fn matvec_q8_q4_k(dev: &Dev, segs: &mut [(&CudaWeight, &mut CudaBuf)], q8: &Q8Scratch, add: i32) {
-    assert!(
-        (1..=SEGMENTS).contains(&segs.len()),
-        "matvec_q8_q4_k: 1 to {SEGMENTS} matrices"
-    );
+    let rows = segment_rows("matvec_q8_q4_k", segs);
     let Some(xq) = q8.cur.as_ref() else { return };
     let cols = segs[0].0.cols;
     assert!(
@@ -600,24 +610,9 @@ fn matvec_q8_q4_k(dev: &Dev, segs: &mut [(&CudaWeight, &mut CudaBuf)], q8: &Q8Sc
         "matvec_q8_q4_k: Q4_K matrices of one width"
     );
     let total: usize = segs.iter().map(|(w, _)| w.rows).sum();
-    assert!(
-        total < MAX_DIM,
-        "matvec_q8_q4_k: {total} rows exceed 32-bit indexing"
-    );
-    let rows: Vec<i32> = (0..SEGMENTS)
-        .map(|i| segs.get(i).map_or(0, |(w, _)| w.rows as i32))
-        .collect();
-    let cols = cols as i32;
+    let (cols, null) = (cols as i32, 0u64);
     let mut b = dev.stream.launch_builder(dev.func(MATVEC_Q8_Q4_K));
-    let mut pushed = 0;
-    for ((w, out), rows) in segs.iter_mut().zip(&rows) {
-        b.arg(&*w.data).arg(&mut **out).arg(rows);
-        pushed += 1;
-    }
-    // Unused matrices have 0 rows and are never read: any device pointer does.
-    for rows in &rows[pushed..] {
-        b.arg(xq).arg(xq).arg(rows);
-    }
+    push_segments(&mut b, segs, &rows, &null);
     b.arg(xq).arg(&cols).arg(&add);
     // SAFETY: the kernel reads rows r < rows_s of each W_s at r * (cols / 256) * 144 bytes (data
     // holds every row, checked by check_shapes, and starts its own device allocation, 256-byte
