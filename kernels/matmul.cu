@@ -741,12 +741,16 @@ extern "C" __global__ void MV_LB matvec_q8_q4_k(const uint8_t* __restrict__ w0,
 
 // y[r] = act(gate_r . x) * (up_r . x) for one token, gate and up in Q4_K (one shape), x in Q8
 // form: matvec_q8_q4_k's sums for both rows (bit for bit, see mq8_q4k_rows) and act_glu's
-// product, in one launch. One warp per row pair.
+// product, in one launch. One warp per row pair. With `yq` (rows % 32 == 0, `counters` one zero
+// per 32 rows), y also goes to yq in Q8 form for the down projection: each warp counts its row
+// in on its 32-row group after making y[r] visible device-wide, and the warp that arrives last
+// rounds the group (quantize_q8's arithmetic on the same floats) and re-arms the counter.
 extern "C" __global__ void MV_LB matvec_glu_q8_q4_k(const uint8_t* __restrict__ wg,
                                                     const uint8_t* __restrict__ wu,
                                                     const uint8_t* __restrict__ xq,
                                                     float* __restrict__ y, int rows, int cols,
-                                                    int act) {
+                                                    int act, uint8_t* __restrict__ yq,
+                                                    uint32_t* __restrict__ counters) {
     const int lane = threadIdx.x & 31;
     const tlq_sz row_bytes = (tlq_sz)(cols >> 8) * 144;
     for (int r = blockIdx.x * MV_WARPS + (threadIdx.x >> 5); r < rows; r += gridDim.x * MV_WARPS) {
@@ -756,6 +760,20 @@ extern "C" __global__ void MV_LB matvec_glu_q8_q4_k(const uint8_t* __restrict__ 
         const float g = tl_warp_sum(acc[0]);
         const float u = tl_warp_sum(acc[1]);
         if (lane == 0) y[r] = act_apply(act, g) * u;
+        if (yq != nullptr) {
+            const int grp = r >> 5;
+            float arrived = 0.f;
+            if (lane == 0) {
+                tl_fence_gpu();
+                arrived = (float)tl_atomic_add_u32(counters + grp, 1u);
+            }
+            TL_SYNCWARP();
+            if (tl_warp_max(arrived) == 31.f) {
+                tl_fence_gpu();
+                q8_store_group(tl_ld_cg(y + 32 * grp + lane), grp, lane, yq, rows);
+                if (lane == 0) counters[grp] = 0u;
+            }
+        }
     }
 }
 

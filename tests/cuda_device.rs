@@ -294,8 +294,8 @@ fn decode_fusions_match_apart_bit_for_bit() {
 ///   merges them), output projection + residual, norm, gate/up/GLU, down + residual;
 /// - float, apart (15): Q, K and V apart, RoPE twice and the store, the split merge on its own,
 ///   gate and up apart and GLU;
-/// - int8, fused (9): the float list with the norms and attention writing Q8 too, plus one
-///   `quantize_q8` of the GLU output;
+/// - int8, fused (8): the float list, with the norms, attention and the gated FFN kernel also
+///   writing their outputs in Q8 form for the int8 matvecs that read them;
 /// - int8, apart (19): the float-apart list plus a `quantize_q8` before each of the 4 inputs.
 ///
 /// Besides the layers a step embeds its token and runs the output norm and head (plus one
@@ -310,7 +310,7 @@ fn decode_step_launches() {
     let modes = [
         ("float, fused", false, true, 3 + 8 * layers),
         ("float, apart", false, false, 3 + 15 * layers),
-        ("int8, fused", true, true, 3 + 9 * layers),
+        ("int8, fused", true, true, 3 + 8 * layers),
         ("int8, apart", true, false, 4 + 19 * layers),
     ];
     for (label, int8, fused, want) in modes {

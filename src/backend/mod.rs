@@ -219,6 +219,26 @@ pub trait Backend: Send + Sync {
     ) {
         matmul_glu_apart(self, act, gate, up, x, n_tok, [gate_out, up_out], len, out);
     }
+    /// [`Backend::matmul_glu`] where the very next op is a matmul of `out` by one of `next` (the
+    /// down projection), as [`Backend::norm_feeding`] is for a norm: CUDA's gated int8 kernel
+    /// then also rounds its output to Q8 for the int8 matvec. The default is
+    /// [`Backend::matmul_glu`].
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_glu_feeding(
+        &self,
+        act: Activation,
+        gate: &Self::Weight,
+        up: &Self::Weight,
+        x: &Self::Buf,
+        n_tok: usize,
+        outs: [&mut Self::Buf; 2],
+        len: usize,
+        out: &mut Self::Buf,
+        next: &[&Self::Weight],
+    ) {
+        let _ = next;
+        self.matmul_glu(act, gate, up, x, n_tok, outs, len, out);
+    }
     /// `acc += W x` for `n_tok` rows (`len` = `n_tok` × `W.rows` values): the residual add fused
     /// into the projection that feeds it. `tmp` (room for `len`) is scratch for a backend without
     /// a fused kernel; the default is [`Backend::matmul`] into `tmp`, then [`Backend::add`].

@@ -257,7 +257,9 @@ impl<B: Backend> Executor<B> {
                 // Phi-2: the FFN reads the same normed input as attention; both outputs add to
                 // the residual, attention's first.
                 // (No family has post-norms with a parallel residual; none are applied here.)
-                let h = self.ffn_hidden(lw, n, ff, &s.xn, &mut s.gate, &mut s.up, &mut s.hidden);
+                // The attention projection runs between this FFN and its down projection.
+                let (gate, up, hidden) = (&mut s.gate, &mut s.up, &mut s.hidden);
+                let h = self.ffn_hidden(lw, n, ff, &s.xn, gate, up, hidden, &[]);
                 let (x, xn) = (&mut s.x, &mut s.xn);
                 self.project_residual(&lw.wo, &s.attn, n, x, &mut s.proj, None, xn);
                 self.project_residual(&lw.down, h, n, x, &mut s.proj2, None, xn);
@@ -283,7 +285,8 @@ impl<B: Backend> Executor<B> {
                 None => [&lw.up.w, &lw.up.w],
             };
             self.norm(&s.x, ffn_norm, n, &mut s.xn, &ffn_in);
-            let h = self.ffn_hidden(lw, n, ff, &s.xn, &mut s.gate, &mut s.up, &mut s.hidden);
+            let (gate, up, hidden) = (&mut s.gate, &mut s.up, &mut s.hidden);
+            let h = self.ffn_hidden(lw, n, ff, &s.xn, gate, up, hidden, &[&lw.down.w]);
             let ffn_post = lw.post_ffn_norm.as_ref();
             self.project_residual(&lw.down, h, n, &mut s.x, &mut s.proj, ffn_post, &mut s.xn);
         }
@@ -359,7 +362,8 @@ impl<B: Backend> Executor<B> {
     }
 
     /// The feed-forward block's hidden activations from normed input `xn`: `act(gate) * up`
-    /// (in `hidden`) when gated, else `act(up)` (in `up`); the down projection is the caller's.
+    /// (in `hidden`) when gated, else `act(up)` (in `up`); the down projection is the caller's,
+    /// and `next` names it when it comes right after ([`Backend::matmul_glu_feeding`]).
     #[allow(clippy::too_many_arguments)]
     fn ffn_hidden<'a>(
         &self,
@@ -370,11 +374,13 @@ impl<B: Backend> Executor<B> {
         gate: &mut B::Buf,
         up: &'a mut B::Buf,
         hidden: &'a mut B::Buf,
+        next: &[&B::Weight],
     ) -> &'a B::Buf {
         let (b, act) = (&self.backend, self.config.arch.activation);
         match &lw.gate {
             Some(g) if g.b.is_none() && lw.up.b.is_none() => {
-                b.matmul_glu(act, &g.w, &lw.up.w, xn, n, [gate, &mut *up], n * ff, hidden);
+                let outs = [gate, &mut *up];
+                b.matmul_glu_feeding(act, &g.w, &lw.up.w, xn, n, outs, n * ff, hidden, next);
                 hidden
             }
             Some(g) => {

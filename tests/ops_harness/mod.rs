@@ -2333,8 +2333,13 @@ pub fn assert_norm_feeding_exact<B: Backend>(b: &B) {
             let t = random_tensor(&mut rng, "w", ty, rows, dim);
             (b.weight(t.view(), Role::Matmul).expect("weight"), rows)
         };
-        let q4k = [37usize, 19, 64, 45, 45].map(|rows| weight(GgmlType::Q4_K, rows));
+        // Gate and up of 256 rows: the down projection (Q4_K, whole 256-value blocks) reads them.
+        let q4k = [37usize, 19, 64, 256, 256].map(|rows| weight(GgmlType::Q4_K, rows));
         let q8 = weight(GgmlType::Q8_0, 24);
+        let down = {
+            let t = random_tensor(&mut rng, "down", GgmlType::Q4_K, 40, 256);
+            b.weight(t.view(), Role::Matmul).expect("down")
+        };
         let x = norm_input(&mut rng, 1, dim, 0.3, false);
         let xb = Input::new(&x, dim).put(b).ok().expect("x");
         let buf = |n: usize| Input::output(n).put(b).ok().expect("buffer");
@@ -2369,26 +2374,33 @@ pub fn assert_norm_feeding_exact<B: Backend>(b: &B) {
         for (((_, rows), f), a) in proj.iter().zip(&outs_f).zip(&outs_a) {
             same("a projection", &read(f, *rows), &read(a, *rows));
         }
-        // Gate and up through matmul_glu.
+        // Gate and up through matmul_glu, feeding the down projection (CUDA's int8 kernel then
+        // rounds its output to Q8 itself).
         let ((g, rows), (u, _)) = (&q4k[3], &q4k[4]);
         let (mut h_f, mut h_a) = (buf(*rows), buf(*rows));
         let (mut g1, mut u1, mut g2, mut u2) = (buf(*rows), buf(*rows), buf(*rows), buf(*rows));
+        let (mut d_f, mut d_a) = (buf(40), buf(40));
         norm(&[g, u], &mut xn_f);
-        b.matmul_glu(
+        let outs = [&mut g1, &mut u1];
+        b.matmul_glu_feeding(
             Activation::Silu,
             g,
             u,
             &xn_f,
             1,
-            [&mut g1, &mut u1],
+            outs,
             *rows,
             &mut h_f,
+            &[&down],
         );
+        b.matmul(&down, &h_f, 1, &mut d_f);
         norm(&[], &mut xn_a);
         b.matmul(u, &xn_a, 1, &mut u2);
         b.matmul(g, &xn_a, 1, &mut g2);
         b.glu(Activation::Silu, &g2, &u2, *rows, &mut h_a);
+        b.matmul(&down, &h_a, 1, &mut d_a);
         same("the gated FFN", &read(&h_f, *rows), &read(&h_a, *rows));
+        same("the down projection", &read(&d_f, 40), &read(&d_a, 40));
         // One projection through matmul (the output head).
         let (w, rows) = &q4k[2];
         let (mut y_f, mut y_a) = (buf(*rows), buf(*rows));

@@ -439,7 +439,7 @@ pub(crate) fn attention(
         return;
     }
     if q8_out {
-        dev.set_q8_input(out, cols);
+        dev.set_q8_input(out, cols, super::matmul::X_SLOT);
     }
     if n_split > 1 && !merge_in_place {
         let n_th_i = n_th as i32;

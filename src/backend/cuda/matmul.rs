@@ -183,7 +183,7 @@ pub(crate) fn matmul(
     out: &mut CudaBuf,
     store: Store,
 ) {
-    let q8_ready = dev.take_q8_input(x, w.cols);
+    let ready = dev.take_q8_input(x, w.cols);
     if dev.failed() || n_tok == 0 || w.rows == 0 {
         return;
     }
@@ -194,8 +194,8 @@ pub(crate) fn matmul(
     let add = i32::from(store == Store::Add);
     if takes_int8(dev, w, n_tok) {
         let mut q8 = super::lock(&dev.q8);
-        if q8_ready || quantize_x(dev, &mut q8, w, x) {
-            matvec_q8_q4_k(dev, &mut [(w, out)], &q8, add);
+        if let Some(xq) = q8_x(dev, &mut q8, ready, w, x) {
+            matvec_q8_q4_k(dev, &mut [(w, out)], xq, add);
         }
         return;
     }
@@ -243,18 +243,19 @@ pub(crate) fn matmul(
 /// `out[t * rows + r] = act(gate_r · x_t) * (up_r · x_t)` as one `matvec_glu_<t>` launch, where
 /// the pair allows it: at most [`MATVEC_MAX_TOK`] tokens (the decode path), gate and up of one
 /// type that has the kernel and of one shape, columns in whole 128-column chunks (the layout-C
-/// loop; weight and buffer allocations are 256-byte aligned), not taken by the int8 matvec, and
-/// fused kernels on ([`super::CudaOptions::fused`]).
-/// Returns false, launching nothing, otherwise: the caller runs the projections and the GLU
-/// apart, which computes the same values in three launches.
+/// loop; weight and buffer allocations are 256-byte aligned), and fused kernels on
+/// ([`super::CudaOptions::fused`]); or one Q4_K token taking the int8 matvec
+/// (`matvec_glu_q8_q4_k`, see [`matvec_glu_q8`]; `next` names the down projection that reads
+/// `out`). Returns false, launching nothing, otherwise: the caller runs the projections and the
+/// GLU apart, which computes the same values in three launches.
 pub(crate) fn matvec_glu(
     dev: &Dev,
     act: crate::model::arch::Activation,
-    gate: &CudaWeight,
-    up: &CudaWeight,
+    [gate, up]: [&CudaWeight; 2],
     x: &CudaBuf,
     n_tok: usize,
     out: &mut CudaBuf,
+    next: &[&CudaWeight],
 ) -> bool {
     if !dev.fused
         || n_tok == 0
@@ -265,7 +266,7 @@ pub(crate) fn matvec_glu(
         return false;
     }
     if takes_int8(dev, gate, n_tok) {
-        return matvec_glu_q8(dev, act, gate, up, x, out);
+        return matvec_glu_q8(dev, act, [gate, up], x, out, next);
     }
     let Some(name) = glu_kernel(gate.ty) else {
         return false;
@@ -305,46 +306,89 @@ pub(crate) fn matvec_glu(
 }
 
 /// [`matvec_glu`]'s int8 form (`matvec_glu_q8_q4_k`, one token, Q4_K gate and up of one shape):
-/// x rounded to Q8 unless a fused norm just did ([`super::Dev::take_q8_input`]), then one launch.
+/// x rounded to Q8 unless a fused kernel just did ([`super::Dev::take_q8_input`]), then one
+/// launch. When one of `next` (the down projection) takes the int8 matvec, the kernel also
+/// writes its output in Q8 form to [`GLU_SLOT`] (each 32-row group by the warp that finishes it
+/// last) and marks it, so the down projection needs no `quantize_q8` either.
 fn matvec_glu_q8(
     dev: &Dev,
     act: crate::model::arch::Activation,
-    gate: &CudaWeight,
-    up: &CudaWeight,
+    [gate, up]: [&CudaWeight; 2],
     x: &CudaBuf,
     out: &mut CudaBuf,
+    next: &[&CudaWeight],
 ) -> bool {
-    let q8_ready = dev.take_q8_input(x, gate.cols);
+    let ready = dev.take_q8_input(x, gate.cols);
     if dev.failed() || gate.rows == 0 {
         return true;
     }
     check_shapes(gate, x, 1, out);
     check_shapes(up, x, 1, out);
-    let mut q8 = super::lock(&dev.q8);
-    if !q8_ready && !quantize_x(dev, &mut q8, gate, x) {
-        return true;
-    }
-    let Some(xq) = q8.holding(gate.cols) else {
+    let rows_n = gate.rows;
+    let q8_out = rows_n.is_multiple_of(32)
+        && next
+            .iter()
+            .any(|f| f.cols == rows_n && takes_int8(dev, f, 1));
+    let mut guard = super::lock(&dev.q8);
+    let q8 = &mut *guard;
+    let in_slot = match ready {
+        Some(slot) => slot,
+        None if quantize_x(dev, q8, gate, x) => X_SLOT,
+        None => return true,
+    };
+    // The output goes to the slot the input is not in.
+    let out_slot = if in_slot == GLU_SLOT {
+        X_SLOT
+    } else {
+        GLU_SLOT
+    };
+    let (cols_in, need_out) = (q8_bytes(gate.cols), q8_bytes(rows_n));
+    let [s0, s1] = &mut q8.slots;
+    let (xin, xout) = if in_slot == X_SLOT {
+        (s0, s1)
+    } else {
+        (s1, s0)
+    };
+    let Some(xq) = xin.as_ref().filter(|b| b.len() >= cols_in) else {
         return true;
     };
-    let (rows, cols) = (gate.rows as i32, gate.cols as i32);
+    let yq = xout.as_mut().filter(|b| q8_out && b.len() >= need_out);
+    let counters = q8
+        .counters
+        .as_mut()
+        .filter(|c| yq.is_some() && c.len() >= rows_n / 32);
+    let (yq, counters) = match (yq, counters) {
+        (Some(yq), Some(c)) => (Some(yq), Some(c)),
+        _ => (None, None),
+    };
+    let wrote_q8 = yq.is_some();
+    let (rows, cols, null) = (rows_n as i32, gate.cols as i32, 0u64);
     let a = super::activation::act_id(act);
     let mut b = dev.stream.launch_builder(dev.func(MATVEC_GLU_Q8_Q4_K));
     b.arg(&*gate.data)
         .arg(&*up.data)
-        .arg(&*xq)
-        .arg(out)
+        .arg(xq)
+        .arg(&mut *out)
         .arg(&rows)
         .arg(&cols)
         .arg(&a);
+    match (yq, counters) {
+        (Some(yq), Some(c)) => b.arg(yq).arg(c),
+        _ => b.arg(&null).arg(&null),
+    };
     // SAFETY: the kernel reads rows r < rows of both weights at r * (cols / 256) * 144 bytes
     // (both hold every row and share the shape, checked by check_shapes; each starts its own
     // 256-byte aligned allocation, as the 16-byte loads need), reads the Q8 form of cols values
-    // from the start of xq (written for these cols by quantize_x or the fused norm; `holding`
-    // checked its size) and writes out[r] for r < rows (checked); one warp per row, grid-stride
-    // past the grid; the arguments match matvec_glu_q8_q4_k (wg, wu, xq, y, rows, cols, act).
-    let r = unsafe { b.launch(warp_per_unit_cfg(gate.rows)) };
-    dev.check(MATVEC_GLU_Q8_Q4_K, r);
+    // from the start of xq (written for these cols by quantize_x or a fused kernel; its size
+    // checked above) and writes out[r] for r < rows (checked); with a Q8 output (rows % 32 ==
+    // 0), yq, another buffer than xq, holds q8_bytes(rows) bytes and the counters rows / 32
+    // (checked above), zero before the launch and re-armed by it; otherwise both are null; one
+    // warp per row, grid-stride past the grid; the arguments match matvec_glu_q8_q4_k (wg, wu,
+    // xq, y, rows, cols, act, yq, counters).
+    let r = unsafe { b.launch(warp_per_unit_cfg(rows_n)) };
+    if dev.check(MATVEC_GLU_Q8_Q4_K, r).is_some() && wrote_q8 {
+        dev.set_q8_input(out, rows_n, out_slot);
+    }
     true
 }
 
@@ -401,10 +445,11 @@ pub(crate) fn matmul_many(
     outs: &mut [&mut CudaBuf],
 ) {
     assert_eq!(ws.len(), outs.len(), "matmul_many: one output per weight");
+    // The slot and width of x in Q8 form, once it is there.
     let mut quantized = ws
         .iter()
         .find(|w| takes_int8(dev, w, n_tok))
-        .and_then(|w| dev.take_q8_input(x, w.cols).then_some(w.cols));
+        .and_then(|w| dev.take_q8_input(x, w.cols).map(|slot| (slot, w.cols)));
     // A weight without rows has nothing to write.
     let mut pairs: Vec<(&CudaWeight, &mut CudaBuf)> = ws
         .iter()
@@ -433,13 +478,14 @@ pub(crate) fn matmul_many(
         }
         if int8 {
             let mut q8 = super::lock(&dev.q8);
-            if quantized != Some(w0.cols) {
-                if !quantize_x(dev, &mut q8, w0, x) {
-                    return;
-                }
-                quantized = Some(w0.cols);
-            }
-            matvec_q8_q4_k(dev, group, &q8, 0);
+            let ready = quantized
+                .filter(|&(_, cols)| cols == w0.cols)
+                .map(|(s, _)| s);
+            let Some(xq) = q8_x(dev, &mut q8, ready, w0, x) else {
+                return;
+            };
+            quantized = Some((ready.unwrap_or(X_SLOT), w0.cols));
+            matvec_q8_q4_k(dev, group, xq, 0);
         } else if shared {
             matvec3(dev, group, x, n_tok);
         } else {
@@ -519,30 +565,54 @@ fn matvec3(dev: &Dev, segs: &mut [(&CudaWeight, &mut CudaBuf)], x: &CudaBuf, n_t
     dev.check(name, r);
 }
 
-/// The int8 kernels' x in Q8 form. Recorded decode graphs hold the buffer's address, so a
-/// buffer once used is never freed while the backend lives: growing keeps the old one in
-/// `retired`. Weights reserve it as they load ([`reserve_q8`]), so decode steps never grow it.
+/// The int8 kernels' x in Q8 form, in two slots: [`X_SLOT`] takes what `quantize_q8`, the
+/// fused norms and attention write; [`GLU_SLOT`] the gated FFN kernel's output, which the down
+/// projection reads (the kernel still reads its own input from the other slot while it writes).
+/// Also the gated kernel's arrival counters, one per 32 output rows (zero between launches).
+/// Recorded decode graphs hold these buffers' addresses, so a buffer once used is never freed
+/// while the backend lives: growing keeps the old one in `retired`. Weights reserve them as they
+/// load ([`reserve_q8`]), so decode steps never grow them.
 #[derive(Default)]
 pub(crate) struct Q8Scratch {
-    cur: Option<CudaSlice<u8>>,
+    slots: [Option<CudaSlice<u8>>; 2],
+    counters: Option<CudaSlice<u32>>,
     retired: Vec<CudaSlice<u8>>,
+    retired_counters: Vec<CudaSlice<u32>>,
 }
 
+/// The Q8 slot of the int8 matvecs' x.
+pub(crate) const X_SLOT: usize = 0;
+/// The Q8 slot of the gated FFN kernel's output.
+const GLU_SLOT: usize = 1;
+
 impl Q8Scratch {
-    /// The scratch, when it has room for `cols` values in Q8 form.
+    /// Slot `slot`, when it has room for `cols` values in Q8 form.
+    pub(crate) fn slot(&mut self, slot: usize, cols: usize) -> Option<&mut CudaSlice<u8>> {
+        self.slots[slot]
+            .as_mut()
+            .filter(|b| b.len() >= q8_bytes(cols))
+    }
+
+    /// [`X_SLOT`], when it has room for `cols` values in Q8 form.
     pub(crate) fn holding(&mut self, cols: usize) -> Option<&mut CudaSlice<u8>> {
-        self.cur.as_mut().filter(|b| b.len() >= q8_bytes(cols))
+        self.slot(X_SLOT, cols)
     }
 }
 
-/// Makes the Q8 scratch hold x for `w`'s columns when `w` will take the int8 matvec.
+/// Makes the Q8 scratch hold x for `w`'s columns, and the gated kernel's counters cover its rows,
+/// when `w` will take the int8 matvec.
 pub(crate) fn reserve_q8(dev: &Dev, w: &CudaWeight) -> crate::error::Result<()> {
     if !dev.int8_matvec || w.ty != GgmlType::Q4_K {
         return Ok(());
     }
-    let need = q8_bytes(w.cols);
+    let (need, groups) = (q8_bytes(w.cols), w.rows.div_ceil(32));
     let mut q8 = super::lock(&dev.q8);
-    if q8.cur.as_ref().is_some_and(|b| b.len() >= need) {
+    let slots_ok = q8
+        .slots
+        .iter()
+        .all(|s| s.as_ref().is_some_and(|b| b.len() >= need));
+    let counters_ok = q8.counters.as_ref().is_some_and(|c| c.len() >= groups);
+    if slots_ok && counters_ok {
         return Ok(());
     }
     if dev.captured_inputs().is_some() {
@@ -551,11 +621,23 @@ pub(crate) fn reserve_q8(dev: &Dev, w: &CudaWeight) -> crate::error::Result<()> 
             w.name
         )));
     }
-    let buf = dev.stream.alloc_zeros::<u8>(need).map_err(|e| {
-        crate::error::Error::Cuda(format!("allocating the int8 matvec scratch: {e}"))
-    })?;
-    if let Some(old) = q8.cur.replace(buf) {
-        q8.retired.push(old);
+    let alloc_err =
+        |e| crate::error::Error::Cuda(format!("allocating the int8 matvec scratch: {e}"));
+    let q8 = &mut *q8;
+    for slot in &mut q8.slots {
+        if slot.as_ref().is_some_and(|b| b.len() >= need) {
+            continue;
+        }
+        let buf = dev.stream.alloc_zeros::<u8>(need).map_err(alloc_err)?;
+        if let Some(old) = slot.replace(buf) {
+            q8.retired.push(old);
+        }
+    }
+    if !counters_ok {
+        let c = dev.stream.alloc_zeros::<u32>(groups).map_err(alloc_err)?;
+        if let Some(old) = q8.counters.replace(c) {
+            q8.retired_counters.push(old);
+        }
     }
     Ok(())
 }
@@ -597,12 +679,35 @@ fn quantize_x(dev: &Dev, q8: &mut Q8Scratch, w: &CudaWeight, x: &CudaBuf) -> boo
     dev.check(QUANTIZE_Q8, r).is_some()
 }
 
+/// x for `w` in Q8 form: the slot a fused kernel just wrote it to (`ready`, from
+/// [`super::Dev::take_q8_input`]), else [`X_SLOT`] after [`quantize_x`]; None when that failed
+/// (the error is recorded).
+fn q8_x<'a>(
+    dev: &Dev,
+    q8: &'a mut Q8Scratch,
+    ready: Option<usize>,
+    w: &CudaWeight,
+    x: &CudaBuf,
+) -> Option<&'a CudaSlice<u8>> {
+    let slot = match ready {
+        Some(slot) => slot,
+        None if quantize_x(dev, q8, w, x) => X_SLOT,
+        None => return None,
+    };
+    q8.slot(slot, w.cols).map(|b| &*b)
+}
+
 /// `out_s (+)= W_s x` for one token and each of up to [`SEGMENTS`] Q4_K weights of one width
 /// in one `matvec_q8_q4_k` launch, from x in Q8 form at the start of the scratch (written for
-/// `w.cols` values by [`quantize_x`] or the fused norm). Shapes were checked by [`check_shapes`].
-fn matvec_q8_q4_k(dev: &Dev, segs: &mut [(&CudaWeight, &mut CudaBuf)], q8: &Q8Scratch, add: i32) {
+/// `w.cols` values by [`quantize_x`], a fused norm, attention or the gated kernel; `xq` holds
+/// them, checked by [`Q8Scratch::slot`]). Shapes were checked by [`check_shapes`].
+fn matvec_q8_q4_k(
+    dev: &Dev,
+    segs: &mut [(&CudaWeight, &mut CudaBuf)],
+    xq: &CudaSlice<u8>,
+    add: i32,
+) {
     let rows = segment_rows("matvec_q8_q4_k", segs);
-    let Some(xq) = q8.cur.as_ref() else { return };
     let cols = segs[0].0.cols;
     assert!(
         segs.iter()

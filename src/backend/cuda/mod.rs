@@ -178,11 +178,11 @@ pub(crate) struct Dev {
     pub(crate) fused: bool,
     /// x in Q8 form for those kernels (matmul.rs).
     pub(crate) q8: Mutex<matmul::Q8Scratch>,
-    /// Which buffer the Q8 scratch holds in Q8 form (its host address, and its width), when a
-    /// fused norm wrote it (norm.rs's `norm_q8`) and nothing was launched since: the next matmul
-    /// of that buffer takes it instead of rounding x again. Every kernel lookup ([`Dev::func`])
+    /// Which buffer the Q8 scratch holds in Q8 form (its host address, its width and the slot),
+    /// when a fused kernel wrote it (a norm, attention, the gated FFN) and nothing was launched
+    /// since: the next matmul of that buffer takes it instead of rounding x again. Every kernel lookup ([`Dev::func`])
     /// clears it, so it never outlives the launch after the norm.
-    q8_input: Mutex<Option<(usize, usize)>>,
+    q8_input: Mutex<Option<(usize, usize, usize)>>,
     /// Kernels queued so far ([`CudaBackend::kernel_launches`]).
     launches: AtomicU64,
 }
@@ -239,16 +239,22 @@ impl Dev {
         }
     }
 
-    /// Marks the Q8 scratch as holding `buf`'s first `cols` values in Q8 form, as written by the
-    /// launch just made (norm.rs's `norm_q8`). The next kernel lookup clears the mark.
-    pub(crate) fn set_q8_input(&self, buf: &CudaBuf, cols: usize) {
-        *lock(&self.q8_input) = Some((buf as *const CudaBuf as usize, cols));
+    /// Marks slot `slot` of the Q8 scratch as holding `buf`'s first `cols` values in Q8 form, as
+    /// written by the launch just made (a fused norm, attention or the gated FFN kernel). The
+    /// next kernel lookup clears the mark.
+    pub(crate) fn set_q8_input(&self, buf: &CudaBuf, cols: usize, slot: usize) {
+        *lock(&self.q8_input) = Some((buf as *const CudaBuf as usize, cols, slot));
     }
 
-    /// Takes the Q8 input mark: true when it names `x` with `cols` values (the scratch holds
-    /// them in Q8 form). Called by a matmul before its first launch, which would clear it.
-    pub(crate) fn take_q8_input(&self, x: &CudaBuf, cols: usize) -> bool {
-        lock(&self.q8_input).take() == Some((x as *const CudaBuf as usize, cols))
+    /// Takes the Q8 input mark: the slot holding `x`'s `cols` values in Q8 form, when the mark
+    /// names them. Called by a matmul before its first launch, which would clear it.
+    pub(crate) fn take_q8_input(&self, x: &CudaBuf, cols: usize) -> Option<usize> {
+        match lock(&self.q8_input).take() {
+            Some((addr, c, slot)) if addr == x as *const CudaBuf as usize && c == cols => {
+                Some(slot)
+            }
+            _ => None,
+        }
     }
 
     /// Notes a RoPE parameter set used by a decode step's warm-up run.
@@ -812,23 +818,28 @@ impl Backend for CudaBackend {
         up: &CudaWeight,
         x: &CudaBuf,
         n_tok: usize,
-        [gate_out, up_out]: [&mut CudaBuf; 2],
+        outs: [&mut CudaBuf; 2],
         len: usize,
         out: &mut CudaBuf,
     ) {
+        self.matmul_glu_feeding(act, gate, up, x, n_tok, outs, len, out, &[]);
+    }
+
+    fn matmul_glu_feeding(
+        &self,
+        act: Activation,
+        gate: &CudaWeight,
+        up: &CudaWeight,
+        x: &CudaBuf,
+        n_tok: usize,
+        outs: [&mut CudaBuf; 2],
+        len: usize,
+        out: &mut CudaBuf,
+        next: &[&CudaWeight],
+    ) {
         debug_assert_eq!(len, n_tok * gate.rows, "matmul_glu: len is n_tok x rows");
-        if !matmul::matvec_glu(&self.dev, act, gate, up, x, n_tok, out) {
-            crate::backend::matmul_glu_apart(
-                self,
-                act,
-                gate,
-                up,
-                x,
-                n_tok,
-                [gate_out, up_out],
-                len,
-                out,
-            );
+        if !matmul::matvec_glu(&self.dev, act, [gate, up], x, n_tok, out, next) {
+            crate::backend::matmul_glu_apart(self, act, gate, up, x, n_tok, outs, len, out);
         }
     }
 

@@ -210,7 +210,7 @@ pub(crate) fn norm_q8(
     }
     let name = if warp { NORM_Q8_WARP } else { NORM_Q8_BLOCK };
     if launch(dev, name, cfg, spec, x, w, b, 1, dim, out, Some(xq)) {
-        dev.set_q8_input(out, dim);
+        dev.set_q8_input(out, dim, super::matmul::X_SLOT);
     }
     true
 }
