@@ -236,9 +236,9 @@ fn tiny_ids() -> Vec<u32> {
 
 /// A whole model through the fused launches and decode graphs gives bit for bit the logits of
 /// the same steps with every fusion off, launched op by op: with the float decode matvec (Q/K/V
-/// in one launch, RoPE with the K/V store, gate/up/GLU) and with the int8 one (also the norms
-/// and attention rounding their outputs to Q8 instead of `quantize_q8`; attention merging its
-/// key splits in its own launch instead of `attn_combine`).
+/// in one launch, RoPE with the K/V store, gate/up/GLU, attention merging its key splits in its
+/// own launch instead of `attn_combine`) and with the int8 one (also the norms, attention and
+/// the gated FFN kernel rounding their outputs to Q8 instead of `quantize_q8`).
 #[test]
 fn decode_fusions_match_apart_bit_for_bit() {
     let ids = tiny_ids();
