@@ -380,14 +380,13 @@ pub(crate) fn attention(
     // so the matvec skips its own rounding launch.
     let merge_in_place = dev.fused && n_split > 1;
     let cols = n_th * s.head_dim_v;
-    let to_q8 = dev.fused
-        && n_tok == 1
+    // Whole 32-value groups per head, so each warp of the output loop holds one.
+    let to_q8 = n_tok == 1
         && s.head_dim_v.is_multiple_of(32)
-        && feeds
-            .iter()
-            .any(|f| f.cols == cols && super::matmul::takes_int8(dev, f, 1));
-    let mut q8 = super::lock(&dev.q8);
-    let mut xq = if to_q8 { q8.holding(cols) } else { None };
+        && super::matmul::feeds_int8(dev, feeds, cols);
+    // The int8 scratch is locked only when attention writes to it.
+    let mut q8 = to_q8.then(|| super::lock(&dev.q8));
+    let mut xq = q8.as_mut().and_then(|q8| q8.holding(cols));
     let q8_out = xq.is_some();
     let cfg = LaunchConfig {
         grid_dim: (n_split as u32, n_th.min(MAX_GRID) as u32, 1),

@@ -325,16 +325,11 @@ fn matvec_glu_q8(
     check_shapes(gate, x, 1, out);
     check_shapes(up, x, 1, out);
     let rows_n = gate.rows;
-    let q8_out = rows_n.is_multiple_of(32)
-        && next
-            .iter()
-            .any(|f| f.cols == rows_n && takes_int8(dev, f, 1));
+    let q8_out = feeds_int8(dev, next, rows_n);
     let mut guard = super::lock(&dev.q8);
     let q8 = &mut *guard;
-    let in_slot = match ready {
-        Some(slot) => slot,
-        None if quantize_x(dev, q8, gate, x) => X_SLOT,
-        None => return true,
+    let Some(in_slot) = q8_slot(dev, q8, ready, gate, x) else {
+        return true;
     };
     // The output goes to the slot the input is not in.
     let out_slot = if in_slot == GLU_SLOT {
@@ -352,16 +347,12 @@ fn matvec_glu_q8(
     let Some(xq) = xin.as_ref().filter(|b| b.len() >= cols_in) else {
         return true;
     };
-    let yq = xout.as_mut().filter(|b| q8_out && b.len() >= need_out);
-    let counters = q8
-        .counters
+    // Where the Q8 output goes, with its group counters (both reserved with the weights).
+    let q8_dst = xout
         .as_mut()
-        .filter(|c| yq.is_some() && c.len() >= rows_n / 32);
-    let (yq, counters) = match (yq, counters) {
-        (Some(yq), Some(c)) => (Some(yq), Some(c)),
-        _ => (None, None),
-    };
-    let wrote_q8 = yq.is_some();
+        .filter(|b| q8_out && b.len() >= need_out)
+        .zip(q8.counters.as_mut().filter(|c| c.len() >= rows_n / 32));
+    let wrote_q8 = q8_dst.is_some();
     let (rows, cols, null) = (rows_n as i32, gate.cols as i32, 0u64);
     let a = super::activation::act_id(act);
     let mut b = dev.stream.launch_builder(dev.func(MATVEC_GLU_Q8_Q4_K));
@@ -372,9 +363,9 @@ fn matvec_glu_q8(
         .arg(&rows)
         .arg(&cols)
         .arg(&a);
-    match (yq, counters) {
-        (Some(yq), Some(c)) => b.arg(yq).arg(c),
-        _ => b.arg(&null).arg(&null),
+    match q8_dst {
+        Some((yq, c)) => b.arg(yq).arg(c),
+        None => b.arg(&null).arg(&null),
     };
     // SAFETY: the kernel reads rows r < rows of both weights at r * (cols / 256) * 144 bytes
     // (both hold every row and share the shape, checked by check_shapes; each starts its own
@@ -431,6 +422,15 @@ fn check_shapes(w: &CudaWeight, x: &CudaBuf, n_tok: usize, out: &CudaBuf) {
 /// 256-value blocks, so cols % 256 == 0, hold for every Q4_K weight).
 pub(crate) fn takes_int8(dev: &Dev, w: &CudaWeight, n_tok: usize) -> bool {
     dev.int8_matvec && w.ty == GgmlType::Q4_K && n_tok == 1
+}
+
+/// Whether a fused kernel should also write its one-row output of `cols` values in Q8 form: the
+/// fused kernels run, the width is whole 32-value groups, and one of `next` (the weights that
+/// read the output next) takes the int8 matvec.
+pub(crate) fn feeds_int8(dev: &Dev, next: &[&CudaWeight], cols: usize) -> bool {
+    dev.fused
+        && cols.is_multiple_of(32)
+        && next.iter().any(|f| f.cols == cols && takes_int8(dev, f, 1))
 }
 
 /// `outs[i] = ws[i] x` over one input. With fused kernels on, consecutive weights of one type and
@@ -689,12 +689,23 @@ fn q8_x<'a>(
     w: &CudaWeight,
     x: &CudaBuf,
 ) -> Option<&'a CudaSlice<u8>> {
-    let slot = match ready {
-        Some(slot) => slot,
-        None if quantize_x(dev, q8, w, x) => X_SLOT,
-        None => return None,
-    };
+    let slot = q8_slot(dev, q8, ready, w, x)?;
     q8.slot(slot, w.cols).map(|b| &*b)
+}
+
+/// The slot holding x for `w` in Q8 form: `ready`, else [`X_SLOT`] after [`quantize_x`]; None
+/// when that failed (the error is recorded).
+fn q8_slot(
+    dev: &Dev,
+    q8: &mut Q8Scratch,
+    ready: Option<usize>,
+    w: &CudaWeight,
+    x: &CudaBuf,
+) -> Option<usize> {
+    match ready {
+        Some(slot) => Some(slot),
+        None => quantize_x(dev, q8, w, x).then_some(X_SLOT),
+    }
 }
 
 /// `out_s (+)= W_s x` for one token and each of up to [`SEGMENTS`] Q4_K weights of one width

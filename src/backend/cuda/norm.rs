@@ -182,13 +182,7 @@ pub(crate) fn norm_q8(
     out: &mut CudaBuf,
     feeds: &[&CudaWeight],
 ) -> bool {
-    if !dev.fused
-        || rows != 1
-        || !dim.is_multiple_of(32)
-        || !feeds
-            .iter()
-            .any(|f| f.cols == dim && super::matmul::takes_int8(dev, f, 1))
-    {
+    if rows != 1 || !super::matmul::feeds_int8(dev, feeds, dim) {
         return false;
     }
     if dev.failed() {
