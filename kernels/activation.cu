@@ -10,6 +10,7 @@
 #include "act.cuh"
 
 extern "C" __global__ void act_unary(float* x, int len, int act) {
+    tl_kernel_start();
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < len; i += gridDim.x * blockDim.x) {
         x[i] = act_apply(act, x[i]);
     }
@@ -17,18 +18,21 @@ extern "C" __global__ void act_unary(float* x, int len, int act) {
 
 extern "C" __global__ void act_glu(const float* gate, const float* up, float* out, int len,
                                    int act) {
+    tl_kernel_start();
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < len; i += gridDim.x * blockDim.x) {
         out[i] = act_apply(act, gate[i]) * up[i];
     }
 }
 
 extern "C" __global__ void act_add(float* x, const float* y, int len) {
+    tl_kernel_start();
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < len; i += gridDim.x * blockDim.x) {
         x[i] += y[i];
     }
 }
 
 extern "C" __global__ void act_softcap(float* x, float c, int len) {
+    tl_kernel_start();
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < len; i += gridDim.x * blockDim.x) {
         x[i] = c * tl_tanhf(x[i] / c);
     }

@@ -60,6 +60,7 @@ static __device__ __forceinline__ float attn_neg_inf() { return tl_bits_f32(0xff
 extern "C" __global__ void attn_kv_store(const float* k, const float* v, uint16_t* kc,
                                          uint16_t* vc, int pos0, const int* pos_dev, int n_tok,
                                          int kw, int vw) {
+    tl_kernel_start();
     if (pos_dev != nullptr) pos0 = *pos_dev;
     const int nk = n_tok * kw;
     const int nv = n_tok * vw;
@@ -78,6 +79,7 @@ extern "C" __global__ void attn_rope_kv_store(float* q, float* k, const float* v
                                               uint16_t* kc, uint16_t* vc, int pos0,
                                               const int* pos_dev, int n_tok, int hq, int hk,
                                               int head_dim, int n_rot, int layout, int vw) {
+    tl_kernel_start();
     if (pos_dev != nullptr) pos0 = *pos_dev;
     const int half = n_rot / 2;
     const int rest = head_dim - n_rot;
@@ -377,6 +379,7 @@ static __device__ __forceinline__ void attn_partial_impl(
                                     int head_dim_v, int kw, int vw, float scale, int window,      \
                                     float softcap, int n_split, uint32_t* counters,               \
                                     uint8_t* xq) {                                                \
+        tl_kernel_start();                                                                        \
         attn_partial_impl<NP, AL>(q, kc, vc, out, part, pos0, pos_dev, n_tok, n_head, n_head_kv, \
                                   head_dim, head_dim_v, kw, vw, scale, window, softcap, n_split,  \
                                   counters, xq);                                                  \
@@ -391,6 +394,7 @@ ATTN_PARTIAL_ENTRY(attn_partial_any, ATTN_MAX_D / 64, false)
 // ceil(head_dim_v / blockDim.x)), one dim per thread, blockDim.x a multiple of 32.
 extern "C" __global__ void attn_combine(const float* part, float* out, int n_th, int n_split,
                                         int head_dim_v) {
+    tl_kernel_start();
     __shared__ float w_s[ATTN_MAX_SPLIT];
     __shared__ float inv_s;
     const int d = blockIdx.y * blockDim.x + threadIdx.x;

@@ -39,6 +39,7 @@ static __device__ __forceinline__ void gr_body(const uint8_t* __restrict__ w,
     extern "C" __global__ void TLQ_LAUNCH_BOUNDS(GR_THREADS)                                      \
         get_rows_##name(const uint8_t* __restrict__ w, const uint32_t* __restrict__ ids,          \
                         float* __restrict__ out, int cols, float scale, int n_tok) {              \
+        tl_kernel_start();                                                                        \
         gr_body<T>(w, ids, out, cols, scale, n_tok);                                              \
     }
 

@@ -148,6 +148,7 @@ static __device__ __forceinline__ bool mv_aligned(const void* p, unsigned a) {
     extern "C" __global__ void MV_LB                                                              \
         matvec_##name(const uint8_t* __restrict__ w, const float* __restrict__ x,                 \
                       float* __restrict__ y, int rows, int cols, int n_tok, int add) {            \
+        tl_kernel_start();                                                                        \
         if (mv_aligned(w, M::ALIGN) && mv_aligned(x, 16))                                         \
             mv_dispatch<M, true>(w, x, y, rows, cols, n_tok, add);                                \
         else                                                                                      \
@@ -160,6 +161,7 @@ static __device__ __forceinline__ bool mv_aligned(const void* p, unsigned a) {
     extern "C" __global__ void MV_LB                                                              \
         matvec_##name(const uint8_t* __restrict__ w, const float* __restrict__ x,                 \
                       float* __restrict__ y, int rows, int cols, int n_tok, int add) {            \
+        tl_kernel_start();                                                                        \
         if (cols % 8 == 0 && mv_aligned(w, 16) && mv_aligned(x, 16))                              \
             mv_dispatch<MV, true>(w, x, y, rows, cols, n_tok, add);                               \
         else if (mv_aligned(w, MS::ALIGN))                                                        \
@@ -510,6 +512,7 @@ static __device__ __forceinline__ void mc_dispatch(const McSeg* seg, const float
                                                    const float* __restrict__ x,                   \
                                                    float* __restrict__ y, int rows, int cols,     \
                                                    int n_tok, int add) {                          \
+        tl_kernel_start();                                                                        \
         const tlq_sz row_bytes = (tlq_sz)(cols / (QKV)) * (BYTESV);                               \
         if (cols % 128 == 0 && mv_aligned(w, ALIGNV) && mv_aligned(x, 16)) {                      \
             const McSeg seg[1] = {{w, y, rows}};                                                  \
@@ -538,6 +541,7 @@ TL_MATVEC_C(q6_k, McRowQ6K, MvQ6_K, 256, 210, 2)
         const uint8_t* __restrict__ w1, float* __restrict__ y1, int rows1,                        \
         const uint8_t* __restrict__ w2, float* __restrict__ y2, int rows2,                        \
         const float* __restrict__ x, int cols, int n_tok) {                                       \
+        tl_kernel_start();                                                                        \
         const McSeg seg[3] = {{w0, y0, rows0}, {w1, y1, rows1}, {w2, y2, rows2}};                 \
         mc_dispatch<C, 3>(seg, x, cols, n_tok, (tlq_sz)(cols / (QKV)) * (BYTESV), 0);             \
     }
@@ -596,6 +600,7 @@ static __device__ __forceinline__ void mc_glu_rows(const uint8_t* __restrict__ w
         const uint8_t* __restrict__ wg, const uint8_t* __restrict__ wu,                           \
         const float* __restrict__ x, float* __restrict__ y, int rows, int cols, int n_tok,        \
         int act) {                                                                                \
+        tl_kernel_start();                                                                        \
         __shared__ tlq_f4 tab[MV_WARPS * C::TAB];                                                 \
         tlq_f4* wtab = tab + (threadIdx.x >> 5) * C::TAB;                                         \
         const tlq_sz row_bytes = (tlq_sz)(cols / (QKV)) * (BYTESV);                               \
@@ -626,6 +631,7 @@ TL_ROW_PAIR_TYPES(TL_MATVEC_GLU)
 // (d, d * sum q) at xq + cols. One warp per 32 values, grid-stride over them.
 extern "C" __global__ void MV_LB quantize_q8(const float* __restrict__ x, uint8_t* __restrict__ xq,
                                              int cols) {
+    tl_kernel_start();
     const int lane = threadIdx.x & 31;
     for (int g = blockIdx.x * MV_WARPS + (threadIdx.x >> 5); g < cols / 32;
          g += gridDim.x * MV_WARPS)
@@ -713,6 +719,7 @@ extern "C" __global__ void MV_LB matvec_q8_q4_k(const uint8_t* __restrict__ w0,
                                                 const uint8_t* __restrict__ w2,
                                                 float* __restrict__ y2, int rows2,
                                                 const uint8_t* __restrict__ xq, int cols, int add) {
+    tl_kernel_start();
     const int lane = threadIdx.x & 31;
     const tlq_sz row_bytes = (tlq_sz)(cols >> 8) * 144;
     const int rows = rows0 + rows1 + rows2;
@@ -751,6 +758,7 @@ extern "C" __global__ void MV_LB matvec_glu_q8_q4_k(const uint8_t* __restrict__ 
                                                     float* __restrict__ y, int rows, int cols,
                                                     int act, uint8_t* __restrict__ yq,
                                                     uint32_t* __restrict__ counters) {
+    tl_kernel_start();
     const int lane = threadIdx.x & 31;
     const tlq_sz row_bytes = (tlq_sz)(cols >> 8) * 144;
     for (int r = blockIdx.x * MV_WARPS + (threadIdx.x >> 5); r < rows; r += gridDim.x * MV_WARPS) {
@@ -878,6 +886,7 @@ static __device__ __forceinline__ void mm_body(const uint8_t* __restrict__ w,
     extern "C" __global__ void TLQ_LAUNCH_BOUNDS(MM_THREADS)                                      \
         matmul_##name(const uint8_t* __restrict__ w, const float* __restrict__ x,                 \
                       float* __restrict__ y, int rows, int cols, int n_tok, int add) {            \
+        tl_kernel_start();                                                                        \
         mm_body<T>(w, x, y, rows, cols, n_tok, add);                                              \
     }
 

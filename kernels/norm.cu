@@ -87,6 +87,7 @@ static __device__ __forceinline__ void norm_row(const Red& red, const float* x, 
 extern "C" __global__ void norm_rows(const float* x, float* out, const void* w, int wty,
                                      const void* b, int bty, int rows, int dim, int kind,
                                      float eps, float w_off) {
+    tl_kernel_start();
     __shared__ float sh[32];
     const NormBlockRed red{sh};
     for (int r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -99,6 +100,7 @@ extern "C" __global__ void norm_rows(const float* x, float* out, const void* w, 
 extern "C" __global__ void norm_rows_warp(const float* x, float* out, const void* w, int wty,
                                           const void* b, int bty, int rows, int dim, int kind,
                                           float eps, float w_off) {
+    tl_kernel_start();
     const NormWarpRed red{};
     const int wpb = blockDim.x >> 5;
     for (int r = blockIdx.x * wpb + (threadIdx.x >> 5); r < rows; r += gridDim.x * wpb) {
@@ -109,6 +111,7 @@ extern "C" __global__ void norm_rows_warp(const float* x, float* out, const void
 
 extern "C" __global__ void norm_rows_inplace(float* x, const void* w, int wty, int rows, int dim,
                                              int kind, float eps, float w_off) {
+    tl_kernel_start();
     __shared__ float sh[32];
     const NormBlockRed red{sh};
     for (int r = blockIdx.x; r < rows; r += gridDim.x) {
@@ -119,6 +122,7 @@ extern "C" __global__ void norm_rows_inplace(float* x, const void* w, int wty, i
 
 extern "C" __global__ void norm_rows_inplace_warp(float* x, const void* w, int wty, int rows,
                                                   int dim, int kind, float eps, float w_off) {
+    tl_kernel_start();
     const NormWarpRed red{};
     const int wpb = blockDim.x >> 5;
     for (int r = blockIdx.x * wpb + (threadIdx.x >> 5); r < rows; r += gridDim.x * wpb) {
@@ -134,6 +138,7 @@ extern "C" __global__ void norm_rows_inplace_warp(float* x, const void* w, int w
 extern "C" __global__ void norm_rows_q8(const float* x, float* out, const void* w, int wty,
                                         const void* b, int bty, int rows, int dim, int kind,
                                         float eps, float w_off, uint8_t* xq) {
+    tl_kernel_start();
     __shared__ float sh[32];
     const NormBlockRed red{sh};
     norm_row<NormBlockRed, true>(red, x, out, dim, threadIdx.x, blockDim.x, w, wty, b, bty, kind,
@@ -143,6 +148,7 @@ extern "C" __global__ void norm_rows_q8(const float* x, float* out, const void* 
 extern "C" __global__ void norm_rows_warp_q8(const float* x, float* out, const void* w, int wty,
                                              const void* b, int bty, int rows, int dim, int kind,
                                              float eps, float w_off, uint8_t* xq) {
+    tl_kernel_start();
     if (threadIdx.x >= 32) return;
     norm_row<NormWarpRed, true>(NormWarpRed{}, x, out, dim, threadIdx.x, 32, w, wty, b, bty,
                                 kind, eps, w_off, xq);
@@ -150,6 +156,7 @@ extern "C" __global__ void norm_rows_warp_q8(const float* x, float* out, const v
 
 // x[r * cols + i] += b[i] for `rows` rows; grid-stride over all rows * cols elements.
 extern "C" __global__ void norm_add_bias(float* x, const void* b, int bty, int rows, int cols) {
+    tl_kernel_start();
     const int n = rows * cols;
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
         x[i] += tl_vec_get(b, bty, i % cols);

@@ -79,6 +79,27 @@ static __device__ __forceinline__ float tl_ld_cg(const float* p) {
 #endif
 }
 
+// The first statement of every kernel: programmatic dependent launch (Hopper and newer). With it
+// the driver may start a kernel while the one before it in the stream is still finishing, so
+// the launch latency and block scheduling overlap that kernel's tail instead of following it.
+// - `griddepcontrol.wait` holds every thread until the grids it depends on have completed and
+//   their writes are visible. Nothing before it touches global memory, so no kernel reads an
+//   input early or overwrites one that its predecessor still reads.
+// - `griddepcontrol.launch_dependents` then lets the next kernel launch once every block of this
+//   one has got here: with a grid of several waves, when the last wave runs.
+// Both need PTX ISA 7.8 for sm_90, and the kernels build for sm_80 at ISA 7.5 (clang 14's
+// most), so the PTX carries them as the comments `// tl-pdl-wait` and `// tl-pdl-launch`. The
+// backend turns those into the instructions, and the target into sm_90, when it loads the
+// modules on a device that has them (src/backend/cuda/pdl.rs). Without the launch attribute
+// that allows it, both instructions do nothing. The "memory" clobber keeps the compiler from
+// moving any memory access above them.
+static __device__ __forceinline__ void tl_kernel_start() {
+#ifndef TL_HOST_EMU
+    asm volatile("// tl-pdl-wait" ::: "memory");
+    asm volatile("// tl-pdl-launch" ::: "memory");
+#endif
+}
+
 // Math through PTX instructions, not libdevice (clang is run with -nocudalib, and the same
 // numerics under nvcc keep the two builds identical). Accuracy: ex2.approx has ~2 ulp relative
 // error, ample for softmax weights and activations.

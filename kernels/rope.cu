@@ -13,6 +13,7 @@
 // owned by exactly one thread (the pairs of a head are disjoint for both layouts).
 extern "C" __global__ void rope_rotate(float* x, const float* cs, int n_tok, int n_heads,
                                        int head_dim, int n_rot, int layout) {
+    tl_kernel_start();
     const int half = n_rot / 2;
     const int n = n_tok * n_heads * half;
     for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < n;

@@ -13,7 +13,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
-use torchless::backend::cuda::{ptx_entry_points, ptx_header, ptx_modules, required_entry_points};
+use torchless::backend::cuda::{
+    launch, ptx_entry_points, ptx_header, ptx_modules, required_entry_points,
+};
 
 // build.rs's own compiler command line, so that the nvcc build below is the one build.rs runs.
 #[allow(dead_code)]
@@ -147,15 +149,26 @@ fn parse_ptxas_report(report: &str) -> Vec<KernelResources> {
 
 /// The driver JIT-compiles each module with the same assembler when the backend loads it: a
 /// module ptxas rejects would only fail on a GPU. Assembles every module for sm_80 (the PTX
-/// target) and sm_90 (the H100 / H200), and prints each kernel's registers and spills.
+/// target) and sm_90 (the H100 / H200), both as built and in the form the backend loads with
+/// programmatic dependent launch (`ptx_for_pdl`: sm_90, `griddepcontrol`), and prints each
+/// kernel's registers and spills.
 #[test]
 fn ptx_assembles_with_nvidia_ptxas_for_sm80_and_sm90() {
     let ptxas = ptxas();
     let dir = std::env::temp_dir().join(format!("torchless-ptxas-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut failures = Vec::new();
-    for arch in ["sm_80", "sm_90"] {
-        for (stem, ptx) in ptx_modules() {
+    for (arch, pdl) in [("sm_80", false), ("sm_90", false), ("sm_90", true)] {
+        let arch_name = if pdl { "sm_90 (PDL)" } else { arch };
+        for (stem, built) in ptx_modules() {
+            let ptx = &if pdl {
+                launch::ptx_for_pdl(built).unwrap_or_else(|e| panic!("kernels/{stem}.cu: {e}"))
+            } else {
+                built.to_string()
+            };
+            if pdl {
+                assert!(ptx.contains("griddepcontrol.wait;"), "{stem}: no wait");
+            }
             let src = dir.join(format!("{stem}.ptx"));
             let cubin = dir.join(format!("{stem}.{arch}.cubin"));
             std::fs::write(&src, ptx).unwrap();
@@ -169,7 +182,7 @@ fn ptx_assembles_with_nvidia_ptxas_for_sm80_and_sm90() {
                 .expect("ptxas runs");
             let report = String::from_utf8_lossy(&out.stderr);
             if !out.status.success() {
-                failures.push(format!("kernels/{stem}.cu for {arch}:\n{report}"));
+                failures.push(format!("kernels/{stem}.cu for {arch_name}:\n{report}"));
                 continue;
             }
             let kernels = parse_ptxas_report(&report);
@@ -177,12 +190,12 @@ fn ptx_assembles_with_nvidia_ptxas_for_sm80_and_sm90() {
             for entry in ptx_entry_points(ptx) {
                 assert!(
                     compiled.contains(entry.as_str()),
-                    "ptxas did not report {entry} of kernels/{stem}.cu for {arch}"
+                    "ptxas did not report {entry} of kernels/{stem}.cu for {arch_name}"
                 );
             }
             for k in &kernels {
                 println!(
-                    "{arch} {:<28} {:>3} registers, spills {} B stored / {} B loaded",
+                    "{arch_name} {:<28} {:>3} registers, spills {} B stored / {} B loaded",
                     k.name, k.registers, k.spill_stores, k.spill_loads
                 );
             }
@@ -194,6 +207,30 @@ fn ptx_assembles_with_nvidia_ptxas_for_sm80_and_sm90() {
         "ptxas rejected:\n{}",
         failures.join("\n")
     );
+}
+
+/// On a device with programmatic dependent launch every kernel may start before the one before
+/// it has finished, and must wait for it before touching memory: each entry point's first
+/// memory access comes after the wait mark that becomes `griddepcontrol.wait`, and each also
+/// lets its successor launch. (The backend launches a kernel failing this the ordinary way, so
+/// this keeps every kernel on the fast path.)
+#[test]
+fn every_kernel_waits_for_its_predecessor_before_touching_memory() {
+    for (stem, ptx) in ptx_modules() {
+        let bad = launch::entries_without_wait(ptx);
+        assert!(
+            bad.is_empty(),
+            "kernels/{stem}.cu: these kernels touch memory before tl_kernel_start(): {bad:?}"
+        );
+        let entries = ptx_entry_points(ptx).len();
+        for mark in [launch::WAIT_MARK, launch::LAUNCH_MARK] {
+            assert_eq!(
+                ptx.lines().filter(|l| l.trim() == mark).count(),
+                entries,
+                "kernels/{stem}.cu: one {mark:?} per kernel"
+            );
+        }
+    }
 }
 
 #[test]
@@ -211,7 +248,8 @@ fn every_module_has_one_ptx_header() {
 
 /// build.rs takes nvcc when it is on the PATH; CI builds with clang, so this builds every kernel
 /// file with nvcc through build.rs's command line and checks the result: it compiles, calls no
-/// external function, has the same entry points as the embedded module, and assembles for sm_90.
+/// external function, has the same entry points as the embedded module, waits for the kernel
+/// before it as clang's does, and assembles for sm_90, with programmatic dependent launch too.
 #[test]
 fn every_kernel_file_builds_with_nvcc_to_the_same_entry_points() {
     let nvcc = cuda_tool("TORCHLESS_NVCC", "nvcc");
@@ -245,17 +283,28 @@ fn every_kernel_file_builds_with_nvcc_to_the_same_entry_points() {
             ours, theirs,
             "kernels/{stem}.cu: nvcc and the embedded build differ"
         );
-        let out = Command::new(&ptxas)
-            .args(["-arch=sm_90", "-o"])
-            .arg(dir.join(format!("{stem}.cubin")))
-            .arg(&ptx_path)
-            .output()
-            .expect("ptxas runs");
+        let bad = launch::entries_without_wait(&ptx);
         assert!(
-            out.status.success(),
-            "ptxas rejected nvcc's kernels/{stem}.cu:\n{}",
-            String::from_utf8_lossy(&out.stderr)
+            bad.is_empty(),
+            "kernels/{stem}.cu under nvcc: memory touched before the PDL wait in {bad:?}"
         );
+        // As built, and in the form the backend loads with programmatic dependent launch.
+        let pdl_path = dir.join(format!("{stem}.pdl.ptx"));
+        std::fs::write(&pdl_path, launch::ptx_for_pdl(&ptx).unwrap()).unwrap();
+        for path in [&ptx_path, &pdl_path] {
+            let out = Command::new(&ptxas)
+                .args(["-arch=sm_90", "-o"])
+                .arg(dir.join(format!("{stem}.cubin")))
+                .arg(path)
+                .output()
+                .expect("ptxas runs");
+            assert!(
+                out.status.success(),
+                "ptxas rejected nvcc's kernels/{stem}.cu ({}):\n{}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -32,11 +32,15 @@ fn device() -> CudaBackend {
 
 /// A backend with the decode matvec, decode graphs and fused kernels as given.
 fn device_with(int8: bool, graphs: bool, fused: bool) -> CudaBackend {
-    let opts = CudaOptions {
+    device_opts(CudaOptions {
         decode_graphs: graphs,
         int8_matvec: int8,
         fused,
-    };
+        pdl: true,
+    })
+}
+
+fn device_opts(opts: CudaOptions) -> CudaBackend {
     CudaBackend::with_options(0, opts)
         .unwrap_or_else(|e| panic!("CUDA device 0 is not usable: {e}"))
 }
@@ -84,6 +88,7 @@ fn ops_matmul_int8_matvec() {
         decode_graphs: true,
         int8_matvec: true,
         fused: true,
+        pdl: true,
     };
     let dev = CudaBackend::with_options(0, opts).unwrap_or_else(|e| {
         panic!("CUDA device 0 is not usable: {e} (these tests need an NVIDIA GPU)")
@@ -286,6 +291,52 @@ fn decode_fusions_match_apart_bit_for_bit() {
         int8 <= 0.05 * scale,
         "int8 decode logits {int8} from the float path's (max |logit| {scale})"
     );
+}
+
+/// Programmatic dependent launch lets each kernel start while the one before it finishes, and
+/// each kernel waits for it before touching memory (src/backend/cuda/launch.rs). Decode steps
+/// replayed from graphs, float and int8, must give the ordinary launches' logits bit for bit: on
+/// a GPU, a kernel that read an input early would show here. PDL is on exactly where the device
+/// has it (compute capability 9.0, driver 12.3; the emulator reports both).
+#[test]
+fn pdl_launches_match_ordinary_bit_for_bit() {
+    let ids = tiny_ids();
+    for int8 in [false, true] {
+        let backend = |pdl| {
+            device_opts(CudaOptions {
+                decode_graphs: true,
+                int8_matvec: int8,
+                fused: true,
+                pdl,
+            })
+        };
+        let (on, off) = (backend(true), backend(false));
+        let info = on.device_info().clone();
+        let cc: Vec<u32> = info
+            .compute_capability
+            .split('.')
+            .map(|v| v.parse().unwrap())
+            .collect();
+        let driver: Vec<u32> = info.driver.split('.').map(|v| v.parse().unwrap()).collect();
+        assert_eq!(
+            info.pdl,
+            cc >= vec![9, 0] && driver >= vec![12, 3],
+            "PDL on compute {} with driver {}",
+            info.compute_capability,
+            info.driver
+        );
+        assert!(!off.device_info().pdl);
+        let with = models::decode_schedule_at(&tiny_q4k(), on, &ids);
+        let without = models::decode_schedule_at(&tiny_q4k(), off, &ids);
+        let differ = ops_harness::bits_differ(&with, &without);
+        let mode = if int8 { "int8" } else { "float" };
+        eprintln!(
+            "tiny-q4k, {mode}: {} decode logits with PDL {}, {differ} differ",
+            with.len(),
+            if info.pdl { "on" } else { "unavailable" }
+        );
+        assert_eq!(differ, 0, "{mode}: PDL launches differ from ordinary ones");
+    }
 }
 
 /// Kernel launches per decode step on the Q4_K llama shape, eager (a decode graph replays the

@@ -3,8 +3,9 @@
 # `torchless bench --backend cuda` on the synthetic 7B-shaped Q4_K model (made here by
 # tools/make-synthetic-gguf.py, which needs numpy) and on both real models, each with decode
 # steps replayed as CUDA graphs (the default) and run eagerly (TORCHLESS_CUDA_GRAPH=off), and the
-# Q4_K models once more with the int8 decode matvec (TORCHLESS_CUDA_MATVEC=int8) and once without
-# the fused kernels (TORCHLESS_CUDA_FUSE=off).
+# Q4_K models once more with the int8 decode matvec (TORCHLESS_CUDA_MATVEC=int8), once without
+# the fused kernels (TORCHLESS_CUDA_FUSE=off) and once without programmatic dependent launch
+# (TORCHLESS_CUDA_PDL=off).
 # Fails when there is no NVIDIA device.
 #
 #   tools/gpu-bench.sh OUT                 binary: target/release/torchless (feature cuda)
@@ -86,4 +87,11 @@ export TORCHLESS_CUDA_FUSE=off
 run s7b-unfused "$synthetic" on
 run gemma3-unfused "$models/gemma-3-270m-q4_k_m.gguf" on
 unset TORCHLESS_CUDA_FUSE
+# Without programmatic dependent launch (TORCHLESS_CUDA_PDL=off: every kernel waits for the one
+# before it to finish before it launches), graphs on, both matvecs: what PDL saves.
+export TORCHLESS_CUDA_PDL=off
+run s7b-nopdl "$synthetic" on
+TORCHLESS_CUDA_MATVEC=int8 run s7b-int8-nopdl "$synthetic" on
+run gemma3-nopdl "$models/gemma-3-270m-q4_k_m.gguf" on
+unset TORCHLESS_CUDA_PDL
 echo "gpu-bench: results in $out"

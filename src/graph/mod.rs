@@ -294,6 +294,9 @@ impl<B: Backend> Executor<B> {
         let Some(mode) = want else { return };
         let (src, rows) = match mode {
             Logits::All => (&s.x, n),
+            // A decode step's one row is the last one already (no copy: on a device that is one
+            // node fewer in the recorded step, between two kernels that could overlap).
+            Logits::Last if n == 1 => (&s.x, 1),
             Logits::Last => {
                 b.copy_row(&s.x, n - 1, dim, &mut s.last);
                 (&s.last, 1)

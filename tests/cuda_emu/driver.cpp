@@ -152,6 +152,9 @@ struct Func {
     std::vector<ffi_type*> types;
     std::vector<size_t> sizes;
     ffi_cif cif;
+    // Whether its PTX body waits for the grids before it (`griddepcontrol.wait`), which a
+    // kernel launched with programmatic stream serialization must do.
+    bool waits = false;
 };
 
 struct Launch {
@@ -447,6 +450,10 @@ static bool parse_ptx(const char* ptx, Module& m) {
                 return false;
             }
         }
+        // The body: from this entry's parameters to the next entry (or the end).
+        const size_t next = s.find(".entry ", close);
+        const size_t wait = s.find("griddepcontrol.wait;", close);
+        f->waits = wait != std::string::npos && (next == std::string::npos || wait < next);
         m.funcs[f->name] = std::move(f);
         at = close;
     }
@@ -826,6 +833,44 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
     }
     st->capture->ops.push_back(std::move(op));
     return OK;
+}
+
+// The launch attributes of cuLaunchKernelEx (cuda.h's CUlaunchConfig / CUlaunchAttribute).
+struct EmuLaunchAttr {
+    int id;
+    char pad[4];
+    union {
+        char bytes[64];
+        int value;
+    };
+};
+struct EmuLaunchConfig {
+    unsigned gx, gy, gz, bx, by, bz, shared_bytes;
+    CUstream stream;
+    EmuLaunchAttr* attrs;
+    unsigned n_attrs;
+};
+// CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION: the one attribute the backend sets.
+constexpr int ATTR_PROGRAMMATIC_SERIALIZATION = 6;
+
+// Kernels run one after another here, so a programmatic launch runs as any other; what is
+// checked is that the kernel waits for its predecessor (the backend loaded the sm_90 form of
+// its module, where the wait is an instruction), since on a GPU it could otherwise start early.
+CUresult cuLaunchKernelEx(const EmuLaunchConfig* c, CUfunction f, void** params, void** extra) {
+    if (!c || (c->n_attrs && !c->attrs)) return ERR_INVALID_VALUE;
+    for (unsigned i = 0; i < c->n_attrs; ++i) {
+        const EmuLaunchAttr& a = c->attrs[i];
+        if (a.id != ATTR_PROGRAMMATIC_SERIALIZATION) return ERR_NOT_SUPPORTED;
+        if (a.value && f && !f->waits) {
+            std::fprintf(stderr,
+                         "cuda-emu: %s launched with programmatic stream serialization, but its "
+                         "PTX does not execute griddepcontrol.wait\n",
+                         f->name.c_str());
+            return ERR_INVALID_VALUE;
+        }
+    }
+    return cuLaunchKernel(f, c->gx, c->gy, c->gz, c->bx, c->by, c->bz, c->shared_bytes, c->stream,
+                          params, extra);
 }
 
 CUresult cuGraphInstantiateWithFlags(CUgraphExec* e, CUgraph g, unsigned long long) {

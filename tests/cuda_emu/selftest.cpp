@@ -1,7 +1,9 @@
 // Self-test of the host CUDA emulator (tests/cuda_build.rs builds and runs it, linked against
 // target/cuda-emu/libcuda.so): a real kernel (act_add, from kernels/activation.cu) launched
 // through the driver API in bounds, then with a length past the end of its buffers, which must
-// stop the process with the emulator's report naming the kernel, block and thread.
+// stop the process with the emulator's report naming the kernel, block and thread. Before that,
+// a programmatic dependent launch (cuLaunchKernelEx) of the kernel must be refused while its PTX
+// lacks griddepcontrol.wait, and run once a module whose body has it is loaded.
 //
 //   selftest     exit 0 never: prints "in bounds ok" and then dies on the out-of-bounds launch
 #include <cstdint>
@@ -17,6 +19,22 @@ int cuMemcpyHtoD_v2(unsigned long long dst, const void* src, size_t bytes);
 int cuMemcpyDtoH_v2(void* dst, unsigned long long src, size_t bytes);
 int cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                    unsigned shared, void* stream, void** params, void** extra);
+// cuda.h's CUlaunchAttribute and CUlaunchConfig.
+struct LaunchAttr {
+    int id;
+    char pad[4];
+    union {
+        char bytes[64];
+        int value;
+    };
+};
+struct LaunchConfig {
+    unsigned gx, gy, gz, bx, by, bz, shared;
+    void* stream;
+    LaunchAttr* attrs;
+    unsigned n_attrs;
+};
+int cuLaunchKernelEx(const LaunchConfig* c, void* f, void** params, void** extra);
 }
 
 #define CHECK(call)                                                    \
@@ -57,6 +75,30 @@ int main() {
     for (int i = 0; i < n; ++i) {
         if (hx[i] != (float)i + 0.5f) {
             std::fprintf(stderr, "selftest: x[%d] = %g, expected %g\n", i, hx[i], (float)i + 0.5f);
+            return 2;
+        }
+    }
+    // Programmatic stream serialization (attribute 6): refused without the wait, run with it.
+    LaunchAttr attr{};
+    attr.id = 6;
+    attr.value = 1;
+    const LaunchConfig cfg{4, 1, 1, 256, 1, 1, 0, nullptr, &attr, 1};
+    if (cuLaunchKernelEx(&cfg, f, args, nullptr) == 0) {
+        std::fprintf(stderr, "selftest: a programmatic launch without griddepcontrol.wait ran\n");
+        return 2;
+    }
+    const char* ptx_pdl =
+        ".visible .entry act_add(\n\t.param .u64 act_add_param_0,\n\t.param .u64 act_add_param_1,\n"
+        "\t.param .u32 act_add_param_2\n)\n{\n\tgriddepcontrol.wait;\n\tret;\n}\n";
+    void* module_pdl = nullptr;
+    void* f_pdl = nullptr;
+    CHECK(cuModuleLoadData(&module_pdl, ptx_pdl));
+    CHECK(cuModuleGetFunction(&f_pdl, module_pdl, "act_add"));
+    CHECK(cuLaunchKernelEx(&cfg, f_pdl, args, nullptr));
+    CHECK(cuMemcpyDtoH_v2(hx, x, sizeof hx));
+    for (int i = 0; i < n; ++i) {
+        if (hx[i] != (float)i + 1.0f) {
+            std::fprintf(stderr, "selftest: x[%d] = %g after the programmatic launch\n", i, hx[i]);
             return 2;
         }
     }

@@ -2,7 +2,7 @@
 //! and soft-capping, element-wise over a prefix of the buffers (formulas of
 //! [`crate::backend::cpu::activation`]).
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::LaunchConfig;
 
 use super::{CudaBuf, Dev};
 use crate::model::arch::Activation;
@@ -48,7 +48,7 @@ pub(crate) fn act(dev: &Dev, act: Activation, x: &mut CudaBuf, len: usize) {
     }
     assert!(x.len() >= len, "act: buffer of {} < {len}", x.len());
     let (n, a) = (len as i32, act_id(act));
-    let mut b = dev.stream.launch_builder(dev.func("act_unary"));
+    let mut b = dev.kernel("act_unary");
     b.arg(x).arg(&n).arg(&a);
     // SAFETY: the kernel touches x[0..len) only (grid-stride, bounds-checked), and x holds at least
     // `len` values (asserted above); the arguments match the kernel's (float*, int, int).
@@ -73,7 +73,7 @@ pub(crate) fn glu(
         "glu: buffers shorter than {len}"
     );
     let (n, a) = (len as i32, act_id(act));
-    let mut b = dev.stream.launch_builder(dev.func("act_glu"));
+    let mut b = dev.kernel("act_glu");
     b.arg(gate).arg(up).arg(out).arg(&n).arg(&a);
     // SAFETY: the kernel reads gate/up and writes out at indices < len only, and all three hold at
     // least `len` values (asserted above); argument order and types match act_glu.
@@ -91,7 +91,7 @@ pub(crate) fn add(dev: &Dev, x: &mut CudaBuf, y: &CudaBuf, len: usize) {
         "add: buffers shorter than {len}"
     );
     let n = len as i32;
-    let mut b = dev.stream.launch_builder(dev.func("act_add"));
+    let mut b = dev.kernel("act_add");
     b.arg(x).arg(y).arg(&n);
     // SAFETY: indices < len only, both buffers hold at least `len` values (asserted above);
     // argument order and types match act_add.
@@ -106,7 +106,7 @@ pub(crate) fn softcap(dev: &Dev, x: &mut CudaBuf, c: f32, len: usize) {
     }
     assert!(x.len() >= len, "softcap: buffer of {} < {len}", x.len());
     let n = len as i32;
-    let mut b = dev.stream.launch_builder(dev.func("act_softcap"));
+    let mut b = dev.kernel("act_softcap");
     b.arg(x).arg(&c).arg(&n);
     // SAFETY: indices < len only, x holds at least `len` values (asserted above); argument order
     // and types match act_softcap (float*, float, int).

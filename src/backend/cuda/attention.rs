@@ -16,7 +16,9 @@
 
 use std::sync::Mutex;
 
-use cudarc::driver::{CudaSlice, CudaView, DriverError, LaunchArgs, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaView, DriverError, LaunchConfig};
+
+use super::launch::Launch;
 
 use super::activation::grid_stride_cfg;
 use super::{CudaBuf, CudaWeight, Dev};
@@ -149,7 +151,7 @@ impl CudaKvCache {
         let inputs = dev.captured_inputs();
         let (pos_dev, null) = (inputs.as_ref().map(|i| i.pos()), 0u64);
         let (kc, vc) = (&mut self.k[layer], &mut self.v[layer]);
-        let mut b = dev.stream.launch_builder(dev.func("attn_kv_store"));
+        let mut b = dev.kernel("attn_kv_store");
         b.arg(k).arg(v).arg(kc).arg(vc).arg(&p);
         push_pos(&mut b, &pos_dev, &null);
         b.arg(&t).arg(&kw_i).arg(&vw_i);
@@ -215,7 +217,7 @@ impl CudaKvCache {
         let inputs = dev.captured_inputs();
         let (pos_dev, null) = (inputs.as_ref().map(|i| i.pos()), 0u64);
         let (kc, vc) = (&mut self.k[layer], &mut self.v[layer]);
-        let mut b = dev.stream.launch_builder(dev.func("attn_rope_kv_store"));
+        let mut b = dev.kernel("attn_rope_kv_store");
         b.arg(q).arg(k).arg(v).arg(cs).arg(kc).arg(vc).arg(&p);
         push_pos(&mut b, &pos_dev, &null);
         b.arg(&t)
@@ -264,7 +266,7 @@ fn split_count(n_th: usize, max_len: usize) -> usize {
 
 /// Pushes the kernels' `pos_dev` argument: the position a decode graph reads from its step
 /// inputs, or a null pointer (the kernel takes `pos0`).
-fn push_pos<'a>(b: &mut LaunchArgs<'a>, pos: &'a Option<CudaView<'a, u32>>, null: &'a u64) {
+fn push_pos(b: &mut Launch<'_>, pos: &Option<CudaView<'_, u32>>, null: &u64) {
     match pos {
         Some(v) => b.arg(v),
         None => b.arg(null),
@@ -394,7 +396,7 @@ pub(crate) fn attention(
         shared_mem_bytes: 0,
     };
     let name = partial_entry(s, kv.k_width, kv.v_width);
-    let mut b = dev.stream.launch_builder(dev.func(name));
+    let mut b = dev.kernel(name);
     b.arg(q)
         .arg(&kv.k[layer])
         .arg(&kv.v[layer])
@@ -451,7 +453,7 @@ pub(crate) fn attention(
             block_dim: (COMBINE_THREADS as u32, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut b = dev.stream.launch_builder(dev.func("attn_combine"));
+        let mut b = dev.kernel("attn_combine");
         b.arg(&*scratch).arg(out).arg(&n_th_i).arg(&ns).arg(&hdv);
         // SAFETY: the kernel reads the n_th * n_split partials attn_partial_* just wrote (the
         // scratch holds them, see above) and writes out below n_th * head_dim_v (held, asserted);

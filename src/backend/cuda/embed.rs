@@ -1,7 +1,7 @@
 //! Launch wrapper for `kernels/embed.cu`: embedding-row lookup with dequantization, bit-exact with
 //! the CPU backend's `embed` (same float operations per type).
 
-use cudarc::driver::{CudaView, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaView, LaunchConfig};
 
 use super::matmul::{names, KERNEL_TYPES};
 use super::{CudaBuf, CudaWeight, Dev};
@@ -78,7 +78,7 @@ pub(crate) fn embed(
         block_dim: (GR_THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
-    let mut b = dev.stream.launch_builder(dev.func(names.get_rows));
+    let mut b = dev.kernel(names.get_rows);
     b.arg(&*table.data)
         .arg(ids)
         .arg(out)

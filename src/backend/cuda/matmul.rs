@@ -7,7 +7,9 @@
 //! the types whose matvec pairs rows, `matvec_glu_<t>` (a gated feed-forward block's gate, up and
 //! GLU in one decode launch).
 
-use cudarc::driver::{CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig};
+
+use super::launch::Launch;
 
 use super::{CudaBuf, CudaWeight, Dev};
 use crate::quant::GgmlType;
@@ -223,7 +225,7 @@ pub(crate) fn matmul(
         };
         (names.matmul, cfg)
     };
-    let mut b = dev.stream.launch_builder(dev.func(name));
+    let mut b = dev.kernel(name);
     b.arg(&*w.data)
         .arg(x)
         .arg(out)
@@ -286,7 +288,7 @@ pub(crate) fn matvec_glu(
         block_dim: (32 * MV_WARPS, 1, 1),
         shared_mem_bytes: 0,
     };
-    let mut b = dev.stream.launch_builder(dev.func(name));
+    let mut b = dev.kernel(name);
     b.arg(&*gate.data)
         .arg(&*up.data)
         .arg(x)
@@ -355,7 +357,7 @@ fn matvec_glu_q8(
     let wrote_q8 = q8_dst.is_some();
     let (rows, cols, null) = (rows_n as i32, gate.cols as i32, 0u64);
     let a = super::activation::act_id(act);
-    let mut b = dev.stream.launch_builder(dev.func(MATVEC_GLU_Q8_Q4_K));
+    let mut b = dev.kernel(MATVEC_GLU_Q8_Q4_K);
     b.arg(&*gate.data)
         .arg(&*up.data)
         .arg(xq)
@@ -512,11 +514,11 @@ fn segment_rows(what: &str, segs: &[(&CudaWeight, &mut CudaBuf)]) -> [i32; SEGME
 
 /// Pushes the (w, y, rows) arguments of a [`SEGMENTS`]-matrix kernel; unused matrices get null
 /// pointers (their 0 rows are never read).
-fn push_segments<'a>(
-    b: &mut LaunchArgs<'a>,
-    segs: &'a mut [(&CudaWeight, &mut CudaBuf)],
-    rows: &'a [i32; SEGMENTS],
-    null: &'a u64,
+fn push_segments(
+    b: &mut Launch<'_>,
+    segs: &mut [(&CudaWeight, &mut CudaBuf)],
+    rows: &[i32; SEGMENTS],
+    null: &u64,
 ) {
     let used = segs.len();
     for ((w, out), rows) in segs.iter_mut().zip(rows) {
@@ -548,7 +550,7 @@ fn matvec3(dev: &Dev, segs: &mut [(&CudaWeight, &mut CudaBuf)], x: &CudaBuf, n_t
     let per_warp = matvec_rows_per_warp(ty) as usize;
     let groups: usize = segs.iter().map(|(w, _)| w.rows.div_ceil(per_warp)).sum();
     let (cols, nt, null) = (cols as i32, n_tok as i32, 0u64);
-    let mut b = dev.stream.launch_builder(dev.func(name));
+    let mut b = dev.kernel(name);
     push_segments(&mut b, segs, &rows, &null);
     b.arg(x).arg(&cols).arg(&nt);
     let cfg = LaunchConfig {
@@ -669,7 +671,7 @@ fn quantize_x(dev: &Dev, q8: &mut Q8Scratch, w: &CudaWeight, x: &CudaBuf) -> boo
     };
     let cols = w.cols as i32;
     let cfg = warp_per_unit_cfg(w.cols / 32);
-    let mut b = dev.stream.launch_builder(dev.func(QUANTIZE_Q8));
+    let mut b = dev.kernel(QUANTIZE_Q8);
     b.arg(x).arg(&mut *xq).arg(&cols);
     // SAFETY: the kernel reads x[0 .. cols) (x holds n_tok * cols >= cols floats, checked by
     // check_shapes) and writes the first q8_bytes(cols) bytes of xq (which holds at least that
@@ -727,7 +729,7 @@ fn matvec_q8_q4_k(
     );
     let total: usize = segs.iter().map(|(w, _)| w.rows).sum();
     let (cols, null) = (cols as i32, 0u64);
-    let mut b = dev.stream.launch_builder(dev.func(MATVEC_Q8_Q4_K));
+    let mut b = dev.kernel(MATVEC_Q8_Q4_K);
     push_segments(&mut b, segs, &rows, &null);
     b.arg(xq).arg(&cols).arg(&add);
     // SAFETY: the kernel reads rows r < rows_s of each W_s at r * (cols / 256) * 144 bytes (data

@@ -16,6 +16,7 @@ pub mod activation;
 pub mod attention;
 pub mod embed;
 mod graph;
+pub mod launch;
 pub mod matmul;
 pub mod norm;
 pub mod rope;
@@ -30,12 +31,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cudarc::driver::sys::CUdevice_attribute as Attr;
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, DriverError};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, CudaView, DriverError};
 use cudarc::nvrtc::Ptx;
 use serde::Serialize;
 
 use self::attention::CudaKvCache;
 use self::graph::{StepGraphs, StepInputs, StepMode};
+use self::launch::{Kernel, Launch};
 use super::rope_tables::RopeTables;
 use super::{AttnShape, Backend, NormSpec, StepInput, StepKey};
 use crate::error::{Error, Result};
@@ -104,6 +106,10 @@ pub struct DeviceInfo {
     /// Whether the fused kernels run (`TORCHLESS_CUDA_FUSE`): RoPE with the K/V store, a gated
     /// FFN's gate, up and GLU.
     pub fused: bool,
+    /// Whether kernels are launched with programmatic dependent launch, each free to start while
+    /// the one before it finishes (`TORCHLESS_CUDA_PDL`; compute capability 9.0 and driver 12.3
+    /// or newer): see [`launch`].
+    pub pdl: bool,
 }
 
 /// Choices a [`CudaBackend`] is opened with; [`CudaOptions::from_env`] reads them from the
@@ -122,16 +128,21 @@ pub struct CudaOptions {
     /// the K/V store, and a gated FFN's gate, up and GLU on the decode path, each one launch
     /// instead of three with bit-identical results. Off measures what they save.
     pub fused: bool,
+    /// Launch kernels with programmatic dependent launch where the device and driver have it
+    /// (`TORCHLESS_CUDA_PDL=on|off`, default on; see [`launch`]). The results are the same
+    /// either way; off measures what it saves.
+    pub pdl: bool,
 }
 
 impl CudaOptions {
-    /// `TORCHLESS_CUDA_GRAPH`, `TORCHLESS_CUDA_MATVEC` and `TORCHLESS_CUDA_FUSE`; an unknown
-    /// value is an error.
+    /// `TORCHLESS_CUDA_GRAPH`, `TORCHLESS_CUDA_MATVEC`, `TORCHLESS_CUDA_FUSE` and
+    /// `TORCHLESS_CUDA_PDL`; an unknown value is an error.
     pub fn from_env() -> Result<Self> {
         Ok(CudaOptions {
             decode_graphs: StepGraphs::enabled_by_env()?,
             int8_matvec: Self::int8_matvec_from_env()?,
             fused: Self::fused_from_env()?,
+            pdl: launch::pdl_from_env()?,
         })
     }
 
@@ -168,7 +179,7 @@ impl CudaOptions {
 pub(crate) struct Dev {
     pub(crate) ctx: Arc<CudaContext>,
     pub(crate) stream: Arc<CudaStream>,
-    funcs: HashMap<String, CudaFunction>,
+    funcs: HashMap<String, Kernel>,
     error: Mutex<Option<String>>,
     /// Where the ops take a decode step's token, position and RoPE tables from (graph.rs).
     step: Mutex<StepMode>,
@@ -180,7 +191,7 @@ pub(crate) struct Dev {
     pub(crate) q8: Mutex<matmul::Q8Scratch>,
     /// Which buffer the Q8 scratch holds in Q8 form (its host address, its width and the slot),
     /// when a fused kernel wrote it (a norm, attention, the gated FFN) and nothing was launched
-    /// since: the next matmul of that buffer takes it instead of rounding x again. Every kernel lookup ([`Dev::func`])
+    /// since: the next matmul of that buffer takes it instead of rounding x again. Every launch ([`Dev::kernel`])
     /// clears it, so it never outlives the launch after the norm.
     q8_input: Mutex<Option<(usize, usize, usize)>>,
     /// Kernels queued so far ([`CudaBackend::kernel_launches`]).
@@ -188,16 +199,18 @@ pub(crate) struct Dev {
 }
 
 impl Dev {
-    /// The kernel `name`. Every name the wrappers use is checked at start-up
+    /// A launch of the kernel `name`. Every name the wrappers use is checked at start-up
     /// ([`all_entry_points`]), so a miss is a bug in this crate.
-    /// Every launch looks its kernel up here, which counts it and forgets the Q8 input mark
+    /// Every launch starts here, which counts it and forgets the Q8 input mark
     /// ([`Dev::set_q8_input`]): any launch may write the buffer the mark names.
-    pub(crate) fn func(&self, name: &str) -> &CudaFunction {
+    pub(crate) fn kernel(&self, name: &str) -> Launch<'_> {
         *lock(&self.q8_input) = None;
         self.launches.fetch_add(1, Ordering::Relaxed);
-        self.funcs
+        let k = self
+            .funcs
             .get(name)
-            .unwrap_or_else(|| panic!("kernel {name} missing (entry-point table out of sync)"))
+            .unwrap_or_else(|| panic!("kernel {name} missing (entry-point table out of sync)"));
+        Launch::new(&self.ctx, &self.stream, k)
     }
 
     /// Records the first error (sticky, reported by the next `read`); returns the value on success.
@@ -331,15 +344,19 @@ pub fn required_entry_points() -> Vec<String> {
     all_entry_points()
 }
 
-/// The driver's CUDA API version, e.g. "13.0".
-fn driver_version() -> String {
+/// The driver's CUDA API version as cuDriverGetVersion gives it (12030 for 12.3).
+fn driver_api() -> Option<i32> {
     let mut v: std::ffi::c_int = 0;
     // SAFETY: cuDriverGetVersion writes one int through a valid pointer; the library is loaded.
     let r = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) };
-    if r == cudarc::driver::sys::CUresult::CUDA_SUCCESS {
-        format!("{}.{}", v / 1000, (v % 1000) / 10)
-    } else {
-        "unknown".into()
+    (r == cudarc::driver::sys::CUresult::CUDA_SUCCESS).then_some(v)
+}
+
+/// The driver's CUDA API version, e.g. "13.0".
+fn driver_version() -> String {
+    match driver_api() {
+        Some(v) => format!("{}.{}", v / 1000, (v % 1000) / 10),
+        None => "unknown".into(),
     }
 }
 
@@ -448,16 +465,29 @@ impl CudaBackend {
         // records to order work across streams are never needed.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().map_err(drv("cannot create a stream"))?;
+        let pdl = opts.pdl
+            && cc >= launch::PDL_MIN_COMPUTE
+            && driver_api().is_some_and(|v| v >= launch::PDL_MIN_DRIVER);
         let mut funcs = HashMap::new();
         for (stem, text) in ptx::MODULES {
+            // Kernels that would touch memory before waiting for their predecessor keep the
+            // ordinary launch (tests/cuda_build.rs checks that there are none).
+            let (src, ordinary) = if pdl {
+                let src = launch::ptx_for_pdl(text)
+                    .map_err(|e| Error::Cuda(format!("kernels/{stem}.cu: {e}")))?;
+                (src, launch::entries_without_wait(text))
+            } else {
+                (text.to_string(), Vec::new())
+            };
             let module = ctx
-                .load_module(Ptx::from_src(*text))
-                .map_err(|e| module_load_error(stem, text, &driver, e))?;
+                .load_module(Ptx::from_src(src.as_str()))
+                .map_err(|e| module_load_error(stem, &src, &driver, e))?;
             for entry in ptx_entry_points(text) {
                 let f = module
                     .load_function(&entry)
                     .map_err(drv(&format!("kernel {entry}")))?;
-                funcs.insert(entry, f);
+                let pdl = pdl && !ordinary.contains(&entry);
+                funcs.insert(entry, Kernel { f, pdl });
             }
         }
         if let Some(missing) = all_entry_points()
@@ -482,11 +512,17 @@ impl CudaBackend {
                     .first()
                     .map(|m| ptx_header(m.1))
                     .unwrap_or_default();
-                format!("{target} (PTX ISA {isa}, JIT-compiled for the device)")
+                let pdl_note = if pdl {
+                    ", loaded as sm_90 / ISA 7.8 with griddepcontrol"
+                } else {
+                    ""
+                };
+                format!("{target} (PTX ISA {isa}{pdl_note}, JIT-compiled for the device)")
             },
             decode_graphs: graphs,
             matvec: if opts.int8_matvec { "int8" } else { "float" },
             fused: opts.fused,
+            pdl,
         };
         Ok(CudaBackend {
             graphs: Mutex::new(StepGraphs::new(graphs)),
@@ -631,7 +667,7 @@ impl Backend for CudaBackend {
         let i = &self.info;
         format!(
             "cuda: {} (compute {}, {} SMs, {:.1} GiB, driver {}), kernels PTX {}, decode {}, \
-             Q4_K decode matvec {}, fused kernels {}",
+             Q4_K decode matvec {}, fused kernels {}, programmatic dependent launch {}",
             i.name,
             i.compute_capability,
             i.multiprocessors,
@@ -652,6 +688,11 @@ impl Backend for CudaBackend {
                 "on"
             } else {
                 "off (TORCHLESS_CUDA_FUSE=off)"
+            },
+            if i.pdl {
+                "on"
+            } else {
+                "off (TORCHLESS_CUDA_PDL=off, or before compute 9.0 / driver 12.3)"
             }
         )
     }

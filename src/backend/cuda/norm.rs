@@ -1,7 +1,7 @@
 //! Launch wrappers for `kernels/norm.cu`: RMSNorm / LayerNorm over rows (into another buffer or
 //! in place) and projection biases. Same math as [`crate::backend::cpu::norm`], with f32 sums.
 
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig};
 
 use super::activation::grid_stride_cfg;
 use super::{vec_type_id, CudaBuf, CudaWeight, Dev};
@@ -137,7 +137,7 @@ fn launch(
     let (bdata, bty) = checked_args(x, out, w, b, rows, dim);
     let wty = vec_type_id(w.ty);
     let (rows_i, dim_i, kind) = (rows as i32, dim as i32, kind_id(spec.kind));
-    let mut lb = dev.stream.launch_builder(dev.func(name));
+    let mut lb = dev.kernel(name);
     lb.arg(x)
         .arg(out)
         .arg(w.data.as_ref())
@@ -239,7 +239,7 @@ pub(crate) fn norm_inplace(
     };
     let wty = vec_type_id(w.ty);
     let (rows_i, dim_i, kind) = (rows as i32, dim as i32, kind_id(spec.kind));
-    let mut lb = dev.stream.launch_builder(dev.func(name));
+    let mut lb = dev.kernel(name);
     lb.arg(x)
         .arg(w.data.as_ref())
         .arg(&wty)
@@ -268,7 +268,7 @@ pub(crate) fn add_bias(dev: &Dev, x: &mut CudaBuf, b: &CudaWeight, rows: usize) 
     );
     let bty = vec_type_id(b.ty);
     let (rows_i, cols_i) = (rows as i32, cols as i32);
-    let mut lb = dev.stream.launch_builder(dev.func("norm_add_bias"));
+    let mut lb = dev.kernel("norm_add_bias");
     lb.arg(x)
         .arg(b.data.as_ref())
         .arg(&bty)

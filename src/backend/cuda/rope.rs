@@ -2,7 +2,7 @@
 //! is computed on the host in f64 like [`crate::backend::cpu::rope`] and uploaded by the caller, so
 //! the kernel applies exactly the CPU's f32 values.
 
-use cudarc::driver::{CudaView, PushKernelArg};
+use cudarc::driver::CudaView;
 
 use super::activation::grid_stride_cfg;
 use super::{CudaBuf, Dev};
@@ -53,7 +53,7 @@ pub(crate) fn rope(
     );
     let lay = layout_id(layout);
     let (t, h, d, r) = (n_tok as i32, n_heads as i32, head_dim as i32, n_rot as i32);
-    let mut b = dev.stream.launch_builder(dev.func("rope_rotate"));
+    let mut b = dev.kernel("rope_rotate");
     b.arg(x).arg(cs).arg(&t).arg(&h).arg(&d).arg(&r).arg(&lay);
     // SAFETY: the kernel touches x at (token * n_heads + head) * head_dim + k with k < n_rot <=
     // head_dim (held, asserted above) and reads cs below n_tok * (n_rot / 2) * 2 (held); it

@@ -1,0 +1,325 @@
+//! Kernel launches. Each op wrapper names its kernel (`Dev::kernel`), pushes its
+//! arguments and launches. On devices with programmatic dependent launch (PDL: compute
+//! capability 9.0 and newer, driver 12.3 and newer) every kernel is launched so that it may start
+//! while the kernel before it in the stream is still finishing.
+//!
+//! Why: a decode step is a few hundred short kernels (a 7B layer's output projection reads 9 MB,
+//! about 3 µs of H100 bandwidth), so the gap between one kernel's last block and the next one's
+//! first block is a large share of the step. With PDL the next kernel's launch and block
+//! scheduling overlap the tail of the one before it.
+//!
+//! How: every kernel starts with `tl_kernel_start()` (kernels/prelude.cuh), which waits for the
+//! kernels before it to complete before it touches memory, then lets the next one launch. The
+//! kernels are built for sm_80 at PTX ISA 7.5, which cannot name those instructions, so the PTX
+//! carries them as the comments [`WAIT_MARK`] and [`LAUNCH_MARK`]; [`ptx_for_pdl`] turns them
+//! into `griddepcontrol.wait` / `griddepcontrol.launch_dependents` and the module into sm_90 PTX
+//! (ISA 7.8) when the backend loads it on such a device. A kernel whose PTX does not wait before
+//! its first memory access ([`entries_without_wait`]) is launched the ordinary way, and
+//! `TORCHLESS_CUDA_PDL=off` launches every kernel the ordinary way.
+
+use std::ffi::c_void;
+
+use cudarc::driver::sys;
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, DevicePtr, DriverError,
+    LaunchConfig,
+};
+
+use crate::error::{Error, Result};
+
+/// The PTX comment that `griddepcontrol.wait` replaces.
+pub const WAIT_MARK: &str = "// tl-pdl-wait";
+/// The PTX comment that `griddepcontrol.launch_dependents` replaces.
+pub const LAUNCH_MARK: &str = "// tl-pdl-launch";
+/// The first compute capability with PDL (`griddepcontrol` needs sm_90).
+pub(crate) const PDL_MIN_COMPUTE: (i32, i32) = (9, 0);
+/// The first driver (cuDriverGetVersion) that records PDL launches into a graph as programmatic
+/// edges (CUDA 12.3).
+pub(crate) const PDL_MIN_DRIVER: i32 = 12030;
+/// The PTX ISA and target that have `griddepcontrol`.
+const PDL_ISA: (u32, u32) = (7, 8);
+const PDL_TARGET: u32 = 90;
+
+/// `TORCHLESS_CUDA_PDL=on|off` (default on): whether kernels are launched with PDL where the
+/// device and driver have it.
+pub(crate) fn pdl_from_env() -> Result<bool> {
+    match std::env::var("TORCHLESS_CUDA_PDL") {
+        Err(_) => Ok(true),
+        Ok(v) => match v.as_str() {
+            "" | "on" => Ok(true),
+            "off" => Ok(false),
+            other => Err(Error::InvalidArgument(format!(
+                "TORCHLESS_CUDA_PDL={other}: expected on or off"
+            ))),
+        },
+    }
+}
+
+/// A module's PTX for a device with PDL: the marks become the `griddepcontrol` instructions,
+/// the target at least sm_90 and the ISA at least 7.8 (PTX of an older target is valid PTX of a
+/// newer one). Errors when the header has no `.version` or `.target` it can read.
+pub fn ptx_for_pdl(ptx: &str) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(ptx.len() + 4096);
+    let (mut version, mut target) = (false, false);
+    for line in ptx.lines() {
+        let t = line.trim_start();
+        if let Some(v) = t.strip_prefix(".version ") {
+            let (major, minor) = v
+                .trim()
+                .split_once('.')
+                .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+                .ok_or_else(|| format!("unreadable PTX header line {line:?}"))?;
+            let (major, minor) = (major, minor).max(PDL_ISA);
+            out.push_str(&format!(".version {major}.{minor}\n"));
+            version = true;
+        } else if let Some(v) = t.strip_prefix(".target sm_") {
+            let (sm, rest) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
+            let sm: u32 = sm
+                .parse()
+                .map_err(|_| format!("unreadable PTX header line {line:?}"))?;
+            out.push_str(&format!(".target sm_{}{rest}\n", sm.max(PDL_TARGET)));
+            target = true;
+        } else if t == WAIT_MARK {
+            out.push_str("\tgriddepcontrol.wait;\n");
+        } else if t == LAUNCH_MARK {
+            out.push_str("\tgriddepcontrol.launch_dependents;\n");
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !(version && target) {
+        return Err("the PTX has no .version / .target header".into());
+    }
+    Ok(out)
+}
+
+/// The entry points of a PTX text that may not be launched with PDL: those with no
+/// [`WAIT_MARK`], or with a memory access (a load other than of a parameter, a store, an atomic)
+/// before it. Such a kernel could read an input before the kernel writing it has finished.
+pub fn entries_without_wait(ptx: &str) -> Vec<String> {
+    let mut bad = Vec::new();
+    // (name, whether the mark has been seen, whether a memory access came first)
+    let mut cur: Option<(String, bool, bool)> = None;
+    let finish = |cur: Option<(String, bool, bool)>, bad: &mut Vec<String>| {
+        if let Some((name, seen, early)) = cur {
+            if !seen || early {
+                bad.push(name);
+            }
+        }
+    };
+    for line in ptx.lines() {
+        let t = line.trim_start();
+        if let Some(rest) = t
+            .strip_prefix(".visible .entry ")
+            .or_else(|| t.strip_prefix(".entry "))
+        {
+            finish(cur.take(), &mut bad);
+            let name = rest.split('(').next().unwrap_or(rest).trim().to_string();
+            cur = Some((name, false, false));
+            continue;
+        }
+        let Some((_, seen, early)) = cur.as_mut() else {
+            continue;
+        };
+        if *seen {
+            continue;
+        }
+        if t == WAIT_MARK {
+            *seen = true;
+        } else if touches_memory(t) {
+            *early = true;
+        }
+    }
+    finish(cur, &mut bad);
+    bad
+}
+
+/// Whether a PTX statement reads or writes memory other than kernel parameters.
+fn touches_memory(stmt: &str) -> bool {
+    // A guard predicate (`@%p1 ld.global...`) comes first.
+    let op = match stmt.strip_prefix('@') {
+        Some(rest) => rest
+            .split_once(char::is_whitespace)
+            .map_or("", |(_, op)| op),
+        None => stmt,
+    }
+    .trim_start();
+    (op.starts_with("ld.") && !op.starts_with("ld.param"))
+        || op.starts_with("st.")
+        || op.starts_with("atom.")
+        || op.starts_with("red.")
+        || op.starts_with("cp.")
+}
+
+/// A loaded kernel, and whether it is launched with PDL.
+pub(crate) struct Kernel {
+    pub(crate) f: CudaFunction,
+    pub(crate) pdl: bool,
+}
+
+/// A value a kernel takes as an argument: a device buffer's address, or a scalar.
+pub(crate) trait KernelArg {
+    /// The argument's bytes, in the low bytes of a u64 (the driver reads as many as the
+    /// kernel's parameter has; the host is little-endian, as every CUDA host is).
+    fn bits(&self, stream: &CudaStream) -> u64;
+}
+
+impl<T> KernelArg for &CudaSlice<T> {
+    fn bits(&self, stream: &CudaStream) -> u64 {
+        self.device_ptr(stream).0
+    }
+}
+
+impl<T> KernelArg for &mut CudaSlice<T> {
+    fn bits(&self, stream: &CudaStream) -> u64 {
+        self.device_ptr(stream).0
+    }
+}
+
+impl<T> KernelArg for &CudaView<'_, T> {
+    fn bits(&self, stream: &CudaStream) -> u64 {
+        self.device_ptr(stream).0
+    }
+}
+
+impl KernelArg for &i32 {
+    fn bits(&self, _: &CudaStream) -> u64 {
+        u64::from(**self as u32)
+    }
+}
+
+impl KernelArg for &u32 {
+    fn bits(&self, _: &CudaStream) -> u64 {
+        u64::from(**self)
+    }
+}
+
+impl KernelArg for &f32 {
+    fn bits(&self, _: &CudaStream) -> u64 {
+        u64::from(self.to_bits())
+    }
+}
+
+impl KernelArg for &u64 {
+    fn bits(&self, _: &CudaStream) -> u64 {
+        **self
+    }
+}
+
+/// One launch being put together: the kernel and its arguments so far.
+pub(crate) struct Launch<'a> {
+    ctx: &'a CudaContext,
+    stream: &'a CudaStream,
+    kernel: &'a Kernel,
+    args: Vec<u64>,
+}
+
+impl<'a> Launch<'a> {
+    pub(crate) fn new(ctx: &'a CudaContext, stream: &'a CudaStream, kernel: &'a Kernel) -> Self {
+        Launch {
+            ctx,
+            stream,
+            kernel,
+            args: Vec::with_capacity(16),
+        }
+    }
+
+    /// Appends the next argument.
+    pub(crate) fn arg(&mut self, a: impl KernelArg) -> &mut Self {
+        self.args.push(a.bits(self.stream));
+        self
+    }
+
+    /// Queues the kernel on the stream.
+    ///
+    /// # Safety
+    /// The arguments must be the kernel's parameters in number, order and type, and the
+    /// kernel must stay within the buffers they name for this launch configuration.
+    pub(crate) unsafe fn launch(
+        &mut self,
+        cfg: LaunchConfig,
+    ) -> std::result::Result<(), DriverError> {
+        self.ctx.bind_to_thread()?;
+        let mut params: Vec<*mut c_void> = self
+            .args
+            .iter_mut()
+            .map(|a| a as *mut u64 as *mut c_void)
+            .collect();
+        let f = self.kernel.f.cu_function();
+        if !self.kernel.pdl {
+            // SAFETY: the caller's contract; params point at one value per kernel parameter,
+            // alive until the call returns (the driver copies them).
+            return unsafe {
+                cudarc::driver::result::launch_kernel(
+                    f,
+                    cfg.grid_dim,
+                    cfg.block_dim,
+                    cfg.shared_mem_bytes,
+                    self.stream.cu_stream(),
+                    &mut params,
+                )
+            };
+        }
+        let mut value = sys::CUlaunchAttributeValue { pad: [0; 64] };
+        value.programmaticStreamSerializationAllowed = 1;
+        let mut attr = sys::CUlaunchAttribute {
+            id: sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION,
+            pad: [0; 4],
+            value,
+        };
+        let config = sys::CUlaunchConfig {
+            gridDimX: cfg.grid_dim.0,
+            gridDimY: cfg.grid_dim.1,
+            gridDimZ: cfg.grid_dim.2,
+            blockDimX: cfg.block_dim.0,
+            blockDimY: cfg.block_dim.1,
+            blockDimZ: cfg.block_dim.2,
+            sharedMemBytes: cfg.shared_mem_bytes,
+            hStream: self.stream.cu_stream(),
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        // SAFETY: as above; `config` and `attr` outlive the call. The kernel was loaded from
+        // PTX whose wait comes before any memory access (`Kernel::pdl` is only set then), so it
+        // reads nothing its predecessor writes, and overwrites nothing it reads, before that
+        // predecessor has completed.
+        unsafe {
+            sys::cuLaunchKernelEx(&config, f, params.as_mut_ptr(), std::ptr::null_mut()).result()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PTX: &str = "//\n.version 7.5\n.target sm_80\n.address_size 64\n\n\
+        .visible .entry good(\n\t.param .u64 good_param_0\n)\n{\n\tld.param.u64 %rd1, [good_param_0];\n\
+        \t// begin inline asm\n\t// tl-pdl-wait\n\t// end inline asm\n\t// begin inline asm\n\
+        \t// tl-pdl-launch\n\t// end inline asm\n\tld.global.f32 %f1, [%rd1];\n\tret;\n}\n\
+        .visible .entry early(\n\t.param .u64 early_param_0\n)\n{\n\tld.param.u64 %rd1, [early_param_0];\n\
+        \t@%p1 ld.global.f32 %f1, [%rd1];\n\t// tl-pdl-wait\n\tret;\n}\n\
+        .visible .entry none(\n)\n{\n\tret;\n}\n";
+
+    #[test]
+    fn patches_header_and_marks() {
+        let p = ptx_for_pdl(PTX).unwrap();
+        assert!(p.contains(".version 7.8\n.target sm_90\n"), "{p}");
+        assert!(p.contains("\tgriddepcontrol.wait;\n"));
+        assert!(p.contains("\tgriddepcontrol.launch_dependents;\n"));
+        assert!(!p.contains(WAIT_MARK) && !p.contains(LAUNCH_MARK));
+        // A newer header is kept.
+        let newer = PTX
+            .replace(".version 7.5", ".version 8.7")
+            .replace("sm_80", "sm_100a");
+        let p = ptx_for_pdl(&newer).unwrap();
+        assert!(p.contains(".version 8.7\n.target sm_100a\n"), "{p}");
+        assert!(ptx_for_pdl("ret;").is_err());
+    }
+
+    #[test]
+    fn finds_kernels_that_touch_memory_before_waiting() {
+        assert_eq!(entries_without_wait(PTX), ["early", "none"]);
+    }
+}
