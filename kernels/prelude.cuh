@@ -90,7 +90,7 @@ static __device__ __forceinline__ float tl_ld_cg(const float* p) {
 // Both need PTX ISA 7.8 for sm_90, and the kernels build for sm_80 at ISA 7.5 (clang 14's
 // most), so the PTX carries them as the comments `// tl-pdl-wait` and `// tl-pdl-launch`. The
 // backend turns those into the instructions, and the target into sm_90, when it loads the
-// modules on a device that has them (src/backend/cuda/pdl.rs). Without the launch attribute
+// modules on a device that has them (src/backend/cuda/launch.rs). Without the launch attribute
 // that allows it, both instructions do nothing. The "memory" clobber keeps the compiler from
 // moving any memory access above them.
 static __device__ __forceinline__ void tl_kernel_start() {

@@ -326,6 +326,11 @@ fn pdl_launches_match_ordinary_bit_for_bit() {
             info.driver
         );
         assert!(!off.device_info().pdl);
+        assert!(
+            info.pdl_ordinary.is_empty(),
+            "kernels launched without PDL: {:?}",
+            info.pdl_ordinary
+        );
         let with = models::decode_schedule_at(&tiny_q4k(), on, &ids);
         let without = models::decode_schedule_at(&tiny_q4k(), off, &ids);
         let differ = ops_harness::bits_differ(&with, &without);

@@ -29,6 +29,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -850,6 +851,10 @@ struct EmuLaunchConfig {
     EmuLaunchAttr* attrs;
     unsigned n_attrs;
 };
+// cuda.h's layouts on a 64-bit host: the attribute's value (a 64-byte union with 8-byte
+// members) at offset 8, 72 bytes in all; the config's stream at 32, 56 bytes in all.
+static_assert(offsetof(EmuLaunchAttr, value) == 8 && sizeof(EmuLaunchAttr) == 72, "CUlaunchAttribute");
+static_assert(offsetof(EmuLaunchConfig, stream) == 32 && sizeof(EmuLaunchConfig) == 56, "CUlaunchConfig");
 // CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION: the one attribute the backend sets.
 constexpr int ATTR_PROGRAMMATIC_SERIALIZATION = 6;
 

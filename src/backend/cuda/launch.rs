@@ -62,10 +62,12 @@ pub fn ptx_for_pdl(ptx: &str) -> std::result::Result<String, String> {
     let mut out = String::with_capacity(ptx.len() + 4096);
     let (mut version, mut target) = (false, false);
     for line in ptx.lines() {
-        let t = line.trim_start();
+        let t = line.trim();
         if let Some(v) = t.strip_prefix(".version ") {
             let (major, minor) = v
-                .trim()
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
                 .split_once('.')
                 .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
                 .ok_or_else(|| format!("unreadable PTX header line {line:?}"))?;
@@ -95,8 +97,10 @@ pub fn ptx_for_pdl(ptx: &str) -> std::result::Result<String, String> {
 }
 
 /// The entry points of a PTX text that may not be launched with PDL: those with no
-/// [`WAIT_MARK`], or with a memory access (a load other than of a parameter, a store, an atomic)
-/// before it. Such a kernel could read an input before the kernel writing it has finished.
+/// [`WAIT_MARK`], or with a memory access before it (`touches_memory`). Such a kernel could read
+/// an input before the kernel writing it has finished. This scan, not the source, is what
+/// guarantees the order: the compiler may move a load through a `const __restrict__` pointer
+/// above the mark's inline asm, since no memory clobber can alias it.
 pub fn entries_without_wait(ptx: &str) -> Vec<String> {
     let mut bad = Vec::new();
     // (name, whether the mark has been seen, whether a memory access came first)
@@ -109,7 +113,7 @@ pub fn entries_without_wait(ptx: &str) -> Vec<String> {
         }
     };
     for line in ptx.lines() {
-        let t = line.trim_start();
+        let t = line.trim();
         if let Some(rest) = t
             .strip_prefix(".visible .entry ")
             .or_else(|| t.strip_prefix(".entry "))
@@ -135,21 +139,33 @@ pub fn entries_without_wait(ptx: &str) -> Vec<String> {
     bad
 }
 
-/// Whether a PTX statement reads or writes memory other than kernel parameters.
-fn touches_memory(stmt: &str) -> bool {
-    // A guard predicate (`@%p1 ld.global...`) comes first.
-    let op = match stmt.strip_prefix('@') {
-        Some(rest) => rest
-            .split_once(char::is_whitespace)
-            .map_or("", |(_, op)| op),
-        None => stmt,
-    }
-    .trim_start();
-    (op.starts_with("ld.") && !op.starts_with("ld.param"))
-        || op.starts_with("st.")
-        || op.starts_with("atom.")
-        || op.starts_with("red.")
-        || op.starts_with("cp.")
+/// Whether a line of PTX may read or write memory other than kernel parameters: a load (other
+/// than `ld.param`), a store, an atomic or reduction, an async copy, a prefetch, a texture or
+/// surface access, or a call (whose body is not scanned). Looks at every instruction of the
+/// line, past labels, braces and guard predicates.
+fn touches_memory(line: &str) -> bool {
+    const OPS: &[&str] = &[
+        "ld.", "ldu.", "st.", "atom.", "red.", "cp.", "prefetch", "tex.", "tld4.", "suld.",
+        "sust.", "sured.", "call",
+    ];
+    let code = line.split("//").next().unwrap_or("");
+    code.split(';').any(|stmt| {
+        let mut op = stmt.trim_start_matches(|c: char| c.is_whitespace() || c == '{' || c == '}');
+        // A label (`$L__BB0_2:`) may start the line.
+        if let Some((head, rest)) = op.split_once(':') {
+            if !head.contains(char::is_whitespace) && !head.is_empty() {
+                op = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '{');
+            }
+        }
+        // A guard predicate (`@%p1 ld.global...`) comes first.
+        if op.starts_with('@') {
+            op = op
+                .split_once(char::is_whitespace)
+                .map_or("", |(_, o)| o)
+                .trim_start();
+        }
+        !op.starts_with("ld.param") && OPS.iter().any(|p| op.starts_with(p))
+    })
 }
 
 /// A loaded kernel, and whether it is launched with PDL.
@@ -171,6 +187,9 @@ impl<T> KernelArg for &CudaSlice<T> {
     }
 }
 
+// The written buffers take `device_ptr` too: its `SyncOnDrop` (dropped before the launch) and
+// `device_ptr_mut`'s differ only in the cross-stream events, which this backend turns off
+// (`disable_event_tracking`: one stream).
 impl<T> KernelArg for &mut CudaSlice<T> {
     fn bits(&self, stream: &CudaStream) -> u64 {
         self.device_ptr(stream).0
@@ -311,7 +330,7 @@ mod tests {
         assert!(!p.contains(WAIT_MARK) && !p.contains(LAUNCH_MARK));
         // A newer header is kept.
         let newer = PTX
-            .replace(".version 7.5", ".version 8.7")
+            .replace(".version 7.5", ".version 8.7 // a comment")
             .replace("sm_80", "sm_100a");
         let p = ptx_for_pdl(&newer).unwrap();
         assert!(p.contains(".version 8.7\n.target sm_100a\n"), "{p}");
@@ -321,5 +340,23 @@ mod tests {
     #[test]
     fn finds_kernels_that_touch_memory_before_waiting() {
         assert_eq!(entries_without_wait(PTX), ["early", "none"]);
+        for line in [
+            "\t{ ld.global.nc.f32 %f1, [%rd1]; }",
+            "$L__BB0_1: st.global.f32 [%rd1], %f1;",
+            "\tmov.u32 %r1, 0; ldu.global.f32 %f1, [%rd1];",
+            "\tcall.uni (retval0), helper, (param0);",
+            "\t@!%p2 atom.global.add.u32 %r1, [%rd1], 1;",
+            "\tprefetch.global.L2 [%rd1];",
+        ] {
+            assert!(touches_memory(line), "{line}");
+        }
+        for line in [
+            "\tld.param.u64 %rd1, [k_param_0];",
+            "\tcvta.to.global.u64 %rd2, %rd1;",
+            "\tmov.u32 %r1, %tid.x; // ld.global in a comment",
+            "$L__BB0_1:",
+        ] {
+            assert!(!touches_memory(line), "{line}");
+        }
     }
 }

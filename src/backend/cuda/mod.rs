@@ -110,6 +110,9 @@ pub struct DeviceInfo {
     /// the one before it finishes (`TORCHLESS_CUDA_PDL`; compute capability 9.0 and driver 12.3
     /// or newer): see [`launch`].
     pub pdl: bool,
+    /// With `pdl`, the kernels launched the ordinary way all the same (none with our build:
+    /// each waits for its predecessor before touching memory, checked by tests/cuda_build.rs).
+    pub pdl_ordinary: Vec<String>,
 }
 
 /// Choices a [`CudaBackend`] is opened with; [`CudaOptions::from_env`] reads them from the
@@ -469,16 +472,18 @@ impl CudaBackend {
             && cc >= launch::PDL_MIN_COMPUTE
             && driver_api().is_some_and(|v| v >= launch::PDL_MIN_DRIVER);
         let mut funcs = HashMap::new();
+        // Kernels launched the ordinary way although PDL is on (reported by `info`).
+        let mut pdl_ordinary = Vec::new();
         for (stem, text) in ptx::MODULES {
             // Kernels that would touch memory before waiting for their predecessor keep the
-            // ordinary launch (tests/cuda_build.rs checks that there are none).
-            let (src, ordinary) = if pdl {
-                let src = launch::ptx_for_pdl(text)
-                    .map_err(|e| Error::Cuda(format!("kernels/{stem}.cu: {e}")))?;
-                (src, launch::entries_without_wait(text))
-            } else {
-                (text.to_string(), Vec::new())
+            // ordinary launch, and so does a module whose header cannot be rewritten
+            // (tests/cuda_build.rs checks that neither happens to ours).
+            let (src, ordinary) = match pdl.then(|| launch::ptx_for_pdl(text)) {
+                Some(Ok(src)) => (src, launch::entries_without_wait(text)),
+                Some(Err(_)) => (text.to_string(), ptx_entry_points(text)),
+                None => (text.to_string(), Vec::new()),
             };
+            pdl_ordinary.extend(ordinary.iter().cloned());
             let module = ctx
                 .load_module(Ptx::from_src(src.as_str()))
                 .map_err(|e| module_load_error(stem, &src, &driver, e))?;
@@ -523,6 +528,7 @@ impl CudaBackend {
             matvec: if opts.int8_matvec { "int8" } else { "float" },
             fused: opts.fused,
             pdl,
+            pdl_ordinary,
         };
         Ok(CudaBackend {
             graphs: Mutex::new(StepGraphs::new(graphs)),
@@ -689,10 +695,15 @@ impl Backend for CudaBackend {
             } else {
                 "off (TORCHLESS_CUDA_FUSE=off)"
             },
-            if i.pdl {
-                "on"
-            } else {
-                "off (TORCHLESS_CUDA_PDL=off, or before compute 9.0 / driver 12.3)"
+            match (i.pdl, i.pdl_ordinary.len()) {
+                (true, 0) => "on".to_string(),
+                (true, n) => format!(
+                    "on, except {n} kernels that touch memory before waiting: {}",
+                    i.pdl_ordinary.join(" ")
+                ),
+                (false, _) => {
+                    "off (TORCHLESS_CUDA_PDL=off, or before compute 9.0 / driver 12.3)".to_string()
+                }
             }
         )
     }
