@@ -445,6 +445,11 @@ fn bad_cuda_option_variables_are_clear_errors() {
             "yes",
             "TORCHLESS_CUDA_FUSE=yes: expected on or off",
         ),
+        (
+            "TORCHLESS_CUDA_PDL",
+            "later",
+            "TORCHLESS_CUDA_PDL=later: expected on or off",
+        ),
     ] {
         let args = ["info", "--model", m.to_str().unwrap(), "--backend", "cuda"];
         let o = torchless_env(&args, &[(var, value)]);

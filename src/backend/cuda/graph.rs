@@ -148,21 +148,6 @@ impl StepGraphs {
         }
     }
 
-    /// Whether `TORCHLESS_CUDA_GRAPH` allows recording (default on; `off` / `0` runs every
-    /// decode step eagerly). Another value is an error naming the accepted ones.
-    pub(crate) fn enabled_by_env() -> Result<bool> {
-        match std::env::var("TORCHLESS_CUDA_GRAPH") {
-            Err(_) => Ok(true),
-            Ok(v) => match v.as_str() {
-                "" | "on" | "1" => Ok(true),
-                "off" | "0" => Ok(false),
-                other => Err(Error::InvalidArgument(format!(
-                    "TORCHLESS_CUDA_GRAPH={other}: expected on or off"
-                ))),
-            },
-        }
-    }
-
     /// Queue one decode step (see the module docs): warm up, record or replay `key`.
     pub(crate) fn step(&mut self, dev: &Dev, key: StepKey, step: StepInput, ops: impl FnOnce()) {
         if !self.enabled || dev.failed() {

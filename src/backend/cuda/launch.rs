@@ -25,8 +25,6 @@ use cudarc::driver::{
     LaunchConfig,
 };
 
-use crate::error::{Error, Result};
-
 /// The PTX comment that `griddepcontrol.wait` replaces.
 pub const WAIT_MARK: &str = "// tl-pdl-wait";
 /// The PTX comment that `griddepcontrol.launch_dependents` replaces.
@@ -39,21 +37,6 @@ pub(crate) const PDL_MIN_DRIVER: i32 = 12030;
 /// The PTX ISA and target that have `griddepcontrol`.
 const PDL_ISA: (u32, u32) = (7, 8);
 const PDL_TARGET: u32 = 90;
-
-/// `TORCHLESS_CUDA_PDL=on|off` (default on): whether kernels are launched with PDL where the
-/// device and driver have it.
-pub(crate) fn pdl_from_env() -> Result<bool> {
-    match std::env::var("TORCHLESS_CUDA_PDL") {
-        Err(_) => Ok(true),
-        Ok(v) => match v.as_str() {
-            "" | "on" => Ok(true),
-            "off" => Ok(false),
-            other => Err(Error::InvalidArgument(format!(
-                "TORCHLESS_CUDA_PDL={other}: expected on or off"
-            ))),
-        },
-    }
-}
 
 /// A module's PTX for a device with PDL: the marks become the `griddepcontrol` instructions,
 /// the target at least sm_90 and the ISA at least 7.8 (PTX of an older target is valid PTX of a

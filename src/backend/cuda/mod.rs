@@ -142,25 +142,11 @@ impl CudaOptions {
     /// `TORCHLESS_CUDA_PDL`; an unknown value is an error.
     pub fn from_env() -> Result<Self> {
         Ok(CudaOptions {
-            decode_graphs: StepGraphs::enabled_by_env()?,
+            decode_graphs: switch_from_env("TORCHLESS_CUDA_GRAPH")?,
             int8_matvec: Self::int8_matvec_from_env()?,
-            fused: Self::fused_from_env()?,
-            pdl: launch::pdl_from_env()?,
+            fused: switch_from_env("TORCHLESS_CUDA_FUSE")?,
+            pdl: switch_from_env("TORCHLESS_CUDA_PDL")?,
         })
-    }
-
-    /// `TORCHLESS_CUDA_FUSE=on|off` (default on).
-    fn fused_from_env() -> Result<bool> {
-        match std::env::var("TORCHLESS_CUDA_FUSE") {
-            Err(_) => Ok(true),
-            Ok(v) => match v.as_str() {
-                "" | "on" => Ok(true),
-                "off" => Ok(false),
-                other => Err(Error::InvalidArgument(format!(
-                    "TORCHLESS_CUDA_FUSE={other}: expected on or off"
-                ))),
-            },
-        }
     }
 
     /// `TORCHLESS_CUDA_MATVEC=float|int8` (default float).
@@ -175,6 +161,21 @@ impl CudaOptions {
                 ))),
             },
         }
+    }
+}
+
+/// An on/off choice from the environment variable `name`: on when unset, empty, `on` or `1`;
+/// off for `off` or `0`; any other value is an error.
+fn switch_from_env(name: &str) -> Result<bool> {
+    match std::env::var(name) {
+        Err(_) => Ok(true),
+        Ok(v) => match v.as_str() {
+            "" | "on" | "1" => Ok(true),
+            "off" | "0" => Ok(false),
+            other => Err(Error::InvalidArgument(format!(
+                "{name}={other}: expected on or off"
+            ))),
+        },
     }
 }
 
