@@ -638,90 +638,66 @@ extern "C" __global__ void MV_LB quantize_q8(const float* __restrict__ x, uint8_
         q8_store_group(x[32 * g + lane], g, lane, xq, cols);
 }
 
-// 16 weight bytes through the read-only path, kept in L1 (unlike tlq_ldw16): a lane's two nibble
-// loads, and the header with lane 0's first one, are halves of one 32-byte sector, so the second
-// half comes from L1 instead of a second L2 request.
-static __device__ __forceinline__ tlq8_u4 mq8_ld16(const uint8_t* p) {
-#ifdef TL_HOST_EMU
-    tlq8_u4 v;
-    memcpy(&v, p, 16);
-    return v;
-#else
-    tlq8_u4 v;
-    asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
-    return v;
-#endif
-}
-
-// Blocks per warp pass of the int8 Q4_K matvecs, summed over a warp's rows: 8 per step (4 lanes
-// each) and row, MQ8_BLOCKS / 8 steps' loads issued before any is used.
-#ifndef MQ8_BLOCKS
-#define MQ8_BLOCKS 16
-#endif
-
-// acc[i] += W_i . x for the R Q4_K rows wr[i] (cols % 256 == 0, 16-byte aligned) against x in Q8
-// form (quantize_q8 of the same cols). Lane 4b + p takes block 8k + b of each pass and its nibble
-// bytes as tlq8_q4k_lane says. Each lane adds its blocks to acc[i] in increasing block order
-// whatever R is, so a row's sum does not depend on the rows beside it (the gated kernel's
-// results are the plain kernel's bit for bit).
-template <int R>
-static __device__ __forceinline__ void mq8_q4k_rows(const uint8_t* const* wr,
-                                                    const uint8_t* __restrict__ xq, int cols,
-                                                    int lane, float* acc) {
-    enum { STEPS = MQ8_BLOCKS / (8 * R) };
-    static_assert(STEPS >= 1, "MQ8_BLOCKS holds a step of every row");
-    const int bsel = lane >> 2, p = lane & 3;
-    const int nb = cols >> 8;
-    const tlq8_f4* ds = (const tlq8_f4*)(xq + cols);  // one (d, s, d, s) per sub-block pair
-    const tlq8_u4* xv = (const tlq8_u4*)xq;           // 16 int8 values each
-    const int qoff = 16 + 32 * p;
-    for (int b0 = 0; b0 < nb; b0 += 8 * STEPS) {
-        tlq8_u4 hd[STEPS][R], q0[STEPS][R], q1[STEPS][R];
+// One pass of mq8_rows: STEPS warp steps from block b0, their loads issued before the first
+// dot. TAIL: the last pass, whose blocks past nb are skipped (full passes skip no check).
+template <class T, int R, int STEPS, bool TAIL>
+static __device__ __forceinline__ void mq8_pass(const uint8_t* const* wr,
+                                                const uint8_t* __restrict__ xq, int cols, int nb,
+                                                int b0, int bsel, int p, float* acc) {
+    enum { BPS = 32 / T::LANES };
+    typename T::W w[STEPS][R];
 #pragma unroll
-        for (int u = 0; u < STEPS; ++u) {
-            const int blk = b0 + 8 * u + bsel;
+    for (int u = 0; u < STEPS; ++u) {
+        const int blk = b0 + BPS * u + bsel;
+        if (!TAIL || blk < nb) {
 #pragma unroll
-            for (int i = 0; i < R; ++i) {
-                hd[u][i] = q0[u][i] = q1[u][i] = tlq8_u4{0u, 0u, 0u, 0u};
-                if (blk < nb) {
-                    const uint8_t* bp = wr[i] + (tlq_sz)blk * 144;
-                    hd[u][i] = mq8_ld16(bp);
-                    q0[u][i] = mq8_ld16(bp + qoff);
-                    q1[u][i] = mq8_ld16(bp + qoff + 16);
-                }
-            }
+            for (int i = 0; i < R; ++i) w[u][i] = T::load(wr[i] + (tlq_sz)blk * T::BYTES, p);
         }
+    }
 #pragma unroll
-        for (int u = 0; u < STEPS; ++u) {
-            const int blk = b0 + 8 * u + bsel;
-            if (blk < nb) {
-                const int pair = 4 * blk + p;  // sub-blocks 2 pair, 2 pair + 1 of the row
-                const tlq8_u4 x0 = xv[4 * pair], x1 = xv[4 * pair + 1];
-                const tlq8_u4 x2 = xv[4 * pair + 2], x3 = xv[4 * pair + 3];
+    for (int u = 0; u < STEPS; ++u) {
+        const int blk = b0 + BPS * u + bsel;
+        if (!TAIL || blk < nb) {
 #pragma unroll
-                for (int i = 0; i < R; ++i)
-                    acc[i] += tlq8_q4k_lane(hd[u][i], q0[u][i], q1[u][i], x0, x1, x2, x3,
-                                            ds[pair], p);
-            }
+            for (int i = 0; i < R; ++i) acc[i] += T::dot(w[u][i], xq, cols, blk, p);
         }
     }
 }
 
-// y_s[r] (+)= W_s[r] . x for one token and up to three Q4_K matrices s of one width (the
-// projections of one input: Q, K and V in one launch; unused ones have rows_s = 0), x in Q8 form.
-// One warp per row, the rows of the three matrices one after another.
-extern "C" __global__ void MV_LB matvec_q8_q4_k(const uint8_t* __restrict__ w0,
-                                                float* __restrict__ y0, int rows0,
-                                                const uint8_t* __restrict__ w1,
-                                                float* __restrict__ y1, int rows1,
-                                                const uint8_t* __restrict__ w2,
-                                                float* __restrict__ y2, int rows2,
-                                                const uint8_t* __restrict__ xq, int cols, int add) {
-    tl_kernel_start();
+// Row loop of the int8 matvecs: acc[i] += W_i . x for the R rows wr[i] of type T (q8dot.cuh;
+// cols whole blocks, bases aligned as T's loads need: fresh allocations are) against x in Q8
+// form (quantize_q8 of the same cols). A warp step takes 32 / T::LANES blocks of each row, lane
+// LANES b + p taking part p of block b; a pass issues T::STEPS / R steps' loads before any is
+// used. Each lane adds its blocks to acc[i] in increasing block order whatever R is, so a row's
+// sum does not depend on the rows beside it (the gated kernel's results are the plain kernel's
+// bit for bit).
+template <class T, int R>
+static __device__ __forceinline__ void mq8_rows(const uint8_t* const* wr,
+                                                const uint8_t* __restrict__ xq, int cols,
+                                                int lane, float* acc) {
+    enum { BPS = 32 / T::LANES, STEPS = T::STEPS / R > 1 ? T::STEPS / R : 1 };
+    const int bsel = lane / T::LANES, p = lane % T::LANES;
+    const int nb = cols / T::QK;
+    int b0 = 0;
+    for (; b0 + BPS * STEPS <= nb; b0 += BPS * STEPS)
+        mq8_pass<T, R, STEPS, false>(wr, xq, cols, nb, b0, bsel, p, acc);
+    if (b0 < nb) mq8_pass<T, R, STEPS, true>(wr, xq, cols, nb, b0, bsel, p, acc);
+}
+
+// y_s[r] (+)= W_s[r] . x for one token and up to three matrices s of type T and one width (the
+// projections of one input: Q, K and V in one launch; unused ones have rows_s = 0), x in Q8
+// form. One warp per row, the rows of the three matrices one after another.
+template <class T>
+static __device__ __forceinline__ void mq8_matvec3(const uint8_t* __restrict__ w0,
+                                                   float* __restrict__ y0, int rows0,
+                                                   const uint8_t* __restrict__ w1,
+                                                   float* __restrict__ y1, int rows1,
+                                                   const uint8_t* __restrict__ w2,
+                                                   float* __restrict__ y2, int rows2,
+                                                   const uint8_t* __restrict__ xq, int cols,
+                                                   int add) {
     const int lane = threadIdx.x & 31;
-    const tlq_sz row_bytes = (tlq_sz)(cols >> 8) * 144;
+    const tlq_sz row_bytes = (tlq_sz)(cols / T::QK) * T::BYTES;
     const int rows = rows0 + rows1 + rows2;
     for (int r = blockIdx.x * MV_WARPS + (threadIdx.x >> 5); r < rows; r += gridDim.x * MV_WARPS) {
         // Warp-uniform: which matrix row r belongs to.
@@ -740,31 +716,31 @@ extern "C" __global__ void MV_LB matvec_q8_q4_k(const uint8_t* __restrict__ w0,
         }
         const uint8_t* wr[1] = {w + (tlq_sz)rr * row_bytes};
         float acc[1] = {0.f};
-        mq8_q4k_rows<1>(wr, xq, cols, lane, acc);
+        mq8_rows<T, 1>(wr, xq, cols, lane, acc);
         const float s = tl_warp_sum(acc[0]);
         if (lane == 0) mv_store(y + rr, s, add);
     }
 }
 
-// y[r] = act(gate_r . x) * (up_r . x) for one token, gate and up in Q4_K (one shape), x in Q8
-// form: matvec_q8_q4_k's sums for both rows (bit for bit, see mq8_q4k_rows) and act_glu's
-// product, in one launch. One warp per row pair. With `yq` (rows % 32 == 0, `counters` one zero
-// per 32 rows), y also goes to yq in Q8 form for the down projection: each warp counts its row
-// in on its 32-row group after making y[r] visible device-wide, and the warp that arrives last
-// rounds the group (quantize_q8's arithmetic on the same floats) and re-arms the counter.
-extern "C" __global__ void MV_LB matvec_glu_q8_q4_k(const uint8_t* __restrict__ wg,
-                                                    const uint8_t* __restrict__ wu,
-                                                    const uint8_t* __restrict__ xq,
-                                                    float* __restrict__ y, int rows, int cols,
-                                                    int act, uint8_t* __restrict__ yq,
-                                                    uint32_t* __restrict__ counters) {
-    tl_kernel_start();
+// y[r] = act(gate_r . x) * (up_r . x) for one token, gate and up of type T (one shape), x in Q8
+// form: mq8_matvec3's sums for both rows (bit for bit, see mq8_rows) and act_glu's product, in
+// one launch. One warp per row pair. With `yq` (rows % 32 == 0, `counters` one zero per 32
+// rows), y also goes to yq in Q8 form for the down projection: each warp counts its row in on
+// its 32-row group after making y[r] visible device-wide, and the warp that arrives last rounds
+// the group (quantize_q8's arithmetic on the same floats) and re-arms the counter.
+template <class T>
+static __device__ __forceinline__ void mq8_glu(const uint8_t* __restrict__ wg,
+                                               const uint8_t* __restrict__ wu,
+                                               const uint8_t* __restrict__ xq,
+                                               float* __restrict__ y, int rows, int cols, int act,
+                                               uint8_t* __restrict__ yq,
+                                               uint32_t* __restrict__ counters) {
     const int lane = threadIdx.x & 31;
-    const tlq_sz row_bytes = (tlq_sz)(cols >> 8) * 144;
+    const tlq_sz row_bytes = (tlq_sz)(cols / T::QK) * T::BYTES;
     for (int r = blockIdx.x * MV_WARPS + (threadIdx.x >> 5); r < rows; r += gridDim.x * MV_WARPS) {
         const uint8_t* wr[2] = {wg + (tlq_sz)r * row_bytes, wu + (tlq_sz)r * row_bytes};
         float acc[2] = {0.f, 0.f};
-        mq8_q4k_rows<2>(wr, xq, cols, lane, acc);
+        mq8_rows<T, 2>(wr, xq, cols, lane, acc);
         const float g = tl_warp_sum(acc[0]);
         const float u = tl_warp_sum(acc[1]);
         if (lane == 0) y[r] = act_apply(act, g) * u;
@@ -784,6 +760,34 @@ extern "C" __global__ void MV_LB matvec_glu_q8_q4_k(const uint8_t* __restrict__ 
         }
     }
 }
+
+// The int8 entry points of one type: `matvec_q8_<t>` (up to three matrices) and
+// `matvec_glu_q8_<t>`.
+#define TL_MATVEC_Q8(name, T)                                                                     \
+    extern "C" __global__ void MV_LB matvec_q8_##name(                                            \
+        const uint8_t* __restrict__ w0, float* __restrict__ y0, int rows0,                        \
+        const uint8_t* __restrict__ w1, float* __restrict__ y1, int rows1,                        \
+        const uint8_t* __restrict__ w2, float* __restrict__ y2, int rows2,                        \
+        const uint8_t* __restrict__ xq, int cols, int add) {                                      \
+        tl_kernel_start();                                                                        \
+        mq8_matvec3<T>(w0, y0, rows0, w1, y1, rows1, w2, y2, rows2, xq, cols, add);               \
+    }                                                                                             \
+    extern "C" __global__ void MV_LB matvec_glu_q8_##name(                                        \
+        const uint8_t* __restrict__ wg, const uint8_t* __restrict__ wu,                           \
+        const uint8_t* __restrict__ xq, float* __restrict__ y, int rows, int cols, int act,       \
+        uint8_t* __restrict__ yq, uint32_t* __restrict__ counters) {                              \
+        tl_kernel_start();                                                                        \
+        mq8_glu<T>(wg, wu, xq, y, rows, cols, act, yq, counters);                                 \
+    }
+
+TL_MATVEC_Q8(q4_0, Q8Q4_0)
+TL_MATVEC_Q8(q4_1, Q8Q4_1)
+TL_MATVEC_Q8(q5_0, Q8Q5_0)
+TL_MATVEC_Q8(q5_1, Q8Q5_1)
+TL_MATVEC_Q8(q8_0, Q8Q8_0)
+TL_MATVEC_Q8(q4_k, Q8Q4_K)
+TL_MATVEC_Q8(q5_k, Q8Q5_K)
+TL_MATVEC_Q8(q6_k, Q8Q6_K)
 
 // ---------------------------------------------------------------------------------------------
 // Tiled matmul

@@ -159,6 +159,68 @@ static __device__ __forceinline__ int tl_dp4a_us(uint32_t a, uint32_t b, int c) 
     return d;
 #endif
 }
+// The same with both operands' bytes signed.
+static __device__ __forceinline__ int tl_dp4a_ss(uint32_t a, uint32_t b, int c) {
+#ifdef TL_HOST_EMU
+    for (int k = 0; k < 4; ++k) c += (int)(int8_t)(a >> (8 * k)) * (int)(int8_t)(b >> (8 * k));
+    return c;
+#else
+    int d;
+    asm("{ dp4a.s32.s32 %0, %1, %2, %3; }" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+#endif
+}
+
+// Loads through the read-only data path (kept in L1): data no thread of the kernel writes. The
+// int8 matvecs read weights and x in Q8 form with them (kernels/q8dot.cuh); the lanes that share
+// a weight block read neighbouring bytes of the same sectors, so the second read hits L1.
+struct __attribute__((aligned(16))) tl_u4 {
+    uint32_t x, y, z, w;
+};
+// 16 bytes at a 16-aligned address.
+static __device__ __forceinline__ tl_u4 tl_ldnc16(const uint8_t* p) {
+    tl_u4 v;
+#ifdef TL_HOST_EMU
+    memcpy(&v, p, 16);
+#else
+    asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+#endif
+    return v;
+}
+// 8 bytes at an 8-aligned address, as two words.
+static __device__ __forceinline__ void tl_ldnc8(const uint8_t* p, uint32_t& a, uint32_t& b) {
+#ifdef TL_HOST_EMU
+    memcpy(&a, p, 4);
+    memcpy(&b, p + 4, 4);
+#else
+    asm volatile("ld.global.nc.v2.u32 {%0, %1}, [%2];" : "=r"(a), "=r"(b) : "l"(p));
+#endif
+}
+// A word at a 4-aligned address.
+static __device__ __forceinline__ uint32_t tl_ldnc4(const uint8_t* p) {
+    uint32_t v;
+#ifdef TL_HOST_EMU
+    memcpy(&v, p, 4);
+#else
+    asm volatile("ld.global.nc.u32 %0, [%1];" : "=r"(v) : "l"(p));
+#endif
+    return v;
+}
+// A half-word at a 2-aligned address, zero-extended.
+static __device__ __forceinline__ uint32_t tl_ldnc2(const uint8_t* p) {
+#ifdef TL_HOST_EMU
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return h;
+#else
+    uint16_t h;
+    asm volatile("ld.global.nc.u16 %0, [%1];" : "=h"(h) : "l"(p));
+    return h;
+#endif
+}
+
 // Round to the nearest integer, ties to even.
 static __device__ __forceinline__ int tl_f2i_rn(float x) {
 #ifdef TL_HOST_EMU

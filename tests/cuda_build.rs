@@ -330,10 +330,11 @@ fn build_host_cpp(src: &str, exe: &std::path::Path, extra: &[&str]) {
 }
 
 /// The integer decode matvec's arithmetic (kernels/q8dot.cuh), compiled for the host by
-/// tests/cuda_host/q8dot.cpp and replayed lane by lane with the kernels' addressing, against the
-/// CPU's Q4_K decoding: the Q8 form of x is a faithful rounding, and W x from the integer dot
-/// equals the f64 dot of the decoded weights with that rounded x (and stays within the rounding's
-/// reach of the exact one).
+/// tests/cuda_host/q8dot.cpp and replayed lane by lane with the kernels' addressing and loads
+/// (each load's alignment checked), for every weight type with int8 kernels, against the CPU's
+/// decoding: the Q8 form of x is a faithful rounding, and W x from the integer dot equals the f64
+/// dot of the decoded weights with that rounded x (and stays within the rounding's reach of the
+/// exact one).
 #[test]
 fn q8_dot_arithmetic_matches_the_cpu_decoding_on_the_host() {
     use rand::{Rng, SeedableRng};
@@ -344,98 +345,119 @@ fn q8_dot_arithmetic_matches_the_cpu_decoding_on_the_host() {
     std::fs::create_dir_all(&dir).unwrap();
     let exe = dir.join("q8dot");
     let kernels = format!("-I{}", root.join("kernels").display());
-    build_host_cpp("tests/cuda_host/q8dot.cpp", &exe, &[&kernels]);
+    // The header's `#pragma unroll` is for the device compilers.
+    build_host_cpp(
+        "tests/cuda_host/q8dot.cpp",
+        &exe,
+        &[&kernels, "-Wno-unknown-pragmas"],
+    );
 
-    // 11 blocks a row: a pass of 8 and a ragged one of 3, as in the kernel.
-    let (rows, cols) = (7usize, 11 * 256usize);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0x9_8d07);
-    let mut w = vec![0u8; rows * cols / 256 * 144];
-    rng.fill(&mut w[..]);
-    for blk in w.chunks_mut(144) {
-        // d and dmin in [2^-8, 2^-7): finite, and of the size real models have.
-        for h in 0..2 {
-            let bits = 0x1C00u16 | rng.gen_range(0..0x400u16);
-            blk[2 * h..2 * h + 2].copy_from_slice(&bits.to_le_bytes());
+    // (the driver's type code, the type, byte offsets of its f16 scale fields)
+    let types: [(u32, GgmlType, &[usize]); 8] = [
+        (0, GgmlType::Q4_0, &[0]),
+        (1, GgmlType::Q4_1, &[0, 2]),
+        (2, GgmlType::Q5_0, &[0]),
+        (3, GgmlType::Q5_1, &[0, 2]),
+        (4, GgmlType::Q8_0, &[0]),
+        (5, GgmlType::Q4_K, &[0, 2]),
+        (6, GgmlType::Q6_K, &[208]),
+        (7, GgmlType::Q5_K, &[0, 2]),
+    ];
+    for (code, ty, scales) in types {
+        let (qk, bsize) = (ty.block_len(), ty.block_bytes());
+        // Whole passes of the kernel's row loop and a ragged one: 75 blocks of 32 values (passes
+        // of 64), 11 of 256 (passes of 8).
+        let nb = if qk == 32 { 75 } else { 11 };
+        let (rows, cols) = (7usize, nb * qk);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x9_8d07 + u64::from(code));
+        let mut w = vec![0u8; rows * nb * bsize];
+        rng.fill(&mut w[..]);
+        for blk in w.chunks_mut(bsize) {
+            // Scales of magnitude [2^-8, 2^-7): finite, and of the size real models have; the
+            // mins of Q4_1 / Q5_1 either sign.
+            for (i, &at) in scales.iter().enumerate() {
+                let sign = if i > 0 && rng.gen() { 0x8000u16 } else { 0 };
+                let bits = sign | 0x1C00u16 | rng.gen_range(0..0x400u16);
+                blk[at..at + 2].copy_from_slice(&bits.to_le_bytes());
+            }
         }
-    }
-    let mut x: Vec<f32> = (0..cols).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
-    x[5] = 7.5; // an outlier sets its block's scale
-    x[64..96].iter_mut().for_each(|v| *v = 0.0); // an all-zero block
-    let mut input = Vec::new();
-    input.extend_from_slice(&(rows as u32).to_le_bytes());
-    input.extend_from_slice(&(cols as u32).to_le_bytes());
-    input.extend_from_slice(&w);
-    x.iter()
-        .for_each(|v| input.extend_from_slice(&v.to_le_bytes()));
-    let (in_path, out_path) = (dir.join("in.bin"), dir.join("out.bin"));
-    std::fs::write(&in_path, &input).unwrap();
-    let run = Command::new(&exe)
-        .arg(&in_path)
-        .arg(&out_path)
-        .output()
-        .unwrap();
-    assert!(run.status.success(), "q8dot failed: {run:?}");
-    let bytes = std::fs::read(&out_path).unwrap();
-    std::fs::remove_dir_all(&dir).ok();
-    assert_eq!(bytes.len(), cols + 4 * (cols / 16) + 4 * rows);
-    let f32_at = |i: usize| f32::from_le_bytes(bytes[i..i + 4].try_into().unwrap());
-    let xq: Vec<i8> = bytes[..cols].iter().map(|&b| b as i8).collect();
-    let ds: Vec<f32> = (0..cols / 16).map(|i| f32_at(cols + 4 * i)).collect();
-    let y: Vec<f32> = (0..rows)
-        .map(|r| f32_at(cols + 4 * (cols / 16) + 4 * r))
-        .collect();
+        let mut x: Vec<f32> = (0..cols).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+        x[5] = 7.5; // an outlier sets its group's scale
+        x[64..96].iter_mut().for_each(|v| *v = 0.0); // an all-zero group
+        let mut input = Vec::new();
+        for v in [code, rows as u32, cols as u32] {
+            input.extend_from_slice(&v.to_le_bytes());
+        }
+        input.extend_from_slice(&w);
+        x.iter()
+            .for_each(|v| input.extend_from_slice(&v.to_le_bytes()));
+        let (in_path, out_path) = (dir.join("in.bin"), dir.join("out.bin"));
+        std::fs::write(&in_path, &input).unwrap();
+        let run = Command::new(&exe)
+            .arg(&in_path)
+            .arg(&out_path)
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{ty}: q8dot failed: {run:?}");
+        let bytes = std::fs::read(&out_path).unwrap();
+        assert_eq!(bytes.len(), cols + 4 * (cols / 16) + 4 * rows);
+        let f32_at = |i: usize| f32::from_le_bytes(bytes[i..i + 4].try_into().unwrap());
+        let xq: Vec<i8> = bytes[..cols].iter().map(|&b| b as i8).collect();
+        let ds: Vec<f32> = (0..cols / 16).map(|i| f32_at(cols + 4 * i)).collect();
+        let y: Vec<f32> = (0..rows)
+            .map(|r| f32_at(cols + 4 * (cols / 16) + 4 * r))
+            .collect();
 
-    // The Q8 form: d = max |x| / 127, every value within half a step, s = d * sum q.
-    let mut xr = vec![0f64; cols];
-    for g in 0..cols / 32 {
-        let block = &x[32 * g..32 * g + 32];
-        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let (d, s) = (ds[2 * g], ds[2 * g + 1]);
-        assert_eq!(d, amax * (1.0 / 127.0), "block {g}: scale");
-        let mut sum = 0i32;
-        for i in 0..32 {
-            let q = xq[32 * g + i];
-            assert!(q != -128, "block {g}: -128 is outside the symmetric range");
-            let err = (q as f32 * d - block[i]).abs();
+        // The Q8 form: d = max |x| / 127, every value within half a step, s = d * sum q.
+        let mut xr = vec![0f64; cols];
+        for g in 0..cols / 32 {
+            let group = &x[32 * g..32 * g + 32];
+            let amax = group.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let (d, s) = (ds[2 * g], ds[2 * g + 1]);
+            assert_eq!(d, amax * (1.0 / 127.0), "group {g}: scale");
+            let mut sum = 0i32;
+            for i in 0..32 {
+                let q = xq[32 * g + i];
+                assert!(q != -128, "group {g}: -128 is outside the symmetric range");
+                let err = (q as f32 * d - group[i]).abs();
+                assert!(
+                    err <= 0.5 * d * (1.0 + 1e-6),
+                    "group {g} value {i}: {err} off, step {d}"
+                );
+                sum += i32::from(q);
+                xr[32 * g + i] = f64::from(q) * f64::from(d);
+            }
+            assert_eq!(s, d * sum as f32, "group {g}: sum");
+        }
+
+        let row_bytes = nb * bsize;
+        let mut wr = vec![0f32; cols];
+        for r in 0..rows {
+            dequantize_row(ty, &w[r * row_bytes..(r + 1) * row_bytes], &mut wr);
+            let on_rounded: f64 = wr.iter().zip(&xr).map(|(&a, &b)| f64::from(a) * b).sum();
+            let exact: f64 = wr
+                .iter()
+                .zip(&x)
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum();
+            let scale: f64 = wr
+                .iter()
+                .zip(&x)
+                .map(|(&a, &b)| f64::from(a.abs() * b.abs()))
+                .sum();
+            let got = f64::from(y[r]);
             assert!(
-                err <= 0.5 * d * (1.0 + 1e-6),
-                "block {g} value {i}: {err} off, step {d}"
+                (got - on_rounded).abs() <= 1e-5 * scale,
+                "{ty} row {r}: integer dot {got}, decoded weights . rounded x {on_rounded} \
+                 (scale {scale})"
             );
-            sum += i32::from(q);
-            xr[32 * g + i] = f64::from(q) * f64::from(d);
+            assert!(
+                (got - exact).abs() <= 1e-2 * scale,
+                "{ty} row {r}: {got} vs the exact {exact} (scale {scale})"
+            );
         }
-        assert_eq!(s, d * sum as f32, "block {g}: sum");
     }
-
-    let row_bytes = cols / 256 * 144;
-    let mut wr = vec![0f32; cols];
-    for r in 0..rows {
-        dequantize_row(
-            GgmlType::Q4_K,
-            &w[r * row_bytes..(r + 1) * row_bytes],
-            &mut wr,
-        );
-        let on_rounded: f64 = wr.iter().zip(&xr).map(|(&a, &b)| f64::from(a) * b).sum();
-        let exact: f64 = wr
-            .iter()
-            .zip(&x)
-            .map(|(&a, &b)| f64::from(a) * f64::from(b))
-            .sum();
-        let scale: f64 = wr
-            .iter()
-            .zip(&x)
-            .map(|(&a, &b)| f64::from(a.abs() * b.abs()))
-            .sum();
-        let got = f64::from(y[r]);
-        assert!(
-            (got - on_rounded).abs() <= 1e-5 * scale,
-            "row {r}: integer dot {got}, decoded weights . rounded x {on_rounded} (scale {scale})"
-        );
-        assert!(
-            (got - exact).abs() <= 1e-2 * scale,
-            "row {r}: {got} vs the exact {exact} (scale {scale})"
-        );
-    }
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The host CUDA emulator that runs tests/cuda_device.rs in CI (tools/cuda-emu.sh): a real

@@ -6,6 +6,9 @@
 # Q4_K models once more with the int8 decode matvec (TORCHLESS_CUDA_MATVEC=int8), once without
 # the fused kernels (TORCHLESS_CUDA_FUSE=off) and once without programmatic dependent launch
 # (TORCHLESS_CUDA_PDL=off).
+# With GPU_BENCH_RUNS=types (a second call: each call has 10 minutes), the weight types the int8
+# matvec covers besides Q4_K instead: 7B-shaped synthetic models in Q4_0, Q5_K, Q6_K and Q8_0, and
+# SmolLM2 (Q4_1), each with the float and the int8 decode matvec.
 # Fails when there is no NVIDIA device.
 #
 #   tools/gpu-bench.sh OUT                 binary: target/release/torchless (feature cuda)
@@ -16,7 +19,8 @@
 # reports), and prints one summary line per run.
 #
 # Environment: TORCHLESS_MODELS_DIR (default ./models), GPU_BENCH_SYNTHETIC (the synthetic
-# model's path, default /tmp/torchless-s7b.gguf; made when missing).
+# model's path, default /tmp/torchless-s7b.gguf; made when missing), GPU_BENCH_RUNS (main, the
+# default, or types).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,11 +48,12 @@ mkdir -p "$out"
 log="$out/bench.log"
 nvidia-smi -L | tee "$log"
 
-synthetic="${GPU_BENCH_SYNTHETIC:-/tmp/torchless-s7b.gguf}"
-if [ ! -f "$synthetic" ]; then
-    python3 tools/make-synthetic-gguf.py --out "$synthetic" >>"$log" 2>&1 \
-        || die "could not make the synthetic model (see $log)"
-fi
+# make_synthetic PATH [TYPE]: the 7B-shaped synthetic model, made when missing.
+make_synthetic() {
+    [ -f "$1" ] && return 0
+    python3 tools/make-synthetic-gguf.py --out "$1" --type "${2:-q4_k}" >>"$log" 2>&1 \
+        || die "could not make the synthetic model $1 (see $log)"
+}
 
 run() {
     local name="$1" model="$2" graphs="$3" tag
@@ -71,12 +76,33 @@ print(
 EOF
 }
 
+runs="${GPU_BENCH_RUNS:-main}"
+case "$runs" in
+    main) ;;
+    types)
+        # Float and int8 decode matvec side by side per type, graphs on.
+        for ty in q4_0 q5_k q6_k q8_0; do
+            m="/tmp/torchless-s7b-$ty.gguf"
+            make_synthetic "$m" "$ty"
+            run "s7b-$ty" "$m" on
+            TORCHLESS_CUDA_MATVEC=int8 run "s7b-$ty-int8" "$m" on
+            rm -f "$m" # the next one needs the disk more than this one
+        done
+        TORCHLESS_CUDA_MATVEC=int8 run smollm2-int8 "$models/SmolLM2-135M-Instruct.Q4_1.gguf" on
+        echo "gpu-bench: results in $out"
+        exit 0
+        ;;
+    *) die "GPU_BENCH_RUNS=$runs: expected main or types" ;;
+esac
+
+synthetic="${GPU_BENCH_SYNTHETIC:-/tmp/torchless-s7b.gguf}"
+make_synthetic "$synthetic"
 for graphs in on off; do
     run s7b "$synthetic" "$graphs"
     run smollm2 "$models/SmolLM2-135M-Instruct.Q4_1.gguf" "$graphs"
     run gemma3 "$models/gemma-3-270m-q4_k_m.gguf" "$graphs"
 done
-# One-token Q4_K matvecs through the int8 kernels (TORCHLESS_CUDA_MATVEC=int8), graphs on.
+# One-token matvecs through the int8 kernels (TORCHLESS_CUDA_MATVEC=int8), graphs on.
 export TORCHLESS_CUDA_MATVEC=int8
 run s7b-int8 "$synthetic" on
 run gemma3-int8 "$models/gemma-3-270m-q4_k_m.gguf" on

@@ -11,10 +11,10 @@ Weights are random but scaled so the model stays numerically tame: every matrix 
 with a standard deviation of about 1/sqrt(input dim), so activations keep their scale through
 the layers (the RMS norms bound the residual stream anyway) and logits are O(1). For Q4_K each
 sub-block uses the same 6-bit value for scale and min, and dmin = 7.5 * d, so a weight is
-d * sc * (q - 7.5) with q uniform in 0..15. Norm weights are F32 ones.
+d * sc * (q - 7.5) with q uniform in 0..15 (Q5_K likewise about 15.5, q in 0..31). Norm weights are F32 ones.
 
 Usage:
-  tools/make-synthetic-gguf.py [--out PATH] [--type q4_k|q8_0|f16] [--layers N] [--dim N]
+  tools/make-synthetic-gguf.py [--out PATH] [--type q4_0|q4_k|q5_k|q6_k|q8_0|f16] [--layers N] [--dim N]
       [--ff N] [--heads N] [--kv-heads N] [--vocab N] [--ctx N] [--seed N]
 
 Example (tiny, for tests):
@@ -37,11 +37,18 @@ T_UINT8, T_INT8, T_UINT16, T_INT16, T_UINT32, T_INT32, T_FLOAT32, T_BOOL, T_STRI
 # ggml tensor types: id, values per block, bytes per block.
 GGML_F32 = (0, 1, 4)
 GGML_F16 = (1, 1, 2)
+GGML_Q4_0 = (2, 32, 18)
 GGML_Q8_0 = (8, 32, 34)
+GGML_Q5_K = (13, 256, 176)
+GGML_Q6_K = (14, 256, 210)
 GGML_Q4_K = (12, 256, 144)
-WEIGHT_TYPES = {"q4_k": GGML_Q4_K, "q8_0": GGML_Q8_0, "f16": GGML_F16}
+WEIGHT_TYPES = {
+    "q4_0": GGML_Q4_0, "q4_k": GGML_Q4_K, "q5_k": GGML_Q5_K, "q6_k": GGML_Q6_K, "q8_0": GGML_Q8_0,
+    "f16": GGML_F16,
+}
 # general.file_type (llama_ftype) for a file whose weights are all of one type.
-FILE_TYPE = {"q4_k": 14, "q8_0": 7, "f16": 1}  # MOSTLY_Q4_K_S, MOSTLY_Q8_0, MOSTLY_F16
+# MOSTLY_Q4_0, MOSTLY_Q4_K_S, MOSTLY_Q5_K_S, MOSTLY_Q6_K, MOSTLY_Q8_0, MOSTLY_F16
+FILE_TYPE = {"q4_0": 2, "q4_k": 14, "q5_k": 16, "q6_k": 18, "q8_0": 7, "f16": 1}
 
 ALIGNMENT = 32
 CHUNK_BYTES = 64 << 20  # bytes of tensor data generated per step
@@ -88,38 +95,83 @@ def align_up(n, a=ALIGNMENT):
 # zero-mean with standard deviation about `std`.
 
 
-def q4_k_chunks(rng, n_cols, n_rows, std):
+def block_chunks(n_blocks, nbytes, fill):
+    """Chunks of n_blocks blocks of nbytes bytes each; fill(blk) writes an (n, nbytes) array."""
+    step = max(1, CHUNK_BYTES // nbytes)
+    for start in range(0, n_blocks, step):
+        blk = np.empty((min(step, n_blocks - start), nbytes), dtype=np.uint8)
+        fill(blk)
+        yield blk.tobytes()
+
+
+def k_quant_chunks(rng, n_cols, n_rows, std, nbytes, q_max, q_std):
+    """Q4_K (nbytes 144, q_max 15) or Q5_K (176, 31): d, dmin, 12 bytes of scales and mins, then
+    random quant bits (Q5_K: qh and qs). q_std: the std of q uniform in 0..q_max."""
     per_row = n_cols // 256
     n_blocks = per_row * n_rows
-    # weight = d * sc * (q - 7.5), q uniform 0..15 (std 4.61), sc uniform in 16..47 (mean 31.5).
-    d = np.float16(std / (31.5 * 4.61))
-    dmin = np.float16(float(d) * 7.5)
+    # weight = d * sc * (q - q_max / 2), q uniform 0..q_max, sc uniform in 16..47 (mean 31.5).
+    d = np.float16(std / (31.5 * q_std))
+    dmin = np.float16(float(d) * q_max / 2)
     head = np.frombuffer(d.tobytes() + dmin.tobytes(), dtype=np.uint8)
-    step = max(1, CHUNK_BYTES // 144)
-    for start in range(0, n_blocks, step):
-        n = min(step, n_blocks - start)
-        blk = np.empty((n, 144), dtype=np.uint8)
+
+    def fill(blk):
+        n = len(blk)
         blk[:, 0:4] = head
         sc = rng.integers(16, 48, size=(n, 8), dtype=np.uint8)  # scale == min per sub-block
         hi = (sc[:, 4:8] >> 4) << 6
         blk[:, 4:8] = (sc[:, 0:4] & 63) | hi  # scales 0..3 (+ top bits of scales 4..7)
         blk[:, 8:12] = (sc[:, 0:4] & 63) | hi  # mins 0..3 (+ top bits of mins 4..7)
         blk[:, 12:16] = (sc[:, 4:8] & 0xF) | ((sc[:, 4:8] & 0xF) << 4)  # low bits of 4..7
-        blk[:, 16:144] = np.frombuffer(rng.bytes(n * 128), dtype=np.uint8).reshape(n, 128)
-        yield blk.tobytes()
+        rest = nbytes - 16
+        blk[:, 16:] = np.frombuffer(rng.bytes(n * rest), dtype=np.uint8).reshape(n, rest)
+
+    return block_chunks(n_blocks, nbytes, fill)
+
+
+def q4_k_chunks(rng, n_cols, n_rows, std):
+    return k_quant_chunks(rng, n_cols, n_rows, std, 144, 15, 4.61)
+
+
+def q5_k_chunks(rng, n_cols, n_rows, std):
+    return k_quant_chunks(rng, n_cols, n_rows, std, 176, 31, 9.23)
 
 
 def q8_0_chunks(rng, n_cols, n_rows, std):
     n_blocks = n_cols // 32 * n_rows
     # weight = d * q, q uniform in -127..127 (std 73.6).
     d = np.frombuffer(np.float16(std / 73.6).tobytes(), dtype=np.uint8)
-    step = max(1, CHUNK_BYTES // 34)
-    for start in range(0, n_blocks, step):
-        n = min(step, n_blocks - start)
-        blk = np.empty((n, 34), dtype=np.uint8)
+
+    def fill(blk):
         blk[:, 0:2] = d
-        blk[:, 2:34] = rng.integers(-127, 128, size=(n, 32), dtype=np.int8).view(np.uint8)
-        yield blk.tobytes()
+        blk[:, 2:34] = rng.integers(-127, 128, size=(len(blk), 32), dtype=np.int8).view(np.uint8)
+
+    return block_chunks(n_blocks, 34, fill)
+
+
+def q4_0_chunks(rng, n_cols, n_rows, std):
+    n_blocks = n_cols // 32 * n_rows
+    # weight = d * (q - 8), q uniform 0..15 (std 4.61 about 7.5; the -0.5 mean is noise here).
+    d = np.frombuffer(np.float16(std / 4.61).tobytes(), dtype=np.uint8)
+
+    def fill(blk):
+        blk[:, 0:2] = d
+        blk[:, 2:18] = np.frombuffer(rng.bytes(len(blk) * 16), dtype=np.uint8).reshape(-1, 16)
+
+    return block_chunks(n_blocks, 18, fill)
+
+
+def q6_k_chunks(rng, n_cols, n_rows, std):
+    n_blocks = n_cols // 256 * n_rows
+    # weight = d * sc * (q - 32), q uniform 0..63 (std 18.5), sc uniform in 16..47 (mean 31.5).
+    d = np.frombuffer(np.float16(std / (31.5 * 18.5)).tobytes(), dtype=np.uint8)
+
+    def fill(blk):
+        n = len(blk)
+        blk[:, 0:192] = np.frombuffer(rng.bytes(n * 192), dtype=np.uint8).reshape(n, 192)
+        blk[:, 192:208] = rng.integers(16, 48, size=(n, 16), dtype=np.uint8)
+        blk[:, 208:210] = d
+
+    return block_chunks(n_blocks, 210, fill)
 
 
 def f16_chunks(rng, n_cols, n_rows, std):
@@ -136,7 +188,10 @@ def ones_f32(n_cols, n_rows):
     yield np.ones(n_cols * n_rows, dtype="<f4").tobytes()
 
 
-CHUNKERS = {"q4_k": q4_k_chunks, "q8_0": q8_0_chunks, "f16": f16_chunks}
+CHUNKERS = {
+    "q4_0": q4_0_chunks, "q4_k": q4_k_chunks, "q5_k": q5_k_chunks, "q6_k": q6_k_chunks,
+    "q8_0": q8_0_chunks, "f16": f16_chunks,
+}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -81,7 +81,8 @@ status=${PIPESTATUS[0]}
 # fixtures, both real models, decode graphs) on the host CUDA emulator (tests/cuda_emu): the
 # driver API in C++ with every kernel compiled for the CPU, so the kernels' logic and the
 # backend's launches run for real here. It proves correctness, not speed, and not the PTX
-# (ptxas above) or a real GPU (tools/gpu-check.sh). Then gemma-3 again through the int8 matvec.
+# (ptxas above) or a real GPU (tools/gpu-check.sh). Then both real models again through the int8
+# matvec (SmolLM2: Q4_1 and Q8_0; gemma-3: Q4_K, Q5_0, Q6_K and Q8_0).
 emu="$(bash tools/cuda-emu.sh)" || status=1
 emu_run() {
     LD_LIBRARY_PATH="$emu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
@@ -89,7 +90,7 @@ emu_run() {
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 }
 emu_run
-TORCHLESS_CUDA_MATVEC=int8 emu_run gemma3_logits
+TORCHLESS_CUDA_MATVEC=int8 emu_run smollm2_logits gemma3_logits
 set -e
 # One closing line over every test binary (cargo's last line is the doc-test binary's alone).
 passed=$(grep -E '^test result:' "$log" | grep -oE '[0-9]+ passed' | awk '{s += $1} END {print s + 0}')

@@ -5,7 +5,8 @@
 //! Two kernels per type: `matvec_<t>` (a warp per output row or pair of rows, memory bound; the
 //! decode path) and `matmul_<t>` (64 x 64 output tiles through shared memory; prefill); and for
 //! the types whose matvec pairs rows, `matvec_glu_<t>` (a gated feed-forward block's gate, up and
-//! GLU in one decode launch).
+//! GLU in one decode launch). With the int8 decode matvec on, one-token products of the types
+//! in `int8_kernels` take `matvec_q8_<t>` / `matvec_glu_q8_<t>` instead, on x rounded to Q8.
 
 use cudarc::driver::{CudaSlice, LaunchConfig};
 
@@ -41,7 +42,14 @@ pub(crate) fn entry_points() -> Vec<String> {
                 .filter_map(|&t| matvec3_kernel(t))
                 .map(String::from),
         )
-        .chain([QUANTIZE_Q8, MATVEC_Q8_Q4_K, MATVEC_GLU_Q8_Q4_K].map(String::from))
+        .chain(
+            KERNEL_TYPES
+                .iter()
+                .filter_map(|&t| int8_kernels(t))
+                .flat_map(|k| [k.matvec, k.glu])
+                .map(String::from),
+        )
+        .chain(std::iter::once(QUANTIZE_Q8.to_string()))
         .collect()
 }
 
@@ -77,12 +85,43 @@ fn matvec3_kernel(ty: GgmlType) -> Option<&'static str> {
     })
 }
 
-/// x to Q8 form (`quantize_q8`), the int8 one-token Q4_K matvec over up to [`SEGMENTS`]
-/// matrices (`matvec_q8_q4_k`) and its gated feed-forward form (`matvec_glu_q8_q4_k`).
+/// x to Q8 form, read by the int8 matvecs ([`int8_kernels`]).
 const QUANTIZE_Q8: &str = "quantize_q8";
-const MATVEC_Q8_Q4_K: &str = "matvec_q8_q4_k";
-const MATVEC_GLU_Q8_Q4_K: &str = "matvec_glu_q8_q4_k";
-/// Matrices one `matvec3_<t>` or `matvec_q8_q4_k` launch takes (Q, K and V of one input).
+
+/// The int8 one-token matvec of one weight type: `matvec_q8_<t>` over up to [`SEGMENTS`]
+/// matrices and its gated feed-forward form `matvec_glu_q8_<t>` (kernels/q8dot.cuh).
+#[derive(Clone, Copy)]
+pub(crate) struct Int8Kernels {
+    matvec: &'static str,
+    glu: &'static str,
+}
+
+/// The int8 kernels of `ty`: every 32-value type, Q4_K, Q5_K and Q6_K (the types of Q4_0, Q8_0,
+/// Q4_K_M and Q5_K_M files). None for the float types, Q2_K and Q3_K, which keep the float
+/// matvec in every mode.
+pub(crate) fn int8_kernels(ty: GgmlType) -> Option<Int8Kernels> {
+    macro_rules! k {
+        ($s:literal) => {
+            Int8Kernels {
+                matvec: concat!("matvec_q8_", $s),
+                glu: concat!("matvec_glu_q8_", $s),
+            }
+        };
+    }
+    Some(match ty {
+        GgmlType::Q4_0 => k!("q4_0"),
+        GgmlType::Q4_1 => k!("q4_1"),
+        GgmlType::Q5_0 => k!("q5_0"),
+        GgmlType::Q5_1 => k!("q5_1"),
+        GgmlType::Q8_0 => k!("q8_0"),
+        GgmlType::Q4_K => k!("q4_k"),
+        GgmlType::Q5_K => k!("q5_k"),
+        GgmlType::Q6_K => k!("q6_k"),
+        _ => return None,
+    })
+}
+
+/// Matrices one `matvec3_<t>` or `matvec_q8_<t>` launch takes (Q, K and V of one input).
 const SEGMENTS: usize = 3;
 
 /// Bytes of x in Q8 form for `cols` values: `cols` int8, then a (d, d * sum) f32 pair per 32.
@@ -197,7 +236,7 @@ pub(crate) fn matmul(
     if takes_int8(dev, w, n_tok) {
         let mut q8 = super::lock(&dev.q8);
         if let Some(xq) = q8_x(dev, &mut q8, ready, w, x) {
-            matvec_q8_q4_k(dev, &mut [(w, out)], xq, add);
+            matvec_q8(dev, &mut [(w, out)], xq, add);
         }
         return;
     }
@@ -246,8 +285,8 @@ pub(crate) fn matmul(
 /// the pair allows it: at most [`MATVEC_MAX_TOK`] tokens (the decode path), gate and up of one
 /// type that has the kernel and of one shape, columns in whole 128-column chunks (the layout-C
 /// loop; weight and buffer allocations are 256-byte aligned), and fused kernels on
-/// ([`super::CudaOptions::fused`]); or one Q4_K token taking the int8 matvec
-/// (`matvec_glu_q8_q4_k`, see [`matvec_glu_q8`]; `next` names the down projection that reads
+/// ([`super::CudaOptions::fused`]); or one token of a type taking the int8 matvec
+/// (`matvec_glu_q8_<t>`, see [`matvec_glu_q8`]; `next` names the down projection that reads
 /// `out`). Returns false, launching nothing, otherwise: the caller runs the projections and the
 /// GLU apart, which computes the same values in three launches.
 pub(crate) fn matvec_glu(
@@ -307,7 +346,7 @@ pub(crate) fn matvec_glu(
     true
 }
 
-/// [`matvec_glu`]'s int8 form (`matvec_glu_q8_q4_k`, one token, Q4_K gate and up of one shape):
+/// [`matvec_glu`]'s int8 form (`matvec_glu_q8_<t>`, one token, gate and up of one type and shape):
 /// x rounded to Q8 unless a fused kernel just did ([`super::Dev::take_q8_input`]), then one
 /// launch. When one of `next` (the down projection) takes the int8 matvec, the kernel also
 /// writes its output in Q8 form to [`GLU_SLOT`] (each 32-row group by the warp that finishes it
@@ -357,7 +396,10 @@ fn matvec_glu_q8(
     let wrote_q8 = q8_dst.is_some();
     let (rows, cols, null) = (rows_n as i32, gate.cols as i32, 0u64);
     let a = super::activation::act_id(act);
-    let mut b = dev.kernel(MATVEC_GLU_Q8_Q4_K);
+    let name = int8_kernels(gate.ty)
+        .expect("takes_int8 checked the type")
+        .glu;
+    let mut b = dev.kernel(name);
     b.arg(&*gate.data)
         .arg(&*up.data)
         .arg(xq)
@@ -369,17 +411,17 @@ fn matvec_glu_q8(
         Some((yq, c)) => b.arg(yq).arg(c),
         None => b.arg(&null).arg(&null),
     };
-    // SAFETY: the kernel reads rows r < rows of both weights at r * (cols / 256) * 144 bytes
-    // (both hold every row and share the shape, checked by check_shapes; each starts its own
-    // 256-byte aligned allocation, as the 16-byte loads need), reads the Q8 form of cols values
+    // SAFETY: the kernel reads rows r < rows of both weights at r * row_bytes(cols) (both hold
+    // every row and share the shape, checked by check_shapes; each starts its own 256-byte
+    // aligned allocation, as its loads need, see int8_kernels), reads the Q8 form of cols values
     // from the start of xq (written for these cols by quantize_x or a fused kernel; its size
     // checked above) and writes out[r] for r < rows (checked); with a Q8 output (rows % 32 ==
     // 0), yq, another buffer than xq, holds q8_bytes(rows) bytes and the counters rows / 32
     // (checked above), zero before the launch and re-armed by it; otherwise both are null; one
-    // warp per row, grid-stride past the grid; the arguments match matvec_glu_q8_q4_k (wg, wu,
+    // warp per row, grid-stride past the grid; the arguments match matvec_glu_q8_<t> (wg, wu,
     // xq, y, rows, cols, act, yq, counters).
     let r = unsafe { b.launch(warp_per_unit_cfg(rows_n)) };
-    if dev.check(MATVEC_GLU_Q8_Q4_K, r).is_some() && wrote_q8 {
+    if dev.check(name, r).is_some() && wrote_q8 {
         dev.set_q8_input(out, rows_n, out_slot);
     }
     true
@@ -420,10 +462,11 @@ fn check_shapes(w: &CudaWeight, x: &CudaBuf, n_tok: usize, out: &CudaBuf) {
     );
 }
 
-/// Whether `W x` for `n_tok` tokens takes the int8 kernels (one-token Q4_K, when enabled; whole
-/// 256-value blocks, so cols % 256 == 0, hold for every Q4_K weight).
+/// Whether `W x` for `n_tok` tokens takes the int8 kernels: one token of a type that has them
+/// ([`int8_kernels`]), when enabled. Every such weight's rows are whole blocks of 32 or 256
+/// values, the Q8 form's 32-value groups.
 pub(crate) fn takes_int8(dev: &Dev, w: &CudaWeight, n_tok: usize) -> bool {
-    dev.int8_matvec && w.ty == GgmlType::Q4_K && n_tok == 1
+    dev.int8_matvec && n_tok == 1 && int8_kernels(w.ty).is_some()
 }
 
 /// Whether a fused kernel should also write its one-row output of `cols` values in Q8 form: the
@@ -437,7 +480,7 @@ pub(crate) fn feeds_int8(dev: &Dev, next: &[&CudaWeight], cols: usize) -> bool {
 
 /// `outs[i] = ws[i] x` over one input. With fused kernels on, consecutive weights of one type and
 /// width share one launch (Q, K and V): `matvec3_<t>` for decode-sized batches, or for the ones
-/// taking the int8 kernels `matvec_q8_q4_k`, after one rounding of x to Q8 for all of them (none
+/// taking the int8 kernels `matvec_q8_<t>`, after one rounding of x to Q8 for all of them (none
 /// when a fused norm just wrote it). The rest run as [`matmul`] does.
 pub(crate) fn matmul_many(
     dev: &Dev,
@@ -487,7 +530,7 @@ pub(crate) fn matmul_many(
                 return;
             };
             quantized = Some((ready.unwrap_or(X_SLOT), w0.cols));
-            matvec_q8_q4_k(dev, group, xq, 0);
+            matvec_q8(dev, group, xq, 0);
         } else if shared {
             matvec3(dev, group, x, n_tok);
         } else {
@@ -604,7 +647,7 @@ impl Q8Scratch {
 /// Makes the Q8 scratch hold x for `w`'s columns, and the gated kernel's counters cover its rows,
 /// when `w` will take the int8 matvec.
 pub(crate) fn reserve_q8(dev: &Dev, w: &CudaWeight) -> crate::error::Result<()> {
-    if !dev.int8_matvec || w.ty != GgmlType::Q4_K {
+    if !dev.int8_matvec || int8_kernels(w.ty).is_none() {
         return Ok(());
     }
     let (need, groups) = (q8_bytes(w.cols), w.rows.div_ceil(32));
@@ -675,7 +718,7 @@ fn quantize_x(dev: &Dev, q8: &mut Q8Scratch, w: &CudaWeight, x: &CudaBuf) -> boo
     b.arg(x).arg(&mut *xq).arg(&cols);
     // SAFETY: the kernel reads x[0 .. cols) (x holds n_tok * cols >= cols floats, checked by
     // check_shapes) and writes the first q8_bytes(cols) bytes of xq (which holds at least that
-    // many, matched above), with one warp per 32 values (cols is whole 256-value blocks) and
+    // many, matched above), with one warp per 32 values (cols is whole 32-value blocks) and
     // grid-stride past the grid; the arguments match quantize_q8 (x, xq, cols).
     let r = unsafe { b.launch(cfg) };
     dev.check(QUANTIZE_Q8, r).is_some()
@@ -710,35 +753,32 @@ fn q8_slot(
     }
 }
 
-/// `out_s (+)= W_s x` for one token and each of up to [`SEGMENTS`] Q4_K weights of one width
-/// in one `matvec_q8_q4_k` launch, from x in Q8 form at the start of the scratch (written for
+/// `out_s (+)= W_s x` for one token and each of up to [`SEGMENTS`] weights of one int8 type and
+/// width in one `matvec_q8_<t>` launch, from x in Q8 form at the start of the scratch (written for
 /// `w.cols` values by [`quantize_x`], a fused norm, attention or the gated kernel; `xq` holds
 /// them, checked by [`Q8Scratch::slot`]). Shapes were checked by [`check_shapes`].
-fn matvec_q8_q4_k(
-    dev: &Dev,
-    segs: &mut [(&CudaWeight, &mut CudaBuf)],
-    xq: &CudaSlice<u8>,
-    add: i32,
-) {
-    let rows = segment_rows("matvec_q8_q4_k", segs);
-    let cols = segs[0].0.cols;
+fn matvec_q8(dev: &Dev, segs: &mut [(&CudaWeight, &mut CudaBuf)], xq: &CudaSlice<u8>, add: i32) {
+    let rows = segment_rows("matvec_q8", segs);
+    let (ty, cols) = (segs[0].0.ty, segs[0].0.cols);
     assert!(
-        segs.iter()
-            .all(|(w, _)| w.cols == cols && w.ty == GgmlType::Q4_K),
-        "matvec_q8_q4_k: Q4_K matrices of one width"
+        segs.iter().all(|(w, _)| (w.ty, w.cols) == (ty, cols)),
+        "matvec_q8: matrices of one type and width"
     );
+    let name = int8_kernels(ty)
+        .expect("takes_int8 checked the type")
+        .matvec;
     let total: usize = segs.iter().map(|(w, _)| w.rows).sum();
     let (cols, null) = (cols as i32, 0u64);
-    let mut b = dev.kernel(MATVEC_Q8_Q4_K);
+    let mut b = dev.kernel(name);
     push_segments(&mut b, segs, &rows, &null);
     b.arg(xq).arg(&cols).arg(&add);
-    // SAFETY: the kernel reads rows r < rows_s of each W_s at r * (cols / 256) * 144 bytes (data
-    // holds every row, checked by check_shapes, and starts its own device allocation, 256-byte
-    // aligned, as the 16-byte loads need), reads the Q8 form of cols values from the start of xq
-    // (written for these cols by quantize_x or the fused norm, which checked its size; also the
+    // SAFETY: the kernel reads rows r < rows_s of each W_s at r * row_bytes(cols) (data holds
+    // every row, checked by check_shapes, and starts its own device allocation, 256-byte aligned,
+    // as the loads of int8_kernels need), reads the Q8 form of cols values from the start of xq
+    // (written for these cols by quantize_x or a fused kernel, which checked its size; also the
     // start of an allocation) and writes (with `add` also reads) out_s[r] for r < rows_s (checked
     // by check_shapes); matrices beyond segs have 0 rows; one warp per row, grid-stride past the
-    // grid; the arguments match matvec_q8_q4_k ((w, y, rows) x 3, xq, cols, add).
+    // grid; the arguments match matvec_q8_<t> ((w, y, rows) x 3, xq, cols, add).
     let r = unsafe { b.launch(warp_per_unit_cfg(total)) };
-    dev.check(MATVEC_Q8_Q4_K, r);
+    dev.check(name, r);
 }

@@ -101,7 +101,8 @@ pub struct DeviceInfo {
     pub ptx_target: String,
     /// Whether decode steps are recorded as CUDA graphs and replayed (`TORCHLESS_CUDA_GRAPH`).
     pub decode_graphs: bool,
-    /// How one-token Q4_K matvecs run (`TORCHLESS_CUDA_MATVEC`): "float" or "int8".
+    /// How one-token matvecs of the int8-capable types run (`TORCHLESS_CUDA_MATVEC`): "float" or
+    /// "int8".
     pub matvec: &'static str,
     /// Whether the fused kernels run (`TORCHLESS_CUDA_FUSE`): RoPE with the K/V store, a gated
     /// FFN's gate, up and GLU.
@@ -122,10 +123,11 @@ pub struct CudaOptions {
     /// Record decode steps as CUDA graphs and replay them (`TORCHLESS_CUDA_GRAPH=on|off`,
     /// default on).
     pub decode_graphs: bool,
-    /// One-token Q4_K matvecs round x to int8 once and dot it with `dp4a`
-    /// (`TORCHLESS_CUDA_MATVEC=int8`) instead of decoding the weights to floats
-    /// (`float`, the default). Half the instructions per weight byte (docs/performance.md);
-    /// x is rounded to 8 bits per 32 values, as the CPU's K-quant dots round it per 256.
+    /// One-token matvecs of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K weights round x to
+    /// int8 once and dot it with `dp4a` (`TORCHLESS_CUDA_MATVEC=int8`) instead of decoding the
+    /// weights to floats (`float`, the default). A third of the instructions per weight byte
+    /// (docs/performance.md); x is rounded to 8 bits per 32 values, as the CPU's quantized dots
+    /// round it per 32 or 256. Q2_K, Q3_K and the float types keep the float matvec.
     pub int8_matvec: bool,
     /// Run the fused kernels (`TORCHLESS_CUDA_FUSE=on|off`, default on): RoPE on Q and K with
     /// the K/V store, and a gated FFN's gate, up and GLU on the decode path, each one launch
@@ -187,7 +189,7 @@ pub(crate) struct Dev {
     error: Mutex<Option<String>>,
     /// Where the ops take a decode step's token, position and RoPE tables from (graph.rs).
     step: Mutex<StepMode>,
-    /// One-token Q4_K matvecs through the int8 kernels ([`CudaOptions::int8_matvec`]).
+    /// One-token matvecs through the int8 kernels ([`CudaOptions::int8_matvec`]).
     pub(crate) int8_matvec: bool,
     /// The fused kernels run ([`CudaOptions::fused`]).
     pub(crate) fused: bool,
@@ -674,7 +676,7 @@ impl Backend for CudaBackend {
         let i = &self.info;
         format!(
             "cuda: {} (compute {}, {} SMs, {:.1} GiB, driver {}), kernels PTX {}, decode {}, \
-             Q4_K decode matvec {}, fused kernels {}, programmatic dependent launch {}",
+             quantized decode matvec {}, fused kernels {}, programmatic dependent launch {}",
             i.name,
             i.compute_capability,
             i.multiprocessors,
