@@ -80,8 +80,9 @@ fn ops_matmul() {
     ops_harness::check_family(&device(), "cuda", Family::Matmul);
 }
 
-/// The matmul family again with one-token Q4_K matvecs through the int8 kernels
-/// (`TORCHLESS_CUDA_MATVEC=int8`), against the same CPU reference and bounds.
+/// The matmul family again with one-token matvecs through the int8 kernels
+/// (`TORCHLESS_CUDA_MATVEC=int8`; every type `int8_kernels` lists), against the same CPU
+/// reference and bounds.
 #[test]
 fn ops_matmul_int8_matvec() {
     let opts = CudaOptions {
@@ -104,9 +105,9 @@ fn int8_device(graphs: bool, fused: bool) -> CudaBackend {
     dev
 }
 
-/// With the int8 decode matvec, a norm feeding Q4_K projections rounds its output to Q8 in its
-/// own launch, Q/K/V share one launch and gate/up/GLU run as one kernel: bit for bit the same
-/// values as `norm`, `quantize_q8` and one matvec per weight.
+/// With the int8 decode matvec, a norm feeding Q4_K and Q8_0 projections rounds its output to
+/// Q8 in its own launch, Q/K/V share one launch and gate/up/GLU run as one kernel: bit for bit
+/// the same values as `norm`, `quantize_q8` and one matvec per weight.
 #[test]
 fn int8_norm_feeding_is_bit_exact() {
     ops_harness::assert_norm_feeding_exact(&int8_device(true, true));
@@ -125,8 +126,9 @@ fn matmul_many_is_bit_exact() {
     ops_harness::assert_matmul_many_exact(&int8_device(true, true));
 }
 
-/// The gated FFN kernel with the int8 matvec (`matvec_glu_q8_q4_k` for one Q4_K token, the float
-/// kernels for the rest) against the projections and `act_glu` apart: bit for bit.
+/// The gated FFN kernel with the int8 matvec (`matvec_glu_q8_<t>` for one token of a type with
+/// int8 kernels, the float kernels for the rest) against the projections and `act_glu` apart:
+/// bit for bit.
 #[test]
 fn int8_glu_fusion_is_bit_exact() {
     ops_harness::assert_glu_fusion_exact(&int8_device(true, true));
