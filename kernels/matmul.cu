@@ -22,6 +22,8 @@
 //   dequantizes the 64 x 32 weight tile (exact decoder, 8 values per thread) and the 64 x 32 x tile
 //   into shared memory (k-major); each thread accumulates a 4 x 4 register tile. The next step's
 //   global loads are issued before the current step's arithmetic.
+// matmul_mma_<t> (prefill, quantized types): the same tiles and loads, rounded to bfloat16 in
+//   shared memory and multiplied on the tensor cores (mma.m16n8k16, f32 accumulators).
 #include "act.cuh"
 #include "quant.cuh"
 #include "q8dot.cuh"
@@ -801,12 +803,41 @@ TL_MATVEC_Q8(q6_k, Q8Q6_K)
 // (32 consecutive rows / tokens per warp) conflict-free.
 #define MM_LD (MM_BM + 4)
 
-// Global -> registers for one K step: this thread's 8 weights (row lr, columns k0 + lk ..) and 8
-// activations (token lt, same columns); zeros outside the matrix.
+// The loader role of a tile's thread (mm_body and mt_body): row / token lm of the 64 x 64 tile,
+// K offset lk. Four consecutive threads share a row, so each warp-wide load touches 8 rows (not
+// 32): the uncoalesced weight gathers are what limits the f32 tiles.
+struct MmLoader {
+    const uint8_t* wr;
+    const float* xr;
+    bool wok, xok, xvec;
+    int lm, lk;
+};
 template <class T>
-static __device__ __forceinline__ void mm_fetch(const uint8_t* __restrict__ wr, bool wok,
-                                                const float* __restrict__ xr, bool xok, bool xvec,
-                                                int c, int cols, float* wv, float* xv) {
+static __device__ __forceinline__ MmLoader mm_loader(const uint8_t* __restrict__ w,
+                                                     const float* __restrict__ x, int rows,
+                                                     int cols, int n_tok) {
+    MmLoader l;
+    const int m0 = blockIdx.x * MM_BM, n0 = blockIdx.y * MM_BN;
+    l.lm = threadIdx.x >> 2;
+    l.lk = (threadIdx.x & 3) * 8;
+    l.wok = m0 + l.lm < rows;
+    l.xok = n0 + l.lm < n_tok;
+    l.xvec = cols % 8 == 0 && ((unsigned long long)x & 15ull) == 0;
+    const tlq_sz row_bytes = (tlq_sz)(cols / T::QK) * T::BYTES;
+    l.wr = w + (tlq_sz)(l.wok ? m0 + l.lm : 0) * row_bytes;
+    l.xr = x + (tlq_sz)(l.xok ? n0 + l.lm : 0) * cols;
+    return l;
+}
+
+// Global -> registers for K step kt: this thread's 8 weights (row lm, columns 32 kt + lk ..)
+// and 8 activations (token lm, same columns); zeros outside the matrix.
+template <class T>
+static __device__ __forceinline__ void mm_fetch(const MmLoader& l, int kt, int cols, float* wv,
+                                                float* xv) {
+    const uint8_t* __restrict__ wr = l.wr;
+    const float* __restrict__ xr = l.xr;
+    const bool wok = l.wok, xok = l.xok, xvec = l.xvec;
+    const int c = kt * MM_BK + l.lk;
     if (wok && c < cols) {
         Row8<T>::row8(wr, c, cols, wv);
     } else {
@@ -832,16 +863,8 @@ static __device__ __forceinline__ void mm_body(const uint8_t* __restrict__ w,
     __shared__ __attribute__((aligned(16))) float xs[MM_BK][MM_LD];
     const int tid = threadIdx.x;
     const int m0 = blockIdx.x * MM_BM, n0 = blockIdx.y * MM_BN;
-    const tlq_sz row_bytes = (tlq_sz)(cols / T::QK) * T::BYTES;
-    const bool xvec = cols % 8 == 0 && ((unsigned long long)x & 15ull) == 0;
-
-    // Loader role: row / token lm of the tile, K offset lk. Four consecutive threads share a row,
-    // so each warp-wide load touches 8 rows (not 32): the uncoalesced weight gathers are what
-    // limits this kernel.
-    const int lm = tid >> 2, lk = (tid & 3) * 8;
-    const bool wok = m0 + lm < rows, xok = n0 + lm < n_tok;
-    const uint8_t* wr = w + (tlq_sz)(wok ? m0 + lm : 0) * row_bytes;
-    const float* xr = x + (tlq_sz)(xok ? n0 + lm : 0) * cols;
+    const MmLoader ld = mm_loader<T>(w, x, rows, cols, n_tok);
+    const int lm = ld.lm, lk = ld.lk;
 
     // Compute role: rows tm*4 .. +4, tokens tn*4 .. +4.
     const int tn = tid & 15, tm = tid >> 4;
@@ -853,7 +876,7 @@ static __device__ __forceinline__ void mm_body(const uint8_t* __restrict__ w,
 
     float wv[8], xv[8];
     const int nk = (cols + MM_BK - 1) / MM_BK;
-    mm_fetch<T>(wr, wok, xr, xok, xvec, lk, cols, wv, xv);
+    mm_fetch<T>(ld, 0, cols, wv, xv);
     for (int kt = 0; kt < nk; ++kt) {
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
@@ -861,7 +884,7 @@ static __device__ __forceinline__ void mm_body(const uint8_t* __restrict__ w,
             xs[lk + i][lm] = xv[i];
         }
         TL_SYNC();
-        if (kt + 1 < nk) mm_fetch<T>(wr, wok, xr, xok, xvec, (kt + 1) * MM_BK + lk, cols, wv, xv);
+        if (kt + 1 < nk) mm_fetch<T>(ld, kt + 1, cols, wv, xv);
 #pragma unroll 8
         for (int k = 0; k < MM_BK; ++k) {
             const tlq_f4 a = *(const tlq_f4*)&ws[k][tm * 4];
@@ -886,6 +909,92 @@ static __device__ __forceinline__ void mm_body(const uint8_t* __restrict__ w,
     }
 }
 
+// Tensor-core tiles (the quantized types' prefill): mm_body's 64 x 64 output tile, loader and
+// K steps, but the 64 x 32 weight and x tiles are rounded to bfloat16 as they are stored to
+// shared memory (row-major, K contiguous: each word two consecutive K values) and the products
+// run as mma.m16n8k16 with f32 accumulators. Warp w takes rows 32 (w % 2) .. +32 and tokens
+// 16 (w / 2) .. +16: two 16-row by two 8-token fragments per 16 K values. x rounded to 8
+// significant bits per value is finer than the 8 bits per 32 values the CPU's quantized dots
+// give it; bfloat16 keeps f32's range, so no activation overflows.
+// Shared row stride in words: 16 words of data and 4 of padding, so the fragment loads (8 rows
+// x 4 consecutive words per warp) hit 32 different banks and each row stays 16-byte aligned.
+#define MT_LDW 20
+template <class T>
+static __device__ __forceinline__ void mt_body(const uint8_t* __restrict__ w,
+                                               const float* __restrict__ x, float* __restrict__ y,
+                                               int rows, int cols, int n_tok, int add) {
+    __shared__ __attribute__((aligned(16))) uint32_t ws[MM_BM][MT_LDW];
+    __shared__ __attribute__((aligned(16))) uint32_t xs[MM_BN][MT_LDW];
+    const int tid = threadIdx.x;
+    const int m0 = blockIdx.x * MM_BM, n0 = blockIdx.y * MM_BN;
+    // Loader role as in mm_body (8 values of row / token lm, i.e. 4 words at word lk / 2).
+    const MmLoader ld = mm_loader<T>(w, x, rows, cols, n_tok);
+    const int lm = ld.lm, lk = ld.lk;
+
+    // Compute role: fragment row g and K word t (prelude.cuh's tl_mma_bf16_16816).
+    const int lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int wm = (tid >> 5 & 1) * 32, wn = (tid >> 6) * 16;
+    float acc[2][2][4];
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+
+    float wv[8], xv[8];
+    const int nk = (cols + MM_BK - 1) / MM_BK;
+    mm_fetch<T>(ld, 0, cols, wv, xv);
+    for (int kt = 0; kt < nk; ++kt) {
+        tl_u4 wq, xq;
+        wq.x = tl_pack_bf16x2(wv[0], wv[1]);
+        wq.y = tl_pack_bf16x2(wv[2], wv[3]);
+        wq.z = tl_pack_bf16x2(wv[4], wv[5]);
+        wq.w = tl_pack_bf16x2(wv[6], wv[7]);
+        xq.x = tl_pack_bf16x2(xv[0], xv[1]);
+        xq.y = tl_pack_bf16x2(xv[2], xv[3]);
+        xq.z = tl_pack_bf16x2(xv[4], xv[5]);
+        xq.w = tl_pack_bf16x2(xv[6], xv[7]);
+        *(tl_u4*)&ws[lm][lk / 2] = wq;
+        *(tl_u4*)&xs[lm][lk / 2] = xq;
+        TL_SYNC();
+        if (kt + 1 < nk) mm_fetch<T>(ld, kt + 1, cols, wv, xv);
+#pragma unroll
+        for (int kw = 0; kw < MM_BK / 2; kw += 8) {
+            uint32_t a[2][4], b[2][2];
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                const int r = wm + 16 * i + g;
+                a[i][0] = ws[r][kw + t];
+                a[i][1] = ws[r + 8][kw + t];
+                a[i][2] = ws[r][kw + t + 4];
+                a[i][3] = ws[r + 8][kw + t + 4];
+            }
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+                const int n = wn + 8 * j + g;
+                b[j][0] = xs[n][kw + t];
+                b[j][1] = xs[n][kw + t + 4];
+            }
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+#pragma unroll
+                for (int j = 0; j < 2; ++j) tl_mma_bf16_16816(acc[i][j], a[i], b[j]);
+        }
+        TL_SYNC();
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int r = m0 + wm + 16 * i + g + 8 * (e >> 1);
+                const int tok = n0 + wn + 8 * j + 2 * t + (e & 1);
+                if (r < rows && tok < n_tok) mv_store(y + (tlq_sz)tok * rows + r, acc[i][j][e], add);
+            }
+}
+
 #define TL_MATMUL(name, T)                                                                        \
     extern "C" __global__ void TLQ_LAUNCH_BOUNDS(MM_THREADS)                                      \
         matmul_##name(const uint8_t* __restrict__ w, const float* __restrict__ x,                 \
@@ -907,3 +1016,22 @@ TL_MATMUL(q3_k, TQ3_K)
 TL_MATMUL(q4_k, TQ4_K)
 TL_MATMUL(q5_k, TQ5_K)
 TL_MATMUL(q6_k, TQ6_K)
+
+#define TL_MATMUL_MMA(name, T)                                                                    \
+    extern "C" __global__ void TLQ_LAUNCH_BOUNDS(MM_THREADS)                                      \
+        matmul_mma_##name(const uint8_t* __restrict__ w, const float* __restrict__ x,             \
+                          float* __restrict__ y, int rows, int cols, int n_tok, int add) {        \
+        tl_kernel_start();                                                                        \
+        mt_body<T>(w, x, y, rows, cols, n_tok, add);                                              \
+    }
+
+TL_MATMUL_MMA(q4_0, TQ4_0)
+TL_MATMUL_MMA(q4_1, TQ4_1)
+TL_MATMUL_MMA(q5_0, TQ5_0)
+TL_MATMUL_MMA(q5_1, TQ5_1)
+TL_MATMUL_MMA(q8_0, TQ8_0)
+TL_MATMUL_MMA(q2_k, TQ2_K)
+TL_MATMUL_MMA(q3_k, TQ3_K)
+TL_MATMUL_MMA(q4_k, TQ4_K)
+TL_MATMUL_MMA(q5_k, TQ5_K)
+TL_MATMUL_MMA(q6_k, TQ6_K)

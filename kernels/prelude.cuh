@@ -263,6 +263,43 @@ static __device__ __forceinline__ float tl_bits_f32(uint32_t u) {
 }
 static __device__ __forceinline__ float tl_bf2f(uint16_t b) { return tl_bits_f32(((uint32_t)b) << 16); }
 
+// Two floats rounded to bfloat16 (nearest, ties to even) in one word: `lo` in bits 0-15, `hi`
+// in bits 16-31, the order the tensor-core fragments take consecutive K values in.
+static __device__ __forceinline__ uint32_t tl_pack_bf16x2(float lo, float hi) {
+#ifdef TL_HOST_EMU
+    const auto rn = [](float f) -> uint32_t {
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;  // NaN stays NaN
+        return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    };
+    return rn(lo) | (rn(hi) << 16);
+#else
+    uint32_t d;
+    // cvt.rn.bf16x2.f32 d, a, b puts a in the upper half and b in the lower one.
+    asm("{ cvt.rn.bf16x2.f32 %0, %1, %2; }" : "=r"(d) : "f"(hi), "f"(lo));
+    return d;
+#endif
+}
+
+// One warp-wide tensor-core product (sm_80+): c += A B for a 16 x 16 bfloat16 A (row-major),
+// a 16 x 8 bfloat16 B and a 16 x 8 f32 accumulator, in the mma.m16n8k16 fragment layout. With
+// g = lane / 4 and t = lane % 4 (each word two consecutive K values, the lower K in bits 0-15):
+// a[0] = A[g][2t, 2t+1], a[1] = A[g+8][2t, 2t+1], a[2] = A[g][2t+8, 2t+9], a[3] = A[g+8][..];
+// b[0] = B[2t, 2t+1][g], b[1] = B[2t+8, 2t+9][g]; c[0], c[1] = C[g][2t, 2t+1], c[2], c[3] =
+// C[g+8][2t, 2t+1]. Every lane of the warp must execute it.
+static __device__ __forceinline__ void tl_mma_bf16_16816(float* c, const uint32_t* a,
+                                                         const uint32_t* b) {
+#ifdef TL_HOST_EMU
+    tlemu_mma_bf16_16816(c, a, b);
+#else
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
 // Weight-vector element types (norm weights and biases), matching the host's `VecType` ids.
 #define TL_VEC_F32 0
 #define TL_VEC_F16 1

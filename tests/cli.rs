@@ -450,6 +450,11 @@ fn bad_cuda_option_variables_are_clear_errors() {
             "later",
             "TORCHLESS_CUDA_PDL=later: expected on or off",
         ),
+        (
+            "TORCHLESS_CUDA_MMA",
+            "bf16",
+            "TORCHLESS_CUDA_MMA=bf16: expected on or off",
+        ),
     ] {
         let args = ["info", "--model", m.to_str().unwrap(), "--backend", "cuda"];
         let o = torchless_env(&args, &[(var, value)]);

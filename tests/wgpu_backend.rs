@@ -92,7 +92,7 @@ fn smollm2_logits_match_cpu() {
         models::SMOLLM2,
         "smollm2",
         BackendKind::Wgpu,
-        models::NearExact::No,
+        models::NearExact::NO,
     );
 }
 
@@ -102,7 +102,7 @@ fn gemma3_logits_match_cpu() {
         models::GEMMA3,
         "gemma3",
         BackendKind::Wgpu,
-        models::NearExact::No,
+        models::NearExact::NO,
     );
 }
 

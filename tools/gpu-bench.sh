@@ -4,8 +4,9 @@
 # tools/make-synthetic-gguf.py, which needs numpy) and on both real models, each with decode
 # steps replayed as CUDA graphs (the default) and run eagerly (TORCHLESS_CUDA_GRAPH=off), and the
 # Q4_K models once more with the int8 decode matvec (TORCHLESS_CUDA_MATVEC=int8), once without
-# the fused kernels (TORCHLESS_CUDA_FUSE=off) and once without programmatic dependent launch
-# (TORCHLESS_CUDA_PDL=off).
+# the fused kernels (TORCHLESS_CUDA_FUSE=off), once without programmatic dependent launch
+# (TORCHLESS_CUDA_PDL=off) and once with the prefill tiles in f32 FMA instead of on the tensor
+# cores (TORCHLESS_CUDA_MMA=off).
 # With GPU_BENCH_RUNS=types (a second call: each call has 10 minutes), the weight types the int8
 # matvec covers besides Q4_K instead: 7B-shaped synthetic models in Q4_0, Q5_K, Q6_K and Q8_0, and
 # SmolLM2 (Q4_1), each with the float and the int8 decode matvec.
@@ -120,4 +121,10 @@ run s7b-nopdl "$synthetic" on
 TORCHLESS_CUDA_MATVEC=int8 run s7b-int8-nopdl "$synthetic" on
 run gemma3-nopdl "$models/gemma-3-270m-q4_k_m.gguf" on
 unset TORCHLESS_CUDA_PDL
+# Prefill tiles in f32 FMA (TORCHLESS_CUDA_MMA=off) instead of bfloat16 on the tensor cores:
+# compare its pp with s7b's and gemma3's.
+export TORCHLESS_CUDA_MMA=off
+run s7b-fma "$synthetic" on
+run gemma3-fma "$models/gemma-3-270m-q4_k_m.gguf" on
+unset TORCHLESS_CUDA_MMA
 echo "gpu-bench: results in $out"

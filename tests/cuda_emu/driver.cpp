@@ -171,6 +171,9 @@ struct WarpArea {
     uint32_t slot[32];
     float in[32], out[32];
     uint64_t reduced = 0;  // the `collectives` count whose results `out` holds
+    // tlemu_mma_bf16_16816: every lane's fragments in, its accumulators out.
+    uint32_t mma_a[32][4], mma_b[32][2];
+    float mma_c[32][4];
 };
 
 // The fibers of the block this host thread runs, and the scheduler's own saved context.
@@ -335,6 +338,57 @@ static float warp_reduce(float v) {
     const float out = w.out[f->lane];
     wait_at(Wait::Warp);
     return out;
+}
+// mma.m16n8k16 with bfloat16 inputs and f32 accumulators (layout in prelude.cuh). Each
+// bfloat16 product is exact in f32; they are summed in K order and then added to C (the
+// hardware's internal order and rounding differ in the last bits, within the tests' bounds).
+extern "C" void tlemu_mma_bf16_16816(float* c, const uint32_t* a, const uint32_t* b) {
+    BlockRunner& r = runner();
+    Fiber* f = r.cur;
+    WarpArea& w = r.warps[f->warp];
+    const uint64_t id = ++f->collectives;
+    std::memcpy(w.mma_a[f->lane], a, sizeof w.mma_a[0]);
+    std::memcpy(w.mma_b[f->lane], b, sizeof w.mma_b[0]);
+    std::memcpy(w.mma_c[f->lane], c, sizeof w.mma_c[0]);
+    wait_at(Wait::Warp);
+    if (w.reduced != id) {
+        const auto bf = [](uint32_t word, int hi) {
+            const uint32_t u = (hi ? word >> 16 : word & 0xffffu) << 16;
+            float v;
+            std::memcpy(&v, &u, 4);
+            return v;
+        };
+        // A[m][k] and B[k][n] from the fragments' owners (lane 4g + t holds row / column g,
+        // K words t and t + 4).
+        float A[16][16], B[16][8];
+        for (int lane = 0; lane < 32; ++lane) {
+            const int g = lane / 4, t = lane % 4;
+            for (int reg = 0; reg < 4; ++reg) {
+                const int m = g + 8 * (reg % 2), k = 2 * t + 8 * (reg / 2);
+                A[m][k] = bf(w.mma_a[lane][reg], 0);
+                A[m][k + 1] = bf(w.mma_a[lane][reg], 1);
+            }
+            for (int reg = 0; reg < 2; ++reg) {
+                const int k = 2 * t + 8 * reg;
+                B[k][g] = bf(w.mma_b[lane][reg], 0);
+                B[k + 1][g] = bf(w.mma_b[lane][reg], 1);
+            }
+        }
+        float D[32][4];
+        for (int lane = 0; lane < 32; ++lane) {
+            const int g = lane / 4, t = lane % 4;
+            for (int reg = 0; reg < 4; ++reg) {
+                const int m = g + 8 * (reg / 2), n = 2 * t + reg % 2;
+                float s = 0.f;
+                for (int k = 0; k < 16; ++k) s += A[m][k] * B[k][n];
+                D[lane][reg] = w.mma_c[lane][reg] + s;
+            }
+        }
+        std::memcpy(w.mma_c, D, sizeof D);
+        w.reduced = id;
+    }
+    std::memcpy(c, w.mma_c[f->lane], sizeof w.mma_c[0]);
+    wait_at(Wait::Warp);
 }
 extern "C" float tlemu_warp_sum_f32(float v) { return warp_reduce<false>(v); }
 extern "C" float tlemu_warp_max_f32(float v) { return warp_reduce<true>(v); }

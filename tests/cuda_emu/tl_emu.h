@@ -22,6 +22,9 @@ extern "C" int tlemu_shfl_xor_i32(int v, int lane_mask);
 // tl_warp_sum / tl_warp_max as one warp exchange (same butterfly, same result bits).
 extern "C" float tlemu_warp_sum_f32(float v);
 extern "C" float tlemu_warp_max_f32(float v);
+// tl_mma_bf16_16816: one warp's tensor-core product, computed from every lane's fragments by
+// the first lane through the warp barrier.
+extern "C" void tlemu_mma_bf16_16816(float* c, const uint32_t* a, const uint32_t* b);
 
 #define __global__
 #define __device__

@@ -171,9 +171,21 @@ fn exact_logits(fixture: &str, ids: &[u32]) -> ExactLogits {
 /// llama.cpp does, is 0.68 and 0.53 away.
 pub const EXACT_LOGPROB_BOUND: f64 = 0.03;
 
-/// `got` (rows of `n_vocab` logits for positions `first..`) within [`EXACT_LOGPROB_BOUND`] of
-/// the exact log-probabilities of every position's top tokens.
-fn assert_near_exact(what: &str, got: &[f32], first: usize, n_vocab: usize, exact: &ExactLogits) {
+/// The same for a backend whose prefill matmuls round the weights and activations to bfloat16
+/// (8 significant bits per value; CUDA's tensor-core tiles). Measured on the CUDA emulator: at
+/// most 0.089 (gemma-3) and 0.109 (SmolLM2), a sixth of the CPU's distance.
+pub const BF16_LOGPROB_BOUND: f64 = 0.2;
+
+/// `got` (rows of `n_vocab` logits for positions `first..`) within `bound` of the exact
+/// log-probabilities of every position's top tokens.
+fn assert_near_exact(
+    what: &str,
+    got: &[f32],
+    first: usize,
+    n_vocab: usize,
+    exact: &ExactLogits,
+    bound: f64,
+) {
     let (mut worst, mut at) = (0f64, (0, 0));
     for (row, p) in got.chunks(n_vocab).zip(first..) {
         let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
@@ -192,29 +204,37 @@ fn assert_near_exact(what: &str, got: &[f32], first: usize, n_vocab: usize, exac
         }
     }
     eprintln!(
-        "{what}: max |Δ log-prob| {worst:.4} against the exact top 32 (bound \
-         {EXACT_LOGPROB_BOUND}; at position {}, token {})",
+        "{what}: max |Δ log-prob| {worst:.4} against the exact top 32 (bound {bound}; at \
+         position {}, token {})",
         at.0, at.1
     );
     assert!(
-        worst <= EXACT_LOGPROB_BOUND,
+        worst <= bound,
         "{what}: log-probability of token {} at position {} is {worst:.4} from the exact value \
-         (bound {EXACT_LOGPROB_BOUND})",
+         (bound {bound})",
         at.1,
         at.0
     );
 }
 
-/// Which of a device's logits [`real_model_logits`] also holds to the exact ones
-/// ([`EXACT_LOGPROB_BOUND`]): those it computes with f32 activations.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum NearExact {
-    /// None (activations rounded to 8 bits, as the CPU does: wgpu).
-    No,
-    /// The batch only (CUDA with the int8 decode matvec).
-    Batch,
-    /// The batch and the decode steps (CUDA).
-    BatchAndDecode,
+/// Which of a device's logits [`real_model_logits`] also holds to the exact ones, and how
+/// closely ([`EXACT_LOGPROB_BOUND`] where the matmuls keep activations in f32,
+/// [`BF16_LOGPROB_BOUND`] where prefill rounds them to bfloat16); None where they are rounded
+/// to 8 bits as the CPU does (wgpu; CUDA's int8 decode matvec).
+#[derive(Clone, Copy, PartialEq)]
+pub struct NearExact {
+    /// The all-position batch.
+    pub batch: Option<f64>,
+    /// The decode steps (after a prefix batch, whose K/V they read).
+    pub decode: Option<f64>,
+}
+
+impl NearExact {
+    /// Neither.
+    pub const NO: NearExact = NearExact {
+        batch: None,
+        decode: None,
+    };
 }
 
 /// All-position logits of the fixed prompt, in one batch, device vs CPU; then the same prompt
@@ -231,9 +251,9 @@ pub fn real_model_logits(name: &str, fixture: &str, backend: BackendKind, exact:
     let got = dev.logits(&ids).expect("device logits");
     let floor = cpu_noise_floor(name, &ids);
     assert_logits_close(&format!("{name} batch"), &got, &want, n_vocab, floor);
-    let reference = (exact != NearExact::No).then(|| exact_logits(fixture, &ids));
-    if let Some(e) = &reference {
-        assert_near_exact(&format!("{name} batch"), &got, 0, n_vocab, e);
+    let reference = (exact != NearExact::NO).then(|| exact_logits(fixture, &ids));
+    if let (Some(bound), Some(e)) = (exact.batch, &reference) {
+        assert_near_exact(&format!("{name} batch"), &got, 0, n_vocab, e, bound);
     }
 
     let prefix = ids.len() - 24;
@@ -255,8 +275,9 @@ pub fn real_model_logits(name: &str, fixture: &str, backend: BackendKind, exact:
         n_vocab,
         floor,
     );
-    if let (NearExact::BatchAndDecode, Some(e)) = (exact, &reference) {
-        assert_near_exact(&format!("{name} decode"), &steps, prefix - 1, n_vocab, e);
+    if let (Some(bound), Some(e)) = (exact.decode, &reference) {
+        let what = format!("{name} decode");
+        assert_near_exact(&what, &steps, prefix - 1, n_vocab, e, bound);
     }
 }
 
@@ -363,8 +384,9 @@ pub fn real_model_perplexity(
     );
 }
 
-/// How far a backend whose matmuls keep activations in f32 may land from the exact perplexity.
-/// Measured on the CUDA emulator over all 13 chunks: SmolLM2 0.007%, gemma-3 0.009%; the CPU
+/// How far a backend whose matmuls keep activations in f32 (or in bfloat16, CUDA's tensor-core
+/// prefill) may land from the exact perplexity. Measured on the CUDA emulator over all 13
+/// chunks: SmolLM2 0.007%, gemma-3 0.009% (bfloat16 prefill: 0.0001%, 0.0087%); the CPU
 /// (8-bit activations, as llama.cpp) lands 0.67% and 0.94% away, llama.cpp 0.50% and 1.15%.
 pub const EXACT_PPL_BOUND: f64 = 0.001;
 

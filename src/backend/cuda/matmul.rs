@@ -3,7 +3,8 @@
 //! layout on the device).
 //!
 //! Two kernels per type: `matvec_<t>` (a warp per output row or pair of rows, memory bound; the
-//! decode path) and `matmul_<t>` (64 x 64 output tiles through shared memory; prefill); and for
+//! decode path) and `matmul_<t>` (64 x 64 output tiles through shared memory; prefill), with
+//! `matmul_mma_<t>` (the same tiles on the tensor cores) for the quantized types; and for
 //! the types whose matvec pairs rows, `matvec_glu_<t>` (a gated feed-forward block's gate, up and
 //! GLU in one decode launch). With the int8 decode matvec on, one-token products of the types
 //! in `int8_kernels` take `matvec_q8_<t>` / `matvec_glu_q8_<t>` instead, on x rounded to Q8.
@@ -29,7 +30,9 @@ pub(crate) fn entry_points() -> Vec<String> {
     KERNEL_TYPES
         .iter()
         .filter_map(|&t| names(t))
-        .flat_map(|n| [n.matvec.to_string(), n.matmul.to_string()])
+        .flat_map(|n| [Some(n.matvec), Some(n.matmul), n.matmul_mma])
+        .flatten()
+        .map(String::from)
         .chain(
             KERNEL_TYPES
                 .iter()
@@ -137,6 +140,11 @@ pub(crate) struct Names {
     pub matvec: &'static str,
     /// `matmul_<t>`.
     pub matmul: &'static str,
+    /// `matmul_mma_<t>`, the tensor-core tiles: quantized types only. Float weights keep exact
+    /// f32 products: rounding x (and F32 weights) to bfloat16 would cost them the agreement with
+    /// the CPU that they have now (2e-5 of the largest output, docs/performance.md), where a
+    /// quantized weight's own rounding and the CPU's 8-bit x already dominate the error.
+    pub matmul_mma: Option<&'static str>,
     /// `get_rows_<t>` (kernels/embed.cu).
     pub get_rows: &'static str,
 }
@@ -147,7 +155,14 @@ macro_rules! names {
             suffix: $s,
             matvec: concat!("matvec_", $s),
             matmul: concat!("matmul_", $s),
+            matmul_mma: None,
             get_rows: concat!("get_rows_", $s),
+        }
+    };
+    ($s:literal, mma) => {
+        Names {
+            matmul_mma: Some(concat!("matmul_mma_", $s)),
+            ..names!($s)
         }
     };
 }
@@ -158,16 +173,16 @@ pub(crate) fn names(ty: GgmlType) -> Option<Names> {
         GgmlType::F32 => names!("f32"),
         GgmlType::F16 => names!("f16"),
         GgmlType::BF16 => names!("bf16"),
-        GgmlType::Q4_0 => names!("q4_0"),
-        GgmlType::Q4_1 => names!("q4_1"),
-        GgmlType::Q5_0 => names!("q5_0"),
-        GgmlType::Q5_1 => names!("q5_1"),
-        GgmlType::Q8_0 => names!("q8_0"),
-        GgmlType::Q2_K => names!("q2_k"),
-        GgmlType::Q3_K => names!("q3_k"),
-        GgmlType::Q4_K => names!("q4_k"),
-        GgmlType::Q5_K => names!("q5_k"),
-        GgmlType::Q6_K => names!("q6_k"),
+        GgmlType::Q4_0 => names!("q4_0", mma),
+        GgmlType::Q4_1 => names!("q4_1", mma),
+        GgmlType::Q5_0 => names!("q5_0", mma),
+        GgmlType::Q5_1 => names!("q5_1", mma),
+        GgmlType::Q8_0 => names!("q8_0", mma),
+        GgmlType::Q2_K => names!("q2_k", mma),
+        GgmlType::Q3_K => names!("q3_k", mma),
+        GgmlType::Q4_K => names!("q4_k", mma),
+        GgmlType::Q5_K => names!("q5_k", mma),
+        GgmlType::Q6_K => names!("q6_k", mma),
         GgmlType::Q8_1 | GgmlType::Q8_K | GgmlType::I8 => return None,
     })
 }
@@ -249,6 +264,10 @@ pub(crate) fn matmul(
         };
         (names.matvec, cfg)
     } else {
+        let name = match names.matmul_mma {
+            Some(mma) if dev.mma_prefill => mma,
+            _ => names.matmul,
+        };
         assert!(
             n_tok.div_ceil(MM_TILE) <= 65_535,
             "matmul: {n_tok} tokens exceed the launch grid (65535 tiles of {MM_TILE})"
@@ -262,7 +281,7 @@ pub(crate) fn matmul(
             block_dim: (MM_THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        (names.matmul, cfg)
+        (name, cfg)
     };
     let mut b = dev.kernel(name);
     b.arg(&*w.data)
@@ -272,7 +291,7 @@ pub(crate) fn matmul(
         .arg(&cols)
         .arg(&nt)
         .arg(&add);
-    // SAFETY: both kernels read W row r < rows at byte r * row_bytes(cols) (data holds
+    // SAFETY: each of the three kernels reads W row r < rows at byte r * row_bytes(cols) (data holds
     // rows * row_bytes bytes, asserted), read x[t * cols + c] and write out[t * rows + r] only for
     // t < n_tok, c < cols, r < rows (buffer lengths asserted; with `add` they also read those
     // outputs); every block outside the matrix returns or is masked; the sizes fit i32

@@ -114,6 +114,8 @@ pub struct DeviceInfo {
     /// With `pdl`, the kernels launched the ordinary way all the same (none with our build:
     /// each waits for its predecessor before touching memory, checked by tests/cuda_build.rs).
     pub pdl_ordinary: Vec<String>,
+    /// Whether the quantized types' prefill tiles run on the tensor cores (`TORCHLESS_CUDA_MMA`).
+    pub mma_prefill: bool,
 }
 
 /// Choices a [`CudaBackend`] is opened with; [`CudaOptions::from_env`] reads them from the
@@ -137,17 +139,23 @@ pub struct CudaOptions {
     /// (`TORCHLESS_CUDA_PDL=on|off`, default on; see [`launch`]). The results are the same
     /// either way; off measures what it saves.
     pub pdl: bool,
+    /// Multiply the prefill tiles of quantized weights on the tensor cores
+    /// (`TORCHLESS_CUDA_MMA=on|off`, default on): `matmul_mma_<t>`, with the dequantized weights
+    /// and x rounded to bfloat16 and f32 accumulators, instead of f32 FMA (`matmul_<t>`).
+    /// Float weights always take the f32 tiles.
+    pub mma_prefill: bool,
 }
 
 impl CudaOptions {
-    /// `TORCHLESS_CUDA_GRAPH`, `TORCHLESS_CUDA_MATVEC`, `TORCHLESS_CUDA_FUSE` and
-    /// `TORCHLESS_CUDA_PDL`; an unknown value is an error.
+    /// `TORCHLESS_CUDA_GRAPH`, `TORCHLESS_CUDA_MATVEC`, `TORCHLESS_CUDA_FUSE`,
+    /// `TORCHLESS_CUDA_PDL` and `TORCHLESS_CUDA_MMA`; an unknown value is an error.
     pub fn from_env() -> Result<Self> {
         Ok(CudaOptions {
             decode_graphs: switch_from_env("TORCHLESS_CUDA_GRAPH")?,
             int8_matvec: Self::int8_matvec_from_env()?,
             fused: switch_from_env("TORCHLESS_CUDA_FUSE")?,
             pdl: switch_from_env("TORCHLESS_CUDA_PDL")?,
+            mma_prefill: switch_from_env("TORCHLESS_CUDA_MMA")?,
         })
     }
 
@@ -193,6 +201,8 @@ pub(crate) struct Dev {
     pub(crate) int8_matvec: bool,
     /// The fused kernels run ([`CudaOptions::fused`]).
     pub(crate) fused: bool,
+    /// Quantized prefill tiles on the tensor cores ([`CudaOptions::mma_prefill`]).
+    pub(crate) mma_prefill: bool,
     /// x in Q8 form for those kernels (matmul.rs).
     pub(crate) q8: Mutex<matmul::Q8Scratch>,
     /// Which buffer the Q8 scratch holds in Q8 form (its host address, its width and the slot),
@@ -532,6 +542,7 @@ impl CudaBackend {
             fused: opts.fused,
             pdl,
             pdl_ordinary,
+            mma_prefill: opts.mma_prefill,
         };
         Ok(CudaBackend {
             graphs: Mutex::new(StepGraphs::new(graphs)),
@@ -543,6 +554,7 @@ impl CudaBackend {
                 step: Mutex::new(StepMode::Eager),
                 int8_matvec: opts.int8_matvec,
                 fused: opts.fused,
+                mma_prefill: opts.mma_prefill,
                 q8: Mutex::new(matmul::Q8Scratch::default()),
                 q8_input: Mutex::new(None),
                 launches: AtomicU64::new(0),
@@ -676,7 +688,8 @@ impl Backend for CudaBackend {
         let i = &self.info;
         format!(
             "cuda: {} (compute {}, {} SMs, {:.1} GiB, driver {}), kernels PTX {}, decode {}, \
-             quantized decode matvec {}, fused kernels {}, programmatic dependent launch {}",
+             quantized decode matvec {}, quantized prefill tiles {}, fused kernels {}, \
+             programmatic dependent launch {}",
             i.name,
             i.compute_capability,
             i.multiprocessors,
@@ -692,6 +705,11 @@ impl Backend for CudaBackend {
                 "int8 x dp4a (TORCHLESS_CUDA_MATVEC=int8)"
             } else {
                 "float"
+            },
+            if i.mma_prefill {
+                "bf16 tensor cores"
+            } else {
+                "f32 FMA (TORCHLESS_CUDA_MMA=off)"
             },
             if i.fused {
                 "on"
