@@ -919,6 +919,15 @@ static __device__ __forceinline__ void mm_body(const uint8_t* __restrict__ w,
 // Shared row stride in words: 16 words of data and 4 of padding, so the fragment loads (8 rows
 // x 4 consecutive words per warp) hit 32 different banks and each row stays 16-byte aligned.
 #define MT_LDW 20
+// 8 consecutive K values as 4 bfloat16 pairs (one 16-byte shared store).
+static __device__ __forceinline__ tl_u4 mt_pack8(const float* v) {
+    tl_u4 q;
+    q.x = tl_pack_bf16x2(v[0], v[1]);
+    q.y = tl_pack_bf16x2(v[2], v[3]);
+    q.z = tl_pack_bf16x2(v[4], v[5]);
+    q.w = tl_pack_bf16x2(v[6], v[7]);
+    return q;
+}
 template <class T>
 static __device__ __forceinline__ void mt_body(const uint8_t* __restrict__ w,
                                                const float* __restrict__ x, float* __restrict__ y,
@@ -946,17 +955,8 @@ static __device__ __forceinline__ void mt_body(const uint8_t* __restrict__ w,
     const int nk = (cols + MM_BK - 1) / MM_BK;
     mm_fetch<T>(ld, 0, cols, wv, xv);
     for (int kt = 0; kt < nk; ++kt) {
-        tl_u4 wq, xq;
-        wq.x = tl_pack_bf16x2(wv[0], wv[1]);
-        wq.y = tl_pack_bf16x2(wv[2], wv[3]);
-        wq.z = tl_pack_bf16x2(wv[4], wv[5]);
-        wq.w = tl_pack_bf16x2(wv[6], wv[7]);
-        xq.x = tl_pack_bf16x2(xv[0], xv[1]);
-        xq.y = tl_pack_bf16x2(xv[2], xv[3]);
-        xq.z = tl_pack_bf16x2(xv[4], xv[5]);
-        xq.w = tl_pack_bf16x2(xv[6], xv[7]);
-        *(tl_u4*)&ws[lm][lk / 2] = wq;
-        *(tl_u4*)&xs[lm][lk / 2] = xq;
+        *(tl_u4*)&ws[lm][lk / 2] = mt_pack8(wv);
+        *(tl_u4*)&xs[lm][lk / 2] = mt_pack8(xv);
         TL_SYNC();
         if (kt + 1 < nk) mm_fetch<T>(ld, kt + 1, cols, wv, xv);
 #pragma unroll
@@ -1003,19 +1003,23 @@ static __device__ __forceinline__ void mt_body(const uint8_t* __restrict__ w,
         mm_body<T>(w, x, y, rows, cols, n_tok, add);                                              \
     }
 
+// The quantized types (name, decoder tag): each has f32 and tensor-core tiles.
+#define TL_QUANT_TYPES(X)                                                                         \
+    X(q4_0, TQ4_0)                                                                                \
+    X(q4_1, TQ4_1)                                                                                \
+    X(q5_0, TQ5_0)                                                                                \
+    X(q5_1, TQ5_1)                                                                                \
+    X(q8_0, TQ8_0)                                                                                \
+    X(q2_k, TQ2_K)                                                                                \
+    X(q3_k, TQ3_K)                                                                                \
+    X(q4_k, TQ4_K)                                                                                \
+    X(q5_k, TQ5_K)                                                                                \
+    X(q6_k, TQ6_K)
+
 TL_MATMUL(f32, TF32)
 TL_MATMUL(f16, TF16)
 TL_MATMUL(bf16, TBF16)
-TL_MATMUL(q4_0, TQ4_0)
-TL_MATMUL(q4_1, TQ4_1)
-TL_MATMUL(q5_0, TQ5_0)
-TL_MATMUL(q5_1, TQ5_1)
-TL_MATMUL(q8_0, TQ8_0)
-TL_MATMUL(q2_k, TQ2_K)
-TL_MATMUL(q3_k, TQ3_K)
-TL_MATMUL(q4_k, TQ4_K)
-TL_MATMUL(q5_k, TQ5_K)
-TL_MATMUL(q6_k, TQ6_K)
+TL_QUANT_TYPES(TL_MATMUL)
 
 #define TL_MATMUL_MMA(name, T)                                                                    \
     extern "C" __global__ void TLQ_LAUNCH_BOUNDS(MM_THREADS)                                      \
@@ -1025,13 +1029,4 @@ TL_MATMUL(q6_k, TQ6_K)
         mt_body<T>(w, x, y, rows, cols, n_tok, add);                                              \
     }
 
-TL_MATMUL_MMA(q4_0, TQ4_0)
-TL_MATMUL_MMA(q4_1, TQ4_1)
-TL_MATMUL_MMA(q5_0, TQ5_0)
-TL_MATMUL_MMA(q5_1, TQ5_1)
-TL_MATMUL_MMA(q8_0, TQ8_0)
-TL_MATMUL_MMA(q2_k, TQ2_K)
-TL_MATMUL_MMA(q3_k, TQ3_K)
-TL_MATMUL_MMA(q4_k, TQ4_K)
-TL_MATMUL_MMA(q5_k, TQ5_K)
-TL_MATMUL_MMA(q6_k, TQ6_K)
+TL_QUANT_TYPES(TL_MATMUL_MMA)
