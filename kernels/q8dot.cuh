@@ -348,6 +348,118 @@ struct Q8Q5_K {
     }
 };
 
+// Q2_K (84-byte blocks of 256: scales[16] @0, qs[64] @16, f16 d @80, f16 dmin @82). Value
+// 128 n + 32 j + l (n < 2, j < 4, l < 32) is q = (qs[32 n + l] >> 2j) & 3, and equals
+// d * (sc & 15) * q - dmin * (sc >> 4) for the scale byte sc = scales[8 n + 2 j + l / 16].
+// Lane p of 4 takes n = p / 2 and l = 16 (p & 1) .. + 15 for all four j: qs bytes 16 p .. + 15,
+// one scale byte per j (byte (p & 1) + 2 j of scales[8 n .. 8 n + 7]). Scales cover 16 values,
+// half of an x group, so the min's term needs the lane's own sum of x: one signed dp4a of x
+// against ones per word. 84-byte blocks: 4-aligned.
+struct Q8Q2_K {
+    enum { QK = 256, BYTES = 84, LANES = 4, STEPS = 4 };
+    struct W {
+        uint32_t q[4], sc[2], dm;
+    };
+    static __device__ __forceinline__ W load(const uint8_t* blk, int p) {
+        W w;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) w.q[i] = tl_ldnc4(blk + 16 + 16 * p + 4 * i);
+        w.sc[0] = tl_ldnc4(blk + 8 * (p >> 1));
+        w.sc[1] = tl_ldnc4(blk + 8 * (p >> 1) + 4);
+        w.dm = tl_ldnc4(blk + 80);
+        return w;
+    }
+    static __device__ __forceinline__ float dot(const W& w, const uint8_t* xq, int cols, int b,
+                                                int p) {
+        const int n = p >> 1, half = p & 1;
+        // x group 8 b + 4 n + j holds values 128 n + 32 j ..; the lane reads its 16 at 16 half.
+        const tlq8_sz g0 = 8 * (tlq8_sz)b + 4 * n;
+        const tlq8_f4 ds01 = tlq8_ldf4(xq + cols + 8 * g0);
+        const tlq8_f4 ds23 = tlq8_ldf4(xq + cols + 8 * g0 + 16);
+        const float dk[4] = {ds01.x, ds01.z, ds23.x, ds23.z};
+        float sd = 0.f, sm = 0.f;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const tlq8_u4 x = tl_ldnc16(xq + 32 * (g0 + j) + 16 * half);
+            const uint32_t q[4] = {(w.q[0] >> (2 * j)) & 0x03030303u,
+                                   (w.q[1] >> (2 * j)) & 0x03030303u,
+                                   (w.q[2] >> (2 * j)) & 0x03030303u,
+                                   (w.q[3] >> (2 * j)) & 0x03030303u};
+            int v = tl_dp4a_us(q[0], x.x, 0);
+            v = tl_dp4a_us(q[1], x.y, v);
+            v = tl_dp4a_us(q[2], x.z, v);
+            v = tl_dp4a_us(q[3], x.w, v);
+            int sx = tl_dp4a_ss(0x01010101u, x.x, 0);
+            sx = tl_dp4a_ss(0x01010101u, x.y, sx);
+            sx = tl_dp4a_ss(0x01010101u, x.z, sx);
+            sx = tl_dp4a_ss(0x01010101u, x.w, sx);
+            const uint32_t sc = (w.sc[j >> 1] >> (8 * (half + 2 * (j & 1)))) & 0xFFu;
+            sd += dk[j] * (float)((int)(sc & 0xFu) * v);
+            sm += dk[j] * (float)((int)(sc >> 4) * sx);
+        }
+        const float d = tl_h2f((uint16_t)(w.dm & 0xFFFFu)), dmin = tl_h2f((uint16_t)(w.dm >> 16));
+        return d * sd - dmin * sm;
+    }
+};
+
+// Q3_K (110-byte blocks of 256: hmask[32] @0, qs[64] @32, scales[12] @96, f16 d @108). Value
+// 128 n + 32 j + l is lo = (qs[32 n + l] >> 2j) & 3, minus 4 when bit 4 n + j of hmask[l] is
+// clear, times d * scale[8 n + 2 j + l / 16]; the 16 six-bit scales (minus 32) keep their low
+// nibbles in bytes 0..7 (nibble i / 8 of byte i % 8) and their top two bits in bytes 8..11 (bits
+// 2 (i / 4) of byte 8 + i % 4).
+// Lane p of 4 takes n = p / 2 and l = 16 (p & 1) .. + 15 for all four j as in Q2_K: qs bytes
+// 32 + 16 p .., hmask bytes 16 (p & 1) .. (bits 4 n + j). Each weight byte is lo | (bit << 2),
+// 0..7, and the -4 is a signed dp4a of x against 0xFC (-4). 110-byte blocks: 2-aligned.
+struct Q8Q3_K {
+    enum { QK = 256, BYTES = 110, LANES = 4, STEPS = 2 };
+    struct W {
+        uint32_t q[4], h[4], sl[2], sh, d;
+    };
+    static __device__ __forceinline__ W load(const uint8_t* blk, int p) {
+        W w;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            w.q[i] = tlq8_ld4a2(blk + 32 + 16 * p + 4 * i);
+            // Bits 4 n .. 4 n + 3 of each hmask byte are this lane's: shifted down once here,
+            // each j's bit is then a constant shift away.
+            w.h[i] = tlq8_ld4a2(blk + 16 * (p & 1) + 4 * i) >> (4 * (p >> 1));
+        }
+        w.sl[0] = tlq8_ld4a2(blk + 96);
+        w.sl[1] = tlq8_ld4a2(blk + 100);
+        w.sh = tlq8_ld4a2(blk + 104);
+        w.d = tl_ldnc2(blk + 108);
+        return w;
+    }
+    static __device__ __forceinline__ float dot(const W& w, const uint8_t* xq, int cols, int b,
+                                                int p) {
+        const int n = p >> 1, half = p & 1;
+        const tlq8_sz g0 = 8 * (tlq8_sz)b + 4 * n;
+        const tlq8_f4 ds01 = tlq8_ldf4(xq + cols + 8 * g0);
+        const tlq8_f4 ds23 = tlq8_ldf4(xq + cols + 8 * g0 + 16);
+        const float dk[4] = {ds01.x, ds01.z, ds23.x, ds23.z};
+        float sum = 0.f;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const tlq8_u4 x = tl_ldnc16(xq + 32 * (g0 + j) + 16 * half);
+            const uint32_t xs[4] = {x.x, x.y, x.z, x.w};
+            int v = 0;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const uint32_t q = ((w.q[i] >> (2 * j)) & 0x03030303u) |
+                                   (((w.h[i] >> j) & 0x01010101u) << 2);
+                v = tl_dp4a_ss(0xFCFCFCFCu, xs[i], tl_dp4a_us(q, xs[i], v));
+            }
+            // Scale 8 n + 2 j + half: low nibble n of byte half + 2 j, top bits 2 (2 n + j / 2)
+            // of byte 8 + half + 2 (j & 1).
+            const int bi = half + 2 * (j & 1);
+            const uint32_t lo = (w.sl[j >> 1] >> (8 * bi + 4 * n)) & 0xFu;
+            const uint32_t hi = (w.sh >> (8 * bi + 2 * (2 * n + (j >> 1)))) & 3u;
+            sum += dk[j] * (float)(((int)(lo | (hi << 4)) - 32) * v);
+        }
+        return tl_h2f((uint16_t)w.d) * sum;
+    }
+};
+
 // Q6_K (210-byte blocks of 256: ql[128] @0, qh[64] @128, int8 scales[16] @192, f16 d @208).
 // Value 128 n + 32 k + l (n < 2, k < 4, l < 32) is
 //   (nibble of ql[64 n + 32 (k & 1) + l], high for k >= 2) | ((qh[32 n + l] >> 2k) & 3) << 4,

@@ -353,7 +353,7 @@ fn q8_dot_arithmetic_matches_the_cpu_decoding_on_the_host() {
     );
 
     // (the driver's type code, the type, byte offsets of its f16 scale fields)
-    let types: [(u32, GgmlType, &[usize]); 8] = [
+    let types: [(u32, GgmlType, &[usize]); 10] = [
         (0, GgmlType::Q4_0, &[0]),
         (1, GgmlType::Q4_1, &[0, 2]),
         (2, GgmlType::Q5_0, &[0]),
@@ -362,6 +362,8 @@ fn q8_dot_arithmetic_matches_the_cpu_decoding_on_the_host() {
         (5, GgmlType::Q4_K, &[0, 2]),
         (6, GgmlType::Q6_K, &[208]),
         (7, GgmlType::Q5_K, &[0, 2]),
+        (8, GgmlType::Q2_K, &[80, 82]),
+        (9, GgmlType::Q3_K, &[108]),
     ];
     for (code, ty, scales) in types {
         let (qk, bsize) = (ty.block_len(), ty.block_bytes());

@@ -9,7 +9,8 @@
 # cores (TORCHLESS_CUDA_MMA=off).
 # With GPU_BENCH_RUNS=types (a second call: each call has 10 minutes), the weight types the int8
 # matvec covers besides Q4_K instead: 7B-shaped synthetic models in Q4_0, Q5_K, Q6_K and Q8_0, and
-# SmolLM2 (Q4_1), each with the float and the int8 decode matvec.
+# SmolLM2 (Q4_1), each with the float and the int8 decode matvec. GPU_BENCH_RUNS=lowbit (a third
+# call) does the same for 7B-shaped Q2_K and Q3_K models.
 # Fails when there is no NVIDIA device.
 #
 #   tools/gpu-bench.sh OUT                 binary: target/release/torchless (feature cuda)
@@ -21,7 +22,7 @@
 #
 # Environment: TORCHLESS_MODELS_DIR (default ./models), GPU_BENCH_SYNTHETIC (the synthetic
 # model's path, default /tmp/torchless-s7b.gguf; made when missing), GPU_BENCH_RUNS (main, the
-# default, or types).
+# default, types or lowbit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -77,23 +78,33 @@ print(
 EOF
 }
 
+# bench_types TYPE...: float and int8 decode matvec side by side per type, graphs on.
+bench_types() {
+    local ty m
+    for ty in "$@"; do
+        m="/tmp/torchless-s7b-$ty.gguf"
+        make_synthetic "$m" "$ty"
+        run "s7b-$ty" "$m" on
+        TORCHLESS_CUDA_MATVEC=int8 run "s7b-$ty-int8" "$m" on
+        rm -f "$m" # the next one needs the disk more than this one
+    done
+}
+
 runs="${GPU_BENCH_RUNS:-main}"
 case "$runs" in
     main) ;;
     types)
-        # Float and int8 decode matvec side by side per type, graphs on.
-        for ty in q4_0 q5_k q6_k q8_0; do
-            m="/tmp/torchless-s7b-$ty.gguf"
-            make_synthetic "$m" "$ty"
-            run "s7b-$ty" "$m" on
-            TORCHLESS_CUDA_MATVEC=int8 run "s7b-$ty-int8" "$m" on
-            rm -f "$m" # the next one needs the disk more than this one
-        done
+        bench_types q4_0 q5_k q6_k q8_0
         TORCHLESS_CUDA_MATVEC=int8 run smollm2-int8 "$models/SmolLM2-135M-Instruct.Q4_1.gguf" on
         echo "gpu-bench: results in $out"
         exit 0
         ;;
-    *) die "GPU_BENCH_RUNS=$runs: expected main or types" ;;
+    lowbit)
+        bench_types q2_k q3_k
+        echo "gpu-bench: results in $out"
+        exit 0
+        ;;
+    *) die "GPU_BENCH_RUNS=$runs: expected main, types or lowbit" ;;
 esac
 
 synthetic="${GPU_BENCH_SYNTHETIC:-/tmp/torchless-s7b.gguf}"

@@ -11,10 +11,12 @@ Weights are random but scaled so the model stays numerically tame: every matrix 
 with a standard deviation of about 1/sqrt(input dim), so activations keep their scale through
 the layers (the RMS norms bound the residual stream anyway) and logits are O(1). For Q4_K each
 sub-block uses the same 6-bit value for scale and min, and dmin = 7.5 * d, so a weight is
-d * sc * (q - 7.5) with q uniform in 0..15 (Q5_K likewise about 15.5, q in 0..31). Norm weights are F32 ones.
+d * sc * (q - 7.5) with q uniform in 0..15 (Q5_K likewise about 15.5, q in 0..31; Q2_K about
+1.5, q in 0..3). Norm weights are F32 ones.
 
 Usage:
-  tools/make-synthetic-gguf.py [--out PATH] [--type q4_0|q4_k|q5_k|q6_k|q8_0|f16] [--layers N] [--dim N]
+  tools/make-synthetic-gguf.py [--out PATH] [--type q4_0|q2_k|q3_k|q4_k|q5_k|q6_k|q8_0|f16]
+      [--layers N] [--dim N]
       [--ff N] [--heads N] [--kv-heads N] [--vocab N] [--ctx N] [--seed N]
 
 Example (tiny, for tests):
@@ -39,16 +41,20 @@ GGML_F32 = (0, 1, 4)
 GGML_F16 = (1, 1, 2)
 GGML_Q4_0 = (2, 32, 18)
 GGML_Q8_0 = (8, 32, 34)
+GGML_Q2_K = (10, 256, 84)
+GGML_Q3_K = (11, 256, 110)
 GGML_Q5_K = (13, 256, 176)
 GGML_Q6_K = (14, 256, 210)
 GGML_Q4_K = (12, 256, 144)
 WEIGHT_TYPES = {
-    "q4_0": GGML_Q4_0, "q4_k": GGML_Q4_K, "q5_k": GGML_Q5_K, "q6_k": GGML_Q6_K, "q8_0": GGML_Q8_0,
-    "f16": GGML_F16,
+    "q4_0": GGML_Q4_0, "q2_k": GGML_Q2_K, "q3_k": GGML_Q3_K, "q4_k": GGML_Q4_K, "q5_k": GGML_Q5_K,
+    "q6_k": GGML_Q6_K, "q8_0": GGML_Q8_0, "f16": GGML_F16,
 }
 # general.file_type (llama_ftype) for a file whose weights are all of one type.
-# MOSTLY_Q4_0, MOSTLY_Q4_K_S, MOSTLY_Q5_K_S, MOSTLY_Q6_K, MOSTLY_Q8_0, MOSTLY_F16
-FILE_TYPE = {"q4_0": 2, "q4_k": 14, "q5_k": 16, "q6_k": 18, "q8_0": 7, "f16": 1}
+# MOSTLY_Q4_0, MOSTLY_Q2_K, MOSTLY_Q3_K_S, MOSTLY_Q4_K_S, MOSTLY_Q5_K_S, MOSTLY_Q6_K, MOSTLY_Q8_0,
+# MOSTLY_F16
+FILE_TYPE = {"q4_0": 2, "q2_k": 10, "q3_k": 11, "q4_k": 14, "q5_k": 16, "q6_k": 18, "q8_0": 7,
+             "f16": 1}
 
 ALIGNMENT = 32
 CHUNK_BYTES = 64 << 20  # bytes of tensor data generated per step
@@ -174,6 +180,42 @@ def q6_k_chunks(rng, n_cols, n_rows, std):
     return block_chunks(n_blocks, 210, fill)
 
 
+def q2_k_chunks(rng, n_cols, n_rows, std):
+    n_blocks = n_cols // 256 * n_rows
+    # weight = d * sc * q - dmin * m with m = sc and dmin = 1.5 d: d * sc * (q - 1.5), q uniform
+    # 0..3 (std 1.118), sc uniform in 8..15 (mean 11.5).
+    d = np.float16(std / (11.5 * 1.118))
+    tail = np.frombuffer(d.tobytes() + np.float16(1.5 * float(d)).tobytes(), dtype=np.uint8)
+
+    def fill(blk):
+        n = len(blk)
+        sc = rng.integers(8, 16, size=(n, 16), dtype=np.uint8)
+        blk[:, 0:16] = sc | (sc << 4)
+        blk[:, 16:80] = np.frombuffer(rng.bytes(n * 64), dtype=np.uint8).reshape(n, 64)
+        blk[:, 80:84] = tail
+
+    return block_chunks(n_blocks, 84, fill)
+
+
+def q3_k_chunks(rng, n_cols, n_rows, std):
+    n_blocks = n_cols // 256 * n_rows
+    # weight = d * (s - 32) * q, q uniform in -4..3 (std 2.29), the six-bit s uniform in 48..63
+    # (scale 16..31, mean 23.5).
+    d = np.frombuffer(np.float16(std / (23.5 * 2.29)).tobytes(), dtype=np.uint8)
+
+    def fill(blk):
+        n = len(blk)
+        blk[:, 0:96] = np.frombuffer(rng.bytes(n * 96), dtype=np.uint8).reshape(n, 96)
+        s = rng.integers(48, 64, size=(n, 16), dtype=np.uint8)
+        lo, hi = s & 0xF, s >> 4
+        # Scale i: low nibble i / 8 of byte i % 8, top two bits 2 (i / 4) of byte 8 + i % 4.
+        blk[:, 96:104] = lo[:, 0:8] | (lo[:, 8:16] << 4)
+        blk[:, 104:108] = hi[:, 0:4] | (hi[:, 4:8] << 2) | (hi[:, 8:12] << 4) | (hi[:, 12:16] << 6)
+        blk[:, 108:110] = d
+
+    return block_chunks(n_blocks, 110, fill)
+
+
 def f16_chunks(rng, n_cols, n_rows, std):
     n = n_cols * n_rows
     step = CHUNK_BYTES // 2
@@ -189,8 +231,8 @@ def ones_f32(n_cols, n_rows):
 
 
 CHUNKERS = {
-    "q4_0": q4_0_chunks, "q4_k": q4_k_chunks, "q5_k": q5_k_chunks, "q6_k": q6_k_chunks,
-    "q8_0": q8_0_chunks, "f16": f16_chunks,
+    "q4_0": q4_0_chunks, "q2_k": q2_k_chunks, "q3_k": q3_k_chunks, "q4_k": q4_k_chunks,
+    "q5_k": q5_k_chunks, "q6_k": q6_k_chunks, "q8_0": q8_0_chunks, "f16": f16_chunks,
 }
 
 

@@ -3,7 +3,8 @@
 // (`quantize_q8`, `matvec_q8_<t>`) replayed lane by lane with the kernels' own addressing and
 // the header's own per-type load and dot functions.
 //
-//   q8dot IN OUT      IN:  u32 type (0 Q4_0, 1 Q4_1, 2 Q5_0, 3 Q5_1, 4 Q8_0, 5 Q4_K, 6 Q6_K, 7 Q5_K),
+//   q8dot IN OUT      IN:  u32 type (0 Q4_0, 1 Q4_1, 2 Q5_0, 3 Q5_1, 4 Q8_0, 5 Q4_K, 6 Q6_K, 7 Q5_K,
+//                          8 Q2_K, 9 Q3_K),
 //                          u32 rows, u32 cols, rows * cols / QK blocks, cols f32 of x
 //                     OUT: the Q8 form of x (cols int8, then cols / 16 f32) and rows f32 of W x
 #include <cmath>
@@ -109,10 +110,10 @@ int main(int argc, char** argv) {
     if (!in) return 2;
     uint32_t ty = 0, rows = 0, cols = 0;
     if (std::fread(&ty, 4, 1, in) != 1 || std::fread(&rows, 4, 1, in) != 1 ||
-        std::fread(&cols, 4, 1, in) != 1 || ty > 7)
+        std::fread(&cols, 4, 1, in) != 1 || ty > 9)
         return 2;
-    static const size_t qk[8] = {32, 32, 32, 32, 32, 256, 256, 256};
-    static const size_t bytes[8] = {18, 20, 22, 24, 34, 144, 210, 176};
+    static const size_t qk[10] = {32, 32, 32, 32, 32, 256, 256, 256, 256, 256};
+    static const size_t bytes[10] = {18, 20, 22, 24, 34, 144, 210, 176, 84, 110};
     if (cols % qk[ty]) return 2;
     const size_t wbytes = (size_t)rows * (cols / qk[ty]) * bytes[ty];
     // Both buffers start 256-byte aligned, as the device allocations do.
@@ -153,7 +154,9 @@ int main(int argc, char** argv) {
         case 4: matvec<Q8Q8_0>(w, xq, rows, cols, y.data()); break;
         case 5: matvec<Q8Q4_K>(w, xq, rows, cols, y.data()); break;
         case 6: matvec<Q8Q6_K>(w, xq, rows, cols, y.data()); break;
-        default: matvec<Q8Q5_K>(w, xq, rows, cols, y.data()); break;
+        case 7: matvec<Q8Q5_K>(w, xq, rows, cols, y.data()); break;
+        case 8: matvec<Q8Q2_K>(w, xq, rows, cols, y.data()); break;
+        default: matvec<Q8Q3_K>(w, xq, rows, cols, y.data()); break;
     }
 
     FILE* out = std::fopen(argv[2], "wb");

@@ -99,9 +99,8 @@ pub(crate) struct Int8Kernels {
     glu: &'static str,
 }
 
-/// The int8 kernels of `ty`: every 32-value type, Q4_K, Q5_K and Q6_K (the types of Q4_0, Q8_0,
-/// Q4_K_M and Q5_K_M files). None for the float types, Q2_K and Q3_K, which keep the float
-/// matvec in every mode.
+/// The int8 kernels of `ty`: every quantized type. None for the float types, which keep the
+/// float matvec in every mode.
 pub(crate) fn int8_kernels(ty: GgmlType) -> Option<Int8Kernels> {
     macro_rules! k {
         ($s:literal) => {
@@ -117,6 +116,8 @@ pub(crate) fn int8_kernels(ty: GgmlType) -> Option<Int8Kernels> {
         GgmlType::Q5_0 => k!("q5_0"),
         GgmlType::Q5_1 => k!("q5_1"),
         GgmlType::Q8_0 => k!("q8_0"),
+        GgmlType::Q2_K => k!("q2_k"),
+        GgmlType::Q3_K => k!("q3_k"),
         GgmlType::Q4_K => k!("q4_k"),
         GgmlType::Q5_K => k!("q5_k"),
         GgmlType::Q6_K => k!("q6_k"),

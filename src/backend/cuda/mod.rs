@@ -125,11 +125,11 @@ pub struct CudaOptions {
     /// Record decode steps as CUDA graphs and replay them (`TORCHLESS_CUDA_GRAPH=on|off`,
     /// default on).
     pub decode_graphs: bool,
-    /// One-token matvecs of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K weights round x to
-    /// int8 once and dot it with `dp4a` (`TORCHLESS_CUDA_MATVEC=int8`) instead of decoding the
-    /// weights to floats (`float`, the default). A third of the instructions per weight byte
-    /// (docs/performance.md); x is rounded to 8 bits per 32 values, as the CPU's quantized dots
-    /// round it per 32 or 256. Q2_K, Q3_K and the float types keep the float matvec.
+    /// One-token matvecs of quantized weights round x to int8 once and dot it with `dp4a`
+    /// (`TORCHLESS_CUDA_MATVEC=int8`) instead of decoding the weights to floats (`float`, the
+    /// default). A third to a half of the instructions per weight byte (docs/performance.md);
+    /// x is rounded to 8 bits per 32 values, as the CPU's quantized dots round it per 32 or 256.
+    /// Float weights keep the float matvec.
     pub int8_matvec: bool,
     /// Run the fused kernels (`TORCHLESS_CUDA_FUSE=on|off`, default on): RoPE on Q and K with
     /// the K/V store, and a gated FFN's gate, up and GLU on the decode path, each one launch
