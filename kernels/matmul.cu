@@ -144,12 +144,46 @@ static __device__ __forceinline__ bool mv_aligned(const void* p, unsigned a) {
     return ((unsigned long long)p & (unsigned long long)(a - 1)) == 0;
 }
 
+// Weight prefetch before the wait (tl_prefetch_l2): the rows a warp of a decode matvec reads
+// first. Rows r0 .. r0 + nr - 1 of a matrix of `rows` rows, none past its end.
+static __device__ __forceinline__ void mv_prefetch_rows(const uint8_t* w, int rows, int r0, int nr,
+                                                        tlq_sz row_bytes) {
+    if (r0 >= rows) return;
+    const int r1 = rows - r0 < nr ? rows : r0 + nr;
+    tl_prefetch_l2(w + (tlq_sz)r0 * row_bytes, (tlq_sz)(r1 - r0) * row_bytes);
+}
+// This warp's first group of R rows when the groups of up to three matrices of one width follow
+// one another, one group per warp, grid-strided (mc_rows, mq8_matvec3; a single matrix has
+// rows1 = rows2 = 0, and its groups start at warp * R).
+static __device__ __forceinline__ void mv_prefetch_first(const uint8_t* w0, int rows0,
+                                                         const uint8_t* w1, int rows1,
+                                                         const uint8_t* w2, int rows2, int R,
+                                                         tlq_sz row_bytes) {
+    int g = blockIdx.x * MV_WARPS + (threadIdx.x >> 5);
+    const int g0 = (rows0 + R - 1) / R, g1 = (rows1 + R - 1) / R;
+    if (g < g0) {
+        mv_prefetch_rows(w0, rows0, g * R, R, row_bytes);
+    } else if ((g -= g0) < g1) {
+        mv_prefetch_rows(w1, rows1, g * R, R, row_bytes);
+    } else {
+        mv_prefetch_rows(w2, rows2, (g - g1) * R, R, row_bytes);
+    }
+}
+// This warp's first row of a gated pair (mc_glu_rows, mq8_glu): row r of gate and of up.
+static __device__ __forceinline__ void mv_prefetch_pair(const uint8_t* wg, const uint8_t* wu,
+                                                        int rows, tlq_sz row_bytes) {
+    const int r = blockIdx.x * MV_WARPS + (threadIdx.x >> 5);
+    mv_prefetch_rows(wg, rows, r, 1, row_bytes);
+    mv_prefetch_rows(wu, rows, r, 1, row_bytes);
+}
+
 // Quantized types: the wide-load path when the weight base has the type's block alignment and x
 // is 16-byte aligned (always so for fresh device allocations); half-word loads otherwise.
 #define TL_MATVEC_Q(name, M)                                                                      \
     extern "C" __global__ void MV_LB                                                              \
         matvec_##name(const uint8_t* __restrict__ w, const float* __restrict__ x,                 \
                       float* __restrict__ y, int rows, int cols, int n_tok, int add) {            \
+        mv_prefetch_first(w, rows, w, 0, w, 0, 1, (tlq_sz)(cols / M::QK) * M::BYTES);            \
         tl_kernel_start();                                                                        \
         if (mv_aligned(w, M::ALIGN) && mv_aligned(x, 16))                                         \
             mv_dispatch<M, true>(w, x, y, rows, cols, n_tok, add);                                \
@@ -163,6 +197,7 @@ static __device__ __forceinline__ bool mv_aligned(const void* p, unsigned a) {
     extern "C" __global__ void MV_LB                                                              \
         matvec_##name(const uint8_t* __restrict__ w, const float* __restrict__ x,                 \
                       float* __restrict__ y, int rows, int cols, int n_tok, int add) {            \
+        mv_prefetch_first(w, rows, w, 0, w, 0, 1, (tlq_sz)cols * MS::BYTES);                     \
         tl_kernel_start();                                                                        \
         if (cols % 8 == 0 && mv_aligned(w, 16) && mv_aligned(x, 16))                              \
             mv_dispatch<MV, true>(w, x, y, rows, cols, n_tok, add);                               \
@@ -514,8 +549,9 @@ static __device__ __forceinline__ void mc_dispatch(const McSeg* seg, const float
                                                    const float* __restrict__ x,                   \
                                                    float* __restrict__ y, int rows, int cols,     \
                                                    int n_tok, int add) {                          \
-        tl_kernel_start();                                                                        \
         const tlq_sz row_bytes = (tlq_sz)(cols / (QKV)) * (BYTESV);                               \
+        mv_prefetch_first(w, rows, w, 0, w, 0, C::R, row_bytes);                                  \
+        tl_kernel_start();                                                                        \
         if (cols % 128 == 0 && mv_aligned(w, ALIGNV) && mv_aligned(x, 16)) {                      \
             const McSeg seg[1] = {{w, y, rows}};                                                  \
             mc_dispatch<C, 1>(seg, x, cols, n_tok, row_bytes, add);                               \
@@ -543,9 +579,11 @@ TL_MATVEC_C(q6_k, McRowQ6K, MvQ6_K, 256, 210, 2)
         const uint8_t* __restrict__ w1, float* __restrict__ y1, int rows1,                        \
         const uint8_t* __restrict__ w2, float* __restrict__ y2, int rows2,                        \
         const float* __restrict__ x, int cols, int n_tok) {                                       \
+        const tlq_sz row_bytes = (tlq_sz)(cols / (QKV)) * (BYTESV);                               \
+        mv_prefetch_first(w0, rows0, w1, rows1, w2, rows2, C::R, row_bytes);                      \
         tl_kernel_start();                                                                        \
         const McSeg seg[3] = {{w0, y0, rows0}, {w1, y1, rows1}, {w2, y2, rows2}};                 \
-        mc_dispatch<C, 3>(seg, x, cols, n_tok, (tlq_sz)(cols / (QKV)) * (BYTESV), 0);             \
+        mc_dispatch<C, 3>(seg, x, cols, n_tok, row_bytes, 0);                                     \
     }
 
 // The layout-C types whose row loop works on two rows at once (C::R == 2): name, row loop,
@@ -602,10 +640,11 @@ static __device__ __forceinline__ void mc_glu_rows(const uint8_t* __restrict__ w
         const uint8_t* __restrict__ wg, const uint8_t* __restrict__ wu,                           \
         const float* __restrict__ x, float* __restrict__ y, int rows, int cols, int n_tok,        \
         int act) {                                                                                \
+        const tlq_sz row_bytes = (tlq_sz)(cols / (QKV)) * (BYTESV);                               \
+        mv_prefetch_pair(wg, wu, rows, row_bytes);                                                \
         tl_kernel_start();                                                                        \
         __shared__ tlq_f4 tab[MV_WARPS * C::TAB];                                                 \
         tlq_f4* wtab = tab + (threadIdx.x >> 5) * C::TAB;                                         \
-        const tlq_sz row_bytes = (tlq_sz)(cols / (QKV)) * (BYTESV);                               \
         for (int t0 = 0; t0 < n_tok; t0 += C::MAXNT) {                                            \
             const int nt = n_tok - t0 < C::MAXNT ? n_tok - t0 : C::MAXNT;                         \
             const float* xt = x + (tlq_sz)t0 * cols;                                              \
@@ -771,6 +810,7 @@ static __device__ __forceinline__ void mq8_glu(const uint8_t* __restrict__ wg,
         const uint8_t* __restrict__ w1, float* __restrict__ y1, int rows1,                        \
         const uint8_t* __restrict__ w2, float* __restrict__ y2, int rows2,                        \
         const uint8_t* __restrict__ xq, int cols, int add) {                                      \
+        mv_prefetch_first(w0, rows0, w1, rows1, w2, rows2, 1, (tlq_sz)(cols / T::QK) * T::BYTES); \
         tl_kernel_start();                                                                        \
         mq8_matvec3<T>(w0, y0, rows0, w1, y1, rows1, w2, y2, rows2, xq, cols, add);               \
     }                                                                                             \
@@ -778,6 +818,7 @@ static __device__ __forceinline__ void mq8_glu(const uint8_t* __restrict__ wg,
         const uint8_t* __restrict__ wg, const uint8_t* __restrict__ wu,                           \
         const uint8_t* __restrict__ xq, float* __restrict__ y, int rows, int cols, int act,       \
         uint8_t* __restrict__ yq, uint32_t* __restrict__ counters) {                              \
+        mv_prefetch_pair(wg, wu, rows, (tlq_sz)(cols / T::QK) * T::BYTES);                        \
         tl_kernel_start();                                                                        \
         mq8_glu<T>(wg, wu, xq, y, rows, cols, act, yq, counters);                                 \
     }

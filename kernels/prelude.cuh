@@ -79,7 +79,8 @@ static __device__ __forceinline__ float tl_ld_cg(const float* p) {
 #endif
 }
 
-// The first statement of every kernel: programmatic dependent launch (Hopper and newer). With it
+// The first statement of every kernel (after, at most, tl_prefetch_l2 of its weights):
+// programmatic dependent launch (Hopper and newer). With it
 // the driver may start a kernel while the one before it in the stream is still finishing, so
 // the launch latency and block scheduling overlap that kernel's tail instead of following it.
 // - `griddepcontrol.wait` holds every thread until the grids it depends on have completed and
@@ -98,6 +99,32 @@ static __device__ __forceinline__ void tl_kernel_start() {
     asm volatile("// tl-pdl-wait" ::: "memory");
     asm volatile("// tl-pdl-launch" ::: "memory");
 #endif
+}
+
+// The one thing a kernel may do before tl_kernel_start(): ask L2 for the weight bytes
+// [p, p + n) it will read first, the warp's lanes one 128-byte line each in turn. With PDL a
+// kernel's blocks may become resident while the kernel before it still runs (its tail, when its
+// last blocks leave SMs idle), and there they only wait; fetched now, their first rows are in L2
+// by the time the wait ends, so DRAM stays busy across the kernel boundary instead of idling
+// through the tail and the next kernel's first round trip.
+// - Safe before the wait: the weights are uploaded once and never written on the device, and a
+//   prefetch into L2 returns no data to the thread (L2 is where device writes land anyway).
+// - The PTX carries it as the comment `// tl-pdl-prefetch <address register>`, which the backend
+//   turns into `prefetch.L2 [<register>]` together with the wait (src/backend/cuda/launch.rs),
+//   so only devices with PDL run it, and `TORCHLESS_CUDA_PREFETCH=off` leaves it a comment.
+// - On the host emulator each line's first byte in the range is read instead, so a range
+//   outside the weights' allocation stops the test that launched it.
+static __device__ __forceinline__ void tl_prefetch_l2(const uint8_t* p, unsigned long long n) {
+    const unsigned long long lo = (unsigned long long)p, end = lo + n;
+    for (unsigned long long a = (lo & ~127ull) + 128ull * (threadIdx.x & 31); a < end;
+         a += 32ull * 128ull) {
+#ifdef TL_HOST_EMU
+        const volatile uint8_t* q = (const volatile uint8_t*)(a < lo ? lo : a);
+        (void)*q;
+#else
+        asm volatile("// tl-pdl-prefetch %0" ::"l"(a));
+#endif
+    }
 }
 
 // Math through PTX instructions, not libdevice (clang is run with -nocudalib, and the same

@@ -37,6 +37,7 @@ fn device_with(int8: bool, graphs: bool, fused: bool) -> CudaBackend {
         int8_matvec: int8,
         fused,
         pdl: true,
+        pdl_prefetch: true,
         mma_prefill: true,
     })
 }
@@ -95,6 +96,7 @@ fn ops_matmul_int8_matvec() {
         int8_matvec: true,
         fused: true,
         pdl: true,
+        pdl_prefetch: true,
         mma_prefill: true,
     };
     let dev = CudaBackend::with_options(0, opts).unwrap_or_else(|e| {
@@ -114,6 +116,7 @@ fn ops_matmul_fma_prefill() {
         int8_matvec: false,
         fused: true,
         pdl: true,
+        pdl_prefetch: true,
         mma_prefill: false,
     });
     assert!(!dev.device_info().mma_prefill);
@@ -339,6 +342,7 @@ fn pdl_launches_match_ordinary_bit_for_bit() {
                 int8_matvec: int8,
                 fused: true,
                 pdl,
+                pdl_prefetch: true,
                 mma_prefill: true,
             })
         };

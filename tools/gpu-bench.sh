@@ -5,8 +5,9 @@
 # steps replayed as CUDA graphs (the default) and run eagerly (TORCHLESS_CUDA_GRAPH=off), and the
 # Q4_K models once more with the int8 decode matvec (TORCHLESS_CUDA_MATVEC=int8), once without
 # the fused kernels (TORCHLESS_CUDA_FUSE=off), once without programmatic dependent launch
-# (TORCHLESS_CUDA_PDL=off) and once with the prefill tiles in f32 FMA instead of on the tensor
-# cores (TORCHLESS_CUDA_MMA=off).
+# (TORCHLESS_CUDA_PDL=off), once with PDL but without the decode matvecs' weight prefetch before
+# its wait (TORCHLESS_CUDA_PREFETCH=off) and once with the prefill tiles in f32 FMA instead of on
+# the tensor cores (TORCHLESS_CUDA_MMA=off).
 # With GPU_BENCH_RUNS=types (a second call: each call has 10 minutes), the weight types the int8
 # matvec covers besides Q4_K instead: 7B-shaped synthetic models in Q4_0, Q5_K, Q6_K and Q8_0, and
 # SmolLM2 (Q4_1), each with the float and the int8 decode matvec. GPU_BENCH_RUNS=lowbit (a third
@@ -132,6 +133,12 @@ run s7b-nopdl "$synthetic" on
 TORCHLESS_CUDA_MATVEC=int8 run s7b-int8-nopdl "$synthetic" on
 run gemma3-nopdl "$models/gemma-3-270m-q4_k_m.gguf" on
 unset TORCHLESS_CUDA_PDL
+# PDL without the decode matvecs' weight prefetch before their wait (TORCHLESS_CUDA_PREFETCH=off),
+# graphs on, both matvecs: what the prefetch saves.
+export TORCHLESS_CUDA_PREFETCH=off
+run s7b-noprefetch "$synthetic" on
+TORCHLESS_CUDA_MATVEC=int8 run s7b-int8-noprefetch "$synthetic" on
+unset TORCHLESS_CUDA_PREFETCH
 # Prefill tiles in f32 FMA (TORCHLESS_CUDA_MMA=off) instead of bfloat16 on the tensor cores:
 # compare its pp with s7b's and gemma3's.
 export TORCHLESS_CUDA_MMA=off

@@ -16,6 +16,12 @@
 //! (ISA 7.8) when the backend loads it on such a device. A kernel whose PTX does not wait before
 //! its first memory access ([`entries_without_wait`]) is launched the ordinary way, and
 //! `TORCHLESS_CUDA_PDL=off` launches every kernel the ordinary way.
+//!
+//! Before its wait, a decode matvec may only ask L2 for the weight rows it reads first
+//! (`tl_prefetch_l2`): a kernel that launched early then spends the tail of the one before it
+//! fetching its weights instead of idling. The PTX carries those requests as [`PREFETCH_MARK`]
+//! comments too, which [`ptx_for_pdl`] turns into `prefetch.L2` when asked
+//! (`TORCHLESS_CUDA_PREFETCH=off` keeps them comments).
 
 use std::ffi::c_void;
 
@@ -29,6 +35,8 @@ use cudarc::driver::{
 pub const WAIT_MARK: &str = "// tl-pdl-wait";
 /// The PTX comment that `griddepcontrol.launch_dependents` replaces.
 pub const LAUNCH_MARK: &str = "// tl-pdl-launch";
+/// The PTX comment, followed by an address register, that `prefetch.L2 [register]` replaces.
+pub const PREFETCH_MARK: &str = "// tl-pdl-prefetch";
 /// The first compute capability with PDL (`griddepcontrol` needs sm_90).
 pub(crate) const PDL_MIN_COMPUTE: (i32, i32) = (9, 0);
 /// The first driver (cuDriverGetVersion) that records PDL launches into a graph as programmatic
@@ -40,8 +48,10 @@ const PDL_TARGET: u32 = 90;
 
 /// A module's PTX for a device with PDL: the marks become the `griddepcontrol` instructions,
 /// the target at least sm_90 and the ISA at least 7.8 (PTX of an older target is valid PTX of a
-/// newer one). Errors when the header has no `.version` or `.target` it can read.
-pub fn ptx_for_pdl(ptx: &str) -> std::result::Result<String, String> {
+/// newer one), and with `prefetch` the prefetch marks `prefetch.L2` (generic addressing: the
+/// register holds a generic address). Errors when the header has no `.version` or `.target` it
+/// can read, or a prefetch mark names no register.
+pub fn ptx_for_pdl(ptx: &str, prefetch: bool) -> std::result::Result<String, String> {
     let mut out = String::with_capacity(ptx.len() + 4096);
     let (mut version, mut target) = (false, false);
     for line in ptx.lines() {
@@ -68,6 +78,22 @@ pub fn ptx_for_pdl(ptx: &str) -> std::result::Result<String, String> {
             out.push_str("\tgriddepcontrol.wait;\n");
         } else if t == LAUNCH_MARK {
             out.push_str("\tgriddepcontrol.launch_dependents;\n");
+        } else if let Some(reg) = t.strip_prefix(PREFETCH_MARK) {
+            let reg = reg.trim();
+            let is_reg = reg.strip_prefix('%').is_some_and(|r| {
+                !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
+            if !is_reg {
+                return Err(format!(
+                    "a prefetch mark without an address register: {line:?}"
+                ));
+            }
+            if prefetch {
+                out.push_str(&format!("\tprefetch.L2 [{reg}];\n"));
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
         } else {
             out.push_str(line);
             out.push('\n');
@@ -298,6 +324,7 @@ mod tests {
 
     const PTX: &str = "//\n.version 7.5\n.target sm_80\n.address_size 64\n\n\
         .visible .entry good(\n\t.param .u64 good_param_0\n)\n{\n\tld.param.u64 %rd1, [good_param_0];\n\
+        \t// begin inline asm\n\t// tl-pdl-prefetch %rd1\n\t// end inline asm\n\
         \t// begin inline asm\n\t// tl-pdl-wait\n\t// end inline asm\n\t// begin inline asm\n\
         \t// tl-pdl-launch\n\t// end inline asm\n\tld.global.f32 %f1, [%rd1];\n\tret;\n}\n\
         .visible .entry early(\n\t.param .u64 early_param_0\n)\n{\n\tld.param.u64 %rd1, [early_param_0];\n\
@@ -306,18 +333,24 @@ mod tests {
 
     #[test]
     fn patches_header_and_marks() {
-        let p = ptx_for_pdl(PTX).unwrap();
+        let p = ptx_for_pdl(PTX, true).unwrap();
         assert!(p.contains(".version 7.8\n.target sm_90\n"), "{p}");
         assert!(p.contains("\tgriddepcontrol.wait;\n"));
         assert!(p.contains("\tgriddepcontrol.launch_dependents;\n"));
-        assert!(!p.contains(WAIT_MARK) && !p.contains(LAUNCH_MARK));
+        assert!(p.contains("\tprefetch.L2 [%rd1];\n"));
+        assert!(!p.contains(WAIT_MARK) && !p.contains(LAUNCH_MARK) && !p.contains(PREFETCH_MARK));
+        // Without prefetch the mark stays a comment.
+        let p = ptx_for_pdl(PTX, false).unwrap();
+        assert!(p.contains("\t// tl-pdl-prefetch %rd1\n") && !p.contains("prefetch.L2"));
+        let bad = PTX.replace("tl-pdl-prefetch %rd1", "tl-pdl-prefetch");
+        assert!(ptx_for_pdl(&bad, true).is_err());
         // A newer header is kept.
         let newer = PTX
             .replace(".version 7.5", ".version 8.7 // a comment")
             .replace("sm_80", "sm_100a");
-        let p = ptx_for_pdl(&newer).unwrap();
+        let p = ptx_for_pdl(&newer, true).unwrap();
         assert!(p.contains(".version 8.7\n.target sm_100a\n"), "{p}");
-        assert!(ptx_for_pdl("ret;").is_err());
+        assert!(ptx_for_pdl("ret;", true).is_err());
     }
 
     #[test]

@@ -114,6 +114,9 @@ pub struct DeviceInfo {
     /// With `pdl`, the kernels launched the ordinary way all the same (none with our build:
     /// each waits for its predecessor before touching memory, checked by tests/cuda_build.rs).
     pub pdl_ordinary: Vec<String>,
+    /// Whether, with `pdl`, the decode matvecs ask L2 for their first weight rows before they
+    /// wait for the kernel before them (`TORCHLESS_CUDA_PREFETCH`; see [`launch`]).
+    pub pdl_prefetch: bool,
     /// Whether the quantized types' prefill tiles run on the tensor cores (`TORCHLESS_CUDA_MMA`).
     pub mma_prefill: bool,
 }
@@ -139,6 +142,11 @@ pub struct CudaOptions {
     /// (`TORCHLESS_CUDA_PDL=on|off`, default on; see [`launch`]). The results are the same
     /// either way; off measures what it saves.
     pub pdl: bool,
+    /// With `pdl`, let each decode matvec ask L2 for the weight rows it reads first before it
+    /// waits for the kernel before it (`TORCHLESS_CUDA_PREFETCH=on|off`, default on; see
+    /// [`launch`]), so that DRAM keeps streaming through that kernel's tail. Same results either
+    /// way; off measures what it saves.
+    pub pdl_prefetch: bool,
     /// Multiply the prefill tiles of quantized weights on the tensor cores
     /// (`TORCHLESS_CUDA_MMA=on|off`, default on): `matmul_mma_<t>`, with the dequantized weights
     /// and x rounded to bfloat16 and f32 accumulators, instead of f32 FMA (`matmul_<t>`).
@@ -148,13 +156,15 @@ pub struct CudaOptions {
 
 impl CudaOptions {
     /// `TORCHLESS_CUDA_GRAPH`, `TORCHLESS_CUDA_MATVEC`, `TORCHLESS_CUDA_FUSE`,
-    /// `TORCHLESS_CUDA_PDL` and `TORCHLESS_CUDA_MMA`; an unknown value is an error.
+    /// `TORCHLESS_CUDA_PDL`, `TORCHLESS_CUDA_PREFETCH` and `TORCHLESS_CUDA_MMA`; an unknown value
+    /// is an error.
     pub fn from_env() -> Result<Self> {
         Ok(CudaOptions {
             decode_graphs: switch_from_env("TORCHLESS_CUDA_GRAPH")?,
             int8_matvec: Self::int8_matvec_from_env()?,
             fused: switch_from_env("TORCHLESS_CUDA_FUSE")?,
             pdl: switch_from_env("TORCHLESS_CUDA_PDL")?,
+            pdl_prefetch: switch_from_env("TORCHLESS_CUDA_PREFETCH")?,
             mma_prefill: switch_from_env("TORCHLESS_CUDA_MMA")?,
         })
     }
@@ -186,6 +196,15 @@ fn switch_from_env(name: &str) -> Result<bool> {
                 "{name}={other}: expected on or off"
             ))),
         },
+    }
+}
+
+/// How `info` names the weight prefetch of PDL launches ([`CudaOptions::pdl_prefetch`]).
+fn prefetch_note(on: bool) -> &'static str {
+    if on {
+        " (decode matvecs prefetch their first weight rows to L2 before waiting)"
+    } else {
+        " (no weight prefetch: TORCHLESS_CUDA_PREFETCH=off)"
     }
 }
 
@@ -491,7 +510,7 @@ impl CudaBackend {
             // Kernels that would touch memory before waiting for their predecessor keep the
             // ordinary launch, and so does a module whose header cannot be rewritten
             // (tests/cuda_build.rs checks that neither happens to ours).
-            let (src, ordinary) = match pdl.then(|| launch::ptx_for_pdl(text)) {
+            let (src, ordinary) = match pdl.then(|| launch::ptx_for_pdl(text, opts.pdl_prefetch)) {
                 Some(Ok(src)) => (src, launch::entries_without_wait(text)),
                 Some(Err(_)) => (text.to_string(), ptx_entry_points(text)),
                 None => (text.to_string(), Vec::new()),
@@ -542,6 +561,7 @@ impl CudaBackend {
             fused: opts.fused,
             pdl,
             pdl_ordinary,
+            pdl_prefetch: pdl && opts.pdl_prefetch,
             mma_prefill: opts.mma_prefill,
         };
         Ok(CudaBackend {
@@ -717,9 +737,10 @@ impl Backend for CudaBackend {
                 "off (TORCHLESS_CUDA_FUSE=off)"
             },
             match (i.pdl, i.pdl_ordinary.len()) {
-                (true, 0) => "on".to_string(),
+                (true, 0) => format!("on{}", prefetch_note(i.pdl_prefetch)),
                 (true, n) => format!(
-                    "on, except {n} kernels that touch memory before waiting: {}",
+                    "on{}, except {n} kernels that touch memory before waiting: {}",
+                    prefetch_note(i.pdl_prefetch),
                     i.pdl_ordinary.join(" ")
                 ),
                 (false, _) => {
