@@ -23,7 +23,8 @@
 //   into shared memory (k-major); each thread accumulates a 4 x 4 register tile. The next step's
 //   global loads are issued before the current step's arithmetic.
 // matmul_mma_<t> (prefill, quantized types): the same tiles and loads, rounded to bfloat16 in
-//   shared memory and multiplied on the tensor cores (mma.m16n8k16, f32 accumulators).
+//   shared memory and multiplied on the tensor cores (mma.m16n8k16, f32 accumulators); the
+//   weights decoded with wide loads (quant.cuh's Fast8) where the base is aligned.
 #include "act.cuh"
 #include "quant.cuh"
 #include "q8dot.cuh"
@@ -962,6 +963,25 @@ static __device__ __forceinline__ void mm_body(const uint8_t* __restrict__ w,
 // Shared row stride in words: 16 words of data and 4 of padding, so the fragment loads (8 rows
 // x 4 consecutive words per warp) hit 32 different banks and each row stays 16-byte aligned.
 #define MT_LDW 20
+// mm_fetch for the tensor-core tiles. FAST (the weight base aligned to Fast8<T>::ALIGN, x to 16
+// bytes; whole-block rows keep every block and every token row aligned): the weights through
+// Fast8, and no branch at all, since rows and tokens past the matrix read row / token 0
+// (mm_loader points them there), whose products land in outputs that are never stored. Else
+// mm_fetch's exact, checked loads.
+template <class T, bool FAST>
+static __device__ __forceinline__ void mt_fetch(const MmLoader& l, int kt, int cols, float* wv,
+                                                float* xv) {
+    if constexpr (FAST) {
+        enum { SPB = T::QK / MM_BK };  // K steps per block
+        Fast8<T>::get8(l.wr + (tlq_sz)(kt / SPB) * T::BYTES, (kt % SPB) * MM_BK + l.lk, wv);
+        const float* xr = l.xr + (tlq_sz)kt * MM_BK + l.lk;
+        const tlq_f4 a = *(const tlq_f4*)xr, b = *(const tlq_f4*)(xr + 4);
+        xv[0] = a.x; xv[1] = a.y; xv[2] = a.z; xv[3] = a.w;
+        xv[4] = b.x; xv[5] = b.y; xv[6] = b.z; xv[7] = b.w;
+    } else {
+        mm_fetch<T>(l, kt, cols, wv, xv);
+    }
+}
 // 8 consecutive K values as 4 bfloat16 pairs (one 16-byte shared store).
 static __device__ __forceinline__ tl_u4 mt_pack8(const float* v) {
     tl_u4 q;
@@ -971,12 +991,18 @@ static __device__ __forceinline__ tl_u4 mt_pack8(const float* v) {
     q.w = tl_pack_bf16x2(v[6], v[7]);
     return q;
 }
-template <class T>
-static __device__ __forceinline__ void mt_body(const uint8_t* __restrict__ w,
+// The shared tiles, declared by the kernel (not in mt_body, whose two forms would each get
+// their own).
+struct MtTiles {
+    uint32_t ws[MM_BM][MT_LDW];
+    uint32_t xs[MM_BN][MT_LDW];
+};
+template <class T, bool FAST>
+static __device__ __forceinline__ void mt_body(MtTiles& sm, const uint8_t* __restrict__ w,
                                                const float* __restrict__ x, float* __restrict__ y,
                                                int rows, int cols, int n_tok, int add) {
-    __shared__ __attribute__((aligned(16))) uint32_t ws[MM_BM][MT_LDW];
-    __shared__ __attribute__((aligned(16))) uint32_t xs[MM_BN][MT_LDW];
+    uint32_t(*ws)[MT_LDW] = sm.ws;
+    uint32_t(*xs)[MT_LDW] = sm.xs;
     const int tid = threadIdx.x;
     const int m0 = blockIdx.x * MM_BM, n0 = blockIdx.y * MM_BN;
     // Loader role as in mm_body (8 values of row / token lm, i.e. 4 words at word lk / 2).
@@ -996,12 +1022,13 @@ static __device__ __forceinline__ void mt_body(const uint8_t* __restrict__ w,
 
     float wv[8], xv[8];
     const int nk = (cols + MM_BK - 1) / MM_BK;
-    mm_fetch<T>(ld, 0, cols, wv, xv);
+    mt_fetch<T, FAST>(ld, 0, cols, wv, xv);
     for (int kt = 0; kt < nk; ++kt) {
         *(tl_u4*)&ws[lm][lk / 2] = mt_pack8(wv);
         *(tl_u4*)&xs[lm][lk / 2] = mt_pack8(xv);
         TL_SYNC();
-        if (kt + 1 < nk) mm_fetch<T>(ld, kt + 1, cols, wv, xv);
+        // The last step fetches its own columns again instead of branching.
+        mt_fetch<T, FAST>(ld, kt + 1 < nk ? kt + 1 : kt, cols, wv, xv);
 #pragma unroll
         for (int kw = 0; kw < MM_BK / 2; kw += 8) {
             uint32_t a[2][4], b[2][2];
@@ -1069,7 +1096,11 @@ TL_QUANT_TYPES(TL_MATMUL)
         matmul_mma_##name(const uint8_t* __restrict__ w, const float* __restrict__ x,             \
                           float* __restrict__ y, int rows, int cols, int n_tok, int add) {        \
         tl_kernel_start();                                                                        \
-        mt_body<T>(w, x, y, rows, cols, n_tok, add);                                              \
+        __shared__ __attribute__((aligned(16))) MtTiles sm;                                       \
+        if (mv_aligned(w, Fast8<T>::ALIGN) && mv_aligned(x, 16))                                  \
+            mt_body<T, true>(sm, w, x, y, rows, cols, n_tok, add);                                \
+        else                                                                                      \
+            mt_body<T, false>(sm, w, x, y, rows, cols, n_tok, add);                               \
     }
 
 TL_QUANT_TYPES(TL_MATMUL_MMA)

@@ -1,6 +1,6 @@
 // quant.cuh: ggml weight-block decoding shared by matmul.cu and embed.cu.
 //
-// Two decoders per weight type:
+// The decoders per weight type:
 //
 // - `Deq<T>::deq8(blk, off, v)`: the 8 consecutive values at column offset `off` (a multiple of 8)
 //   of one block, computed with exactly the float operations of the CPU reference
@@ -8,6 +8,9 @@
 //   rounded PTX (`mul.rn`, `add.rn`, `sub.rn`) so neither compiler contracts them into FMAs.
 //   Byte and half-word loads only, so any block address works. Used by get_rows (where results
 //   must match the CPU bit for bit) and by the tiled matmul's shared-memory tile loads.
+//
+// - `Fast8<T>::get8(blk, off, v)`: deq8's values with wide loads and FMA conversions, for the
+//   tensor-core prefill tiles (which round them to bfloat16).
 //
 // - `McXXX::decode4(blk, c, v)` (below, "layout C"): the 4 values at column offset c of a 32-value
 //   block for the coalesced matvec row loops of matmul.cu (the K-quants' are in matmul.cu).
@@ -758,6 +761,178 @@ template <>
 struct Row8<TF16> : Row8F<TF16> {};
 template <>
 struct Row8<TBF16> : Row8F<TBF16> {};
+
+// ---------------------------------------------------------------------------------------------
+// Fast8<T>::get8(blk, off, v): the 8 consecutive values at column offset `off` (a multiple of 8)
+// of one block, for the tensor-core prefill tiles (matmul.cu's mt_body), which round them to
+// bfloat16 anyway. Unlike Deq<T>::deq8 (byte loads, the CPU's exact float operations), the
+// quants come in with the widest loads the type's block alignment `ALIGN` allows (the caller
+// checks the weight base; whole-block rows keep every block aligned) and become floats through
+// the PRMT + FMA of tlq_put4, error below 2^-17 of a quant step: two to three times fewer
+// instructions than deq8 for the tile loader, which bounds those tiles.
+// ---------------------------------------------------------------------------------------------
+
+template <class T>
+struct Fast8;
+
+// The 32-value types: values 8t .. 8t + 7 (t = off / 8) are the low (t < 2) or high nibbles of
+// qs bytes 8 (t & 1) .. + 7; their fifth bits are bits off .. off + 7 of qh.
+template <>
+struct Fast8<TQ4_0> {
+    enum { ALIGN = 2 };
+    static __device__ __forceinline__ void get8(const uint8_t* b, int off, float* v) {
+        const tlq_ab k = tlq_coef(tl_h2f((uint16_t)tlq_h(b)), 8.f, 0.f);
+        const uint8_t* q = b + 2 + (off & 8);
+        const int sh = off & 16 ? 4 : 0;
+        tlq_put4(v, (tlq_w2(q) >> sh) & 0x0F0F0F0Fu, k);
+        tlq_put4(v + 4, (tlq_w2(q + 4) >> sh) & 0x0F0F0F0Fu, k);
+    }
+};
+template <>
+struct Fast8<TQ4_1> {
+    enum { ALIGN = 4 };
+    static __device__ __forceinline__ void get8(const uint8_t* b, int off, float* v) {
+        const uint32_t dm = tlq_ldw4(b);
+        const tlq_ab k = tlq_coef(tl_h2f((uint16_t)(dm & 0xFFFFu)), 0.f,
+                                  tl_h2f((uint16_t)(dm >> 16)));
+        const uint8_t* q = b + 4 + (off & 8);
+        const int sh = off & 16 ? 4 : 0;
+        tlq_put4(v, (tlq_ldw4(q) >> sh) & 0x0F0F0F0Fu, k);
+        tlq_put4(v + 4, (tlq_ldw4(q + 4) >> sh) & 0x0F0F0F0Fu, k);
+    }
+};
+// Fifth bits h (8 bits, value i's at bit i) put at bit 4 of 8 nibble bytes q0, q1.
+static __device__ __forceinline__ void tlq_put8_q5(float* v, uint32_t q0, uint32_t q1, uint32_t h,
+                                                   tlq_ab k) {
+    tlq_put4(v, (q0 & 0x0F0F0F0Fu) | (tlq_spread4(h & 0xFu) << 4), k);
+    tlq_put4(v + 4, (q1 & 0x0F0F0F0Fu) | (tlq_spread4((h >> 4) & 0xFu) << 4), k);
+}
+template <>
+struct Fast8<TQ5_0> {
+    enum { ALIGN = 2 };
+    static __device__ __forceinline__ void get8(const uint8_t* b, int off, float* v) {
+        const tlq_ab k = tlq_coef(tl_h2f((uint16_t)tlq_h(b)), 16.f, 0.f);
+        const uint32_t qh = tlq_w2(b + 2);
+        const uint8_t* q = b + 6 + (off & 8);
+        const int sh = off & 16 ? 4 : 0;
+        tlq_put8_q5(v, tlq_w2(q) >> sh, tlq_w2(q + 4) >> sh, qh >> off, k);
+    }
+};
+template <>
+struct Fast8<TQ5_1> {
+    enum { ALIGN = 8 };
+    static __device__ __forceinline__ void get8(const uint8_t* b, int off, float* v) {
+        uint32_t dm, qh, q0, q1;
+        tlq_ldw8(b, dm, qh);
+        tlq_ldw8(b + 8 + (off & 8), q0, q1);
+        const tlq_ab k = tlq_coef(tl_h2f((uint16_t)(dm & 0xFFFFu)), 0.f,
+                                  tl_h2f((uint16_t)(dm >> 16)));
+        const int sh = off & 16 ? 4 : 0;
+        tlq_put8_q5(v, q0 >> sh, q1 >> sh, qh >> off, k);
+    }
+};
+// Q8_0: signed bytes via 2^23 + (q + 128), one rounding (exact as deq8).
+template <>
+struct Fast8<TQ8_0> {
+    enum { ALIGN = 2 };
+    static __device__ __forceinline__ void get8(const uint8_t* b, int off, float* v) {
+        const float d = tl_h2f((uint16_t)tlq_h(b));
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const uint32_t w = tlq_w2(b + 2 + off + 4 * i) ^ 0x80808080u;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) v[4 * i + e] = (tlq_bf23(w, e) - 8388736.f) * d;
+        }
+    }
+};
+// The K-quants: off = 128 n + 32 k + l0 (n < 2, k < 4, l0 in 0, 8, 16, 24) for Q2_K, Q3_K and
+// Q6_K, whose bytes hold value l of each of four 32-value groups; off = 32 j + l0 (sub-block j)
+// for Q4_K and Q5_K. See Deq<T> above for the layouts.
+template <>
+struct Fast8<TQ2_K> {
+    enum { ALIGN = 4 };
+    static __device__ __forceinline__ void get8(const uint8_t* b, int off, float* v) {
+        const int n = off >> 7, k = (off >> 5) & 3, l0 = off & 31;
+        const int is = 8 * n + 2 * k + (l0 >> 4);  // scale byte
+        const uint32_t sc = (tlq_ldw4(b + (is & ~3)) >> (8 * (is & 3))) & 0xFFu;
+        const uint32_t dm = tlq_ldw4(b + 80);
+        const float d = tl_h2f((uint16_t)(dm & 0xFFFFu)), dmin = tl_h2f((uint16_t)(dm >> 16));
+        const tlq_ab c = tlq_coef(d * (float)(int)(sc & 0xFu), 0.f, -(dmin * (float)(int)(sc >> 4)));
+        const uint8_t* q = b + 16 + 32 * n + l0;
+        tlq_put4(v, (tlq_ldw4(q) >> (2 * k)) & 0x03030303u, c);
+        tlq_put4(v + 4, (tlq_ldw4(q + 4) >> (2 * k)) & 0x03030303u, c);
+    }
+};
+template <>
+struct Fast8<TQ3_K> {
+    enum { ALIGN = 2 };
+    static __device__ __forceinline__ void get8(const uint8_t* b, int off, float* v) {
+        const int n = off >> 7, k = (off >> 5) & 3, l0 = off & 31;
+        const int is = 8 * n + 2 * k + (l0 >> 4);  // scale 0..15
+        const uint32_t lo = (tlq_b(b + 96 + (is & 7)) >> (4 * (is >> 3))) & 0xFu;
+        const uint32_t hi = (tlq_b(b + 104 + (is & 3)) >> (2 * (is >> 2))) & 3u;
+        const float d = tl_h2f((uint16_t)tlq_h(b + 108));
+        const tlq_ab c = tlq_coef(d * (float)((int)(lo | (hi << 4)) - 32), 4.f, 0.f);
+        const int hb = 4 * n + k;
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const uint32_t q = tlq_w2(b + 32 + 32 * n + l0 + 4 * i);
+            const uint32_t m = tlq_w2(b + l0 + 4 * i);
+            tlq_put4(v + 4 * i, ((q >> (2 * k)) & 0x03030303u) | (((m >> hb) & 0x01010101u) << 2),
+                     c);
+        }
+    }
+};
+template <>
+struct Fast8<TQ4_K> {
+    enum { ALIGN = 16 };
+    static __device__ __forceinline__ void get8(const uint8_t* b, int off, float* v) {
+        const int j = off >> 5, l0 = off & 31;
+        const tlq_u4 hd = tlq_ldw16(b);
+        uint32_t sc, m, q0, q1;
+        tlq_scale_min_k4(j, hd.y, hd.z, hd.w, sc, m);
+        const float d = tl_h2f((uint16_t)(hd.x & 0xFFFFu)), dmin = tl_h2f((uint16_t)(hd.x >> 16));
+        const tlq_ab c = tlq_coef(d * (float)(int)sc, 0.f, -(dmin * (float)(int)m));
+        tlq_ldw8(b + 16 + 32 * (j >> 1) + l0, q0, q1);
+        const int sh = 4 * (j & 1);
+        tlq_put4(v, (q0 >> sh) & 0x0F0F0F0Fu, c);
+        tlq_put4(v + 4, (q1 >> sh) & 0x0F0F0F0Fu, c);
+    }
+};
+template <>
+struct Fast8<TQ5_K> {
+    enum { ALIGN = 16 };
+    static __device__ __forceinline__ void get8(const uint8_t* b, int off, float* v) {
+        const int j = off >> 5, l0 = off & 31;
+        const tlq_u4 hd = tlq_ldw16(b);
+        uint32_t sc, m, q0, q1, h0, h1;
+        tlq_scale_min_k4(j, hd.y, hd.z, hd.w, sc, m);
+        const float d = tl_h2f((uint16_t)(hd.x & 0xFFFFu)), dmin = tl_h2f((uint16_t)(hd.x >> 16));
+        const tlq_ab c = tlq_coef(d * (float)(int)sc, 0.f, -(dmin * (float)(int)m));
+        tlq_ldw8(b + 16 + l0, h0, h1);
+        tlq_ldw8(b + 48 + 32 * (j >> 1) + l0, q0, q1);
+        const int sh = 4 * (j & 1);
+        tlq_put4(v, ((q0 >> sh) & 0x0F0F0F0Fu) | (((h0 >> j) & 0x01010101u) << 4), c);
+        tlq_put4(v + 4, ((q1 >> sh) & 0x0F0F0F0Fu) | (((h1 >> j) & 0x01010101u) << 4), c);
+    }
+};
+template <>
+struct Fast8<TQ6_K> {
+    enum { ALIGN = 2 };
+    static __device__ __forceinline__ void get8(const uint8_t* b, int off, float* v) {
+        const int n = off >> 7, k = (off >> 5) & 3, l0 = off & 31;
+        const int sc = (int)(int8_t)(uint8_t)tlq_b(b + 192 + 8 * n + 2 * k + (l0 >> 4));
+        const tlq_ab c = tlq_coef(tl_h2f((uint16_t)tlq_h(b + 208)) * (float)sc, 32.f, 0.f);
+        const int sh = 4 * (k >> 1);
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const uint32_t ql = tlq_w2(b + 64 * n + 32 * (k & 1) + l0 + 4 * i);
+            const uint32_t qh = tlq_w2(b + 128 + 32 * n + l0 + 4 * i);
+            tlq_put4(v + 4 * i, ((ql >> sh) & 0x0F0F0F0Fu) | (((qh >> (2 * k)) & 0x03030303u) << 4),
+                     c);
+        }
+    }
+};
 
 // ---------------------------------------------------------------------------------------------
 // Coalesced matvec layout ("layout C", the hot path). Lane L of a warp takes columns
