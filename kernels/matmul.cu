@@ -1031,25 +1031,20 @@ static __device__ __forceinline__ void mt_body(MtTiles& sm, const uint8_t* __res
         mt_fetch<T, FAST>(ld, kt + 1 < nk ? kt + 1 : kt, cols, wv, xv);
 #pragma unroll
         for (int kw = 0; kw < MM_BK / 2; kw += 8) {
-            uint32_t a[2][4], b[2][2];
+            // The fragments by ldmatrix (lane 8 m + i names row i of 8 x 8 matrix m): for A,
+            // matrix m holds rows 8 (m & 1) .., words 4 (m >> 1) .. of the 16 x 16 part, i.e.
+            // a[0..3]; for B, tokens 8 (m >> 1) .., words 4 (m & 1) .., i.e. b[0][0], b[0][1],
+            // b[1][0], b[1][1]. One instruction for what took four shared loads.
+            const int mi = lane >> 3, ri = lane & 7;
+            uint32_t a[2][4], b[4];
 #pragma unroll
-            for (int i = 0; i < 2; ++i) {
-                const int r = wm + 16 * i + g;
-                a[i][0] = ws[r][kw + t];
-                a[i][1] = ws[r + 8][kw + t];
-                a[i][2] = ws[r][kw + t + 4];
-                a[i][3] = ws[r + 8][kw + t + 4];
-            }
-#pragma unroll
-            for (int j = 0; j < 2; ++j) {
-                const int n = wn + 8 * j + g;
-                b[j][0] = xs[n][kw + t];
-                b[j][1] = xs[n][kw + t + 4];
-            }
+            for (int i = 0; i < 2; ++i)
+                tl_ldmatrix_x4(a[i], &ws[wm + 16 * i + 8 * (mi & 1) + ri][kw + 4 * (mi >> 1)]);
+            tl_ldmatrix_x4(b, &xs[wn + 8 * (mi >> 1) + ri][kw + 4 * (mi & 1)]);
 #pragma unroll
             for (int i = 0; i < 2; ++i)
 #pragma unroll
-                for (int j = 0; j < 2; ++j) tl_mma_bf16_16816(acc[i][j], a[i], b[j]);
+                for (int j = 0; j < 2; ++j) tl_mma_bf16_16816(acc[i][j], a[i], b + 2 * j);
         }
         TL_SYNC();
     }

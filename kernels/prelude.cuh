@@ -327,6 +327,24 @@ static __device__ __forceinline__ void tl_mma_bf16_16816(float* c, const uint32_
 #endif
 }
 
+// ldmatrix.sync.aligned.m8n8.x4.shared.b16: four 8 x 8 matrices of 16-bit values from shared
+// memory in one instruction. Lane 8 j + i gives the (16-byte aligned) address of row i of matrix
+// j; every lane l gets in r[j] the word l % 4 of row l / 4 of matrix j, i.e. the mma fragment
+// layout above (sm_75+). Every lane of the warp must execute it.
+static __device__ __forceinline__ void tl_ldmatrix_x4(uint32_t* r, const uint32_t* row) {
+#ifdef TL_HOST_EMU
+    tlemu_ldmatrix_x4(r, row);
+#else
+    // A 32-bit shared-window address keeps the address arithmetic 32-bit.
+    uint32_t s;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(s) : "l"(row));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s)
+                 : "memory");
+#endif
+}
+
 // Weight-vector element types (norm weights and biases), matching the host's `VecType` ids.
 #define TL_VEC_F32 0
 #define TL_VEC_F16 1

@@ -174,6 +174,8 @@ struct WarpArea {
     // tlemu_mma_bf16_16816: every lane's fragments in, its accumulators out.
     uint32_t mma_a[32][4], mma_b[32][2];
     float mma_c[32][4];
+    // tlemu_ldmatrix_x4: every lane's row address.
+    const uint32_t* ldm_row[32];
 };
 
 // The fibers of the block this host thread runs, and the scheduler's own saved context.
@@ -388,6 +390,25 @@ extern "C" void tlemu_mma_bf16_16816(float* c, const uint32_t* a, const uint32_t
         w.reduced = id;
     }
     std::memcpy(c, w.mma_c[f->lane], sizeof w.mma_c[0]);
+    wait_at(Wait::Warp);
+}
+// ldmatrix.sync.aligned.m8n8.x4.b16 (layout in prelude.cuh): lane l gets word l % 4 of row
+// l / 4 of each of the four 8 x 8 matrices, whose row i lane 8 j + i names. Rows must be
+// 16-byte aligned, as on the GPU. Every lane reads the block's shared memory directly (the
+// fibers of a block share one host thread); the second barrier keeps the addresses until all
+// have read.
+extern "C" void tlemu_ldmatrix_x4(uint32_t* r, const uint32_t* row) {
+    BlockRunner& br = runner();
+    Fiber* f = br.cur;
+    WarpArea& w = br.warps[f->warp];
+    if ((uintptr_t)row % 16 != 0) {
+        std::fprintf(stderr, "cuda-emu: ldmatrix row address %p is not 16-byte aligned\n",
+                     (const void*)row);
+        std::abort();
+    }
+    w.ldm_row[f->lane] = row;
+    wait_at(Wait::Warp);
+    for (int j = 0; j < 4; ++j) r[j] = w.ldm_row[8 * j + f->lane / 4][f->lane % 4];
     wait_at(Wait::Warp);
 }
 extern "C" float tlemu_warp_sum_f32(float v) { return warp_reduce<false>(v); }

@@ -25,6 +25,8 @@ extern "C" float tlemu_warp_max_f32(float v);
 // tl_mma_bf16_16816: one warp's tensor-core product, computed from every lane's fragments by
 // the first lane through the warp barrier.
 extern "C" void tlemu_mma_bf16_16816(float* c, const uint32_t* a, const uint32_t* b);
+// tl_ldmatrix_x4: every lane's row address in, its four words out, through the warp barrier.
+extern "C" void tlemu_ldmatrix_x4(uint32_t* r, const uint32_t* row);
 
 #define __global__
 #define __device__
