@@ -551,9 +551,11 @@ static __device__ __forceinline__ void mc_dispatch(const McSeg* seg, const float
                                                    float* __restrict__ y, int rows, int cols,     \
                                                    int n_tok, int add) {                          \
         const tlq_sz row_bytes = (tlq_sz)(cols / (QKV)) * (BYTESV);                               \
-        mv_prefetch_first(w, rows, w, 0, w, 0, C::R, row_bytes);                                  \
+        const bool lc = cols % 128 == 0 && mv_aligned(w, ALIGNV) && mv_aligned(x, 16);            \
+        /* layout C takes C::R rows per warp, the unit-layout fallback one */                     \
+        mv_prefetch_first(w, rows, w, 0, w, 0, lc ? C::R : 1, row_bytes);                         \
         tl_kernel_start();                                                                        \
-        if (cols % 128 == 0 && mv_aligned(w, ALIGNV) && mv_aligned(x, 16)) {                      \
+        if (lc) {                                                                                 \
             const McSeg seg[1] = {{w, y, rows}};                                                  \
             mc_dispatch<C, 1>(seg, x, cols, n_tok, row_bytes, add);                               \
         } else if (mv_aligned(w, M::ALIGN) && mv_aligned(x, 16))                                    \

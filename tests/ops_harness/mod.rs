@@ -106,7 +106,9 @@ const MATMUL_FLOAT: f64 = 2e-5;
 /// and one that quantizes into other blocks (Q8_1 for K-quants, like llama.cpp's CUDA kernels)
 /// adds its own independent noise, up to √2 × 1% ≈ 1.4%. 3e-2 is 2× that worst design; a wrong
 /// sub-block scale or min, a swapped nibble order or a wrong block stride moves outputs by ≥ 10%
-/// (and `embed` checks every decoder to 1e-6 on its own).
+/// (and `embed` checks every decoder to 1e-6 on its own). Each case adds the reference's own
+/// measured distance from the exact product to this bound (`check_with`); the device is held to
+/// the exact product by [`MATMUL_QUANT_F64`] all the same.
 const MATMUL_QUANT: f64 = 3e-2;
 /// The backend under test against the exact f64 product: whatever activation format it uses, it
 /// must be within Q8 rounding noise of the true product (the reference measures ≤ 1%).
@@ -1151,9 +1153,19 @@ impl<B: Backend> Harness<'_, B> {
                 ));
             }
             Ok(got) => {
+                // Against the reference, the window widens by the reference's own distance from
+                // the exact product, where there is one: a device within `bound_f64` of the truth
+                // (checked below) can be that much further from a reference that is off itself.
+                // The CPU's quantized GLU cases measure up to 2.2e-2 from exact, so a fixed 3e-2
+                // failed a correct device now and then.
+                if let Some((ex, _)) = exact {
+                    let r = rel_err(&want, ex, m.n, m.floor).0;
+                    row.ref_f64 = Some(r);
+                    row.bound = m.bound + r;
+                }
                 let (err, at) = rel_err(&got, &want, m.n, m.floor);
                 row.err = err;
-                if err > m.bound {
+                if err > row.bound {
                     row.problem = Some(format!(
                         "worst at [{at}]: got {} want {}",
                         got[at], want[at]
@@ -1170,7 +1182,6 @@ impl<B: Backend> Harness<'_, B> {
                 }
                 if let Some((ex, _)) = exact {
                     row.err_f64 = Some(rel_err(&got, ex, m.n, m.floor).0);
-                    row.ref_f64 = Some(rel_err(&want, ex, m.n, m.floor).0);
                 }
             }
         }

@@ -80,8 +80,10 @@ pub fn ptx_for_pdl(ptx: &str, prefetch: bool) -> std::result::Result<String, Str
             out.push_str("\tgriddepcontrol.launch_dependents;\n");
         } else if let Some(reg) = t.strip_prefix(PREFETCH_MARK) {
             let reg = reg.trim();
+            // A register name (`%rd12`), not an operand the compiler left unfilled (`%0`).
             let is_reg = reg.strip_prefix('%').is_some_and(|r| {
-                !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                r.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && r.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             });
             if !is_reg {
                 return Err(format!(
@@ -342,8 +344,10 @@ mod tests {
         // Without prefetch the mark stays a comment.
         let p = ptx_for_pdl(PTX, false).unwrap();
         assert!(p.contains("\t// tl-pdl-prefetch %rd1\n") && !p.contains("prefetch.L2"));
-        let bad = PTX.replace("tl-pdl-prefetch %rd1", "tl-pdl-prefetch");
-        assert!(ptx_for_pdl(&bad, true).is_err());
+        for bad in ["tl-pdl-prefetch", "tl-pdl-prefetch %0"] {
+            let bad = PTX.replace("tl-pdl-prefetch %rd1", bad);
+            assert!(ptx_for_pdl(&bad, true).is_err(), "{bad}");
+        }
         // A newer header is kept.
         let newer = PTX
             .replace(".version 7.5", ".version 8.7 // a comment")
