@@ -118,6 +118,17 @@ static __device__ __forceinline__ void tlq8_xds(const uint8_t* xq, int cols, int
     d = tl_bits_f32(a);
     s = tl_bits_f32(b);
 }
+// The scales d of x's four consecutive 32-value groups g0 .. g0 + 3 (g0 even: two 16-byte
+// loads), for the K-quant lanes that take one value run from each of four groups.
+static __device__ __forceinline__ void tlq8_xd4(const uint8_t* xq, int cols, tlq8_sz g0,
+                                                float* dk) {
+    const tlq8_f4 ds01 = tlq8_ldf4(xq + cols + 8 * g0);
+    const tlq8_f4 ds23 = tlq8_ldf4(xq + cols + 8 * g0 + 16);
+    dk[0] = ds01.x;
+    dk[1] = ds01.z;
+    dk[2] = ds23.x;
+    dk[3] = ds23.z;
+}
 // The 4-bit fifth-bit field n spread to bit 4 of each byte (bit i of n to bit 8i + 4).
 static __device__ __forceinline__ uint32_t tlq8_bit4(uint32_t n) {
     return (n * 0x02040810u) & 0x10101010u;
@@ -374,9 +385,8 @@ struct Q8Q2_K {
         const int n = p >> 1, half = p & 1;
         // x group 8 b + 4 n + j holds values 128 n + 32 j ..; the lane reads its 16 at 16 half.
         const tlq8_sz g0 = 8 * (tlq8_sz)b + 4 * n;
-        const tlq8_f4 ds01 = tlq8_ldf4(xq + cols + 8 * g0);
-        const tlq8_f4 ds23 = tlq8_ldf4(xq + cols + 8 * g0 + 16);
-        const float dk[4] = {ds01.x, ds01.z, ds23.x, ds23.z};
+        float dk[4];
+        tlq8_xd4(xq, cols, g0, dk);
         float sd = 0.f, sm = 0.f;
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
@@ -434,9 +444,8 @@ struct Q8Q3_K {
                                                 int p) {
         const int n = p >> 1, half = p & 1;
         const tlq8_sz g0 = 8 * (tlq8_sz)b + 4 * n;
-        const tlq8_f4 ds01 = tlq8_ldf4(xq + cols + 8 * g0);
-        const tlq8_f4 ds23 = tlq8_ldf4(xq + cols + 8 * g0 + 16);
-        const float dk[4] = {ds01.x, ds01.z, ds23.x, ds23.z};
+        float dk[4];
+        tlq8_xd4(xq, cols, g0, dk);
         float sum = 0.f;
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
@@ -490,9 +499,8 @@ struct Q8Q6_K {
         const int n = p >> 2, l0 = 8 * (p & 3), is = (p & 3) >> 1;
         // x group 8 b + 4 n + k holds values 128 n + 32 k ..; their scales d_k.
         const tlq8_sz g0 = 8 * (tlq8_sz)b + 4 * n;
-        const tlq8_f4 ds01 = tlq8_ldf4(xq + cols + 8 * g0);
-        const tlq8_f4 ds23 = tlq8_ldf4(xq + cols + 8 * g0 + 16);
-        const float dk[4] = {ds01.x, ds01.z, ds23.x, ds23.z};
+        float dk[4];
+        tlq8_xd4(xq, cols, g0, dk);
         float sum = 0.f;
 #pragma unroll
         for (int k = 0; k < 4; ++k) {

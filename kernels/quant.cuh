@@ -883,16 +883,21 @@ struct Fast8<TQ3_K> {
         }
     }
 };
+// Q4_K / Q5_K: the coefficients of sub-block j from the block's 16-byte header (d, dmin, the 12
+// scale bytes): d * sc_j * q - dmin * m_j.
+static __device__ __forceinline__ tlq_ab tlq_coef_k4(const tlq_u4 hd, int j) {
+    uint32_t sc, m;
+    tlq_scale_min_k4(j, hd.y, hd.z, hd.w, sc, m);
+    const float d = tl_h2f((uint16_t)(hd.x & 0xFFFFu)), dmin = tl_h2f((uint16_t)(hd.x >> 16));
+    return tlq_coef(d * (float)(int)sc, 0.f, -(dmin * (float)(int)m));
+}
 template <>
 struct Fast8<TQ4_K> {
     enum { ALIGN = 16 };
     static __device__ __forceinline__ void get8(const uint8_t* b, int off, float* v) {
         const int j = off >> 5, l0 = off & 31;
-        const tlq_u4 hd = tlq_ldw16(b);
-        uint32_t sc, m, q0, q1;
-        tlq_scale_min_k4(j, hd.y, hd.z, hd.w, sc, m);
-        const float d = tl_h2f((uint16_t)(hd.x & 0xFFFFu)), dmin = tl_h2f((uint16_t)(hd.x >> 16));
-        const tlq_ab c = tlq_coef(d * (float)(int)sc, 0.f, -(dmin * (float)(int)m));
+        const tlq_ab c = tlq_coef_k4(tlq_ldw16(b), j);
+        uint32_t q0, q1;
         tlq_ldw8(b + 16 + 32 * (j >> 1) + l0, q0, q1);
         const int sh = 4 * (j & 1);
         tlq_put4(v, (q0 >> sh) & 0x0F0F0F0Fu, c);
@@ -904,11 +909,8 @@ struct Fast8<TQ5_K> {
     enum { ALIGN = 16 };
     static __device__ __forceinline__ void get8(const uint8_t* b, int off, float* v) {
         const int j = off >> 5, l0 = off & 31;
-        const tlq_u4 hd = tlq_ldw16(b);
-        uint32_t sc, m, q0, q1, h0, h1;
-        tlq_scale_min_k4(j, hd.y, hd.z, hd.w, sc, m);
-        const float d = tl_h2f((uint16_t)(hd.x & 0xFFFFu)), dmin = tl_h2f((uint16_t)(hd.x >> 16));
-        const tlq_ab c = tlq_coef(d * (float)(int)sc, 0.f, -(dmin * (float)(int)m));
+        const tlq_ab c = tlq_coef_k4(tlq_ldw16(b), j);
+        uint32_t q0, q1, h0, h1;
         tlq_ldw8(b + 16 + l0, h0, h1);
         tlq_ldw8(b + 48 + 32 * (j >> 1) + l0, q0, q1);
         const int sh = 4 * (j & 1);
