@@ -61,6 +61,47 @@ pub struct BenchResult {
     pub weight_bytes_per_token: u64,
 }
 
+/// Where a decode step's device time goes, kernel by kernel (`bench --profile`, CUDA only; see
+/// `backend::cuda::profile` for how it is measured).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct KernelProfile {
+    /// Decode steps profiled.
+    pub steps: u64,
+    /// Mean device time of a step with its kernels run back to back, each after the one before
+    /// it has completed (no graph, no overlap): an upper bound on a replayed step.
+    pub step_ms: f64,
+    /// Mean host time spent queueing a step's launches.
+    pub enqueue_ms: f64,
+    /// Steps whose queueing outlasted the hold before them (their times may include host time).
+    pub late_steps: u64,
+    /// One row per kernel and weight size, the most time first.
+    pub kernels: Vec<KernelTime>,
+}
+
+/// One kernel at one weight size in a [`KernelProfile`].
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct KernelTime {
+    /// Entry point.
+    pub kernel: String,
+    /// Weight bytes one launch reads (0 for kernels that read no weight matrix).
+    pub weight_bytes: u64,
+    /// Launches per decode step.
+    pub launches_per_step: f64,
+    /// Device time per decode step, in microseconds.
+    pub us_per_step: f64,
+}
+
+impl KernelTime {
+    /// Weight bytes read per second of this kernel's time (0 when it reads no weights).
+    pub fn weight_bytes_per_s(&self) -> f64 {
+        if self.us_per_step > 0.0 {
+            self.weight_bytes as f64 * self.launches_per_step / (self.us_per_step * 1e-6)
+        } else {
+            0.0
+        }
+    }
+}
+
 /// Bytes of weights one decode step reads.
 pub fn weight_bytes_per_token(model: &Model) -> u64 {
     let f = model.source();
@@ -129,6 +170,28 @@ pub fn run(model: &Model, opts: &BenchOptions) -> Result<BenchResult> {
         tg: Rate::of(&tg),
         weight_bytes_per_token: weight_bytes_per_token(model),
     })
+}
+
+/// Times every kernel of `gen_tokens` decode steps from an empty context, after [`run`]'s warm-up
+/// (the backend must be CUDA: [`Model::start_kernel_profile`] says so otherwise).
+pub fn profile(model: &Model, opts: &BenchOptions) -> Result<KernelProfile> {
+    if opts.gen_tokens == 0 {
+        return Err(Error::InvalidArgument(
+            "--profile times decode steps: --gen-tokens must be at least 1".into(),
+        ));
+    }
+    let ids = bench_ids(model.config().n_vocab, opts.gen_tokens);
+    let mut st = model.new_state(opts.gen_tokens)?;
+    // One step unprofiled first, as in `run`: the first step of a state allocates.
+    model.forward(&mut st, &ids[..1], Logits::Last)?;
+    st.rewind(0);
+    model.start_kernel_profile()?;
+    let steps = ids
+        .iter()
+        .try_for_each(|&id| model.forward(&mut st, &[id], Logits::Last).map(drop));
+    let profile = model.finish_kernel_profile();
+    steps?;
+    profile
 }
 
 /// Arbitrary but fixed token ids (llama-bench uses random ones; speed does not depend on them).

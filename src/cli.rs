@@ -199,6 +199,10 @@ enum Command {
         /// Timed repetitions of each test.
         #[arg(long, short = 'r', default_value_t = 3)]
         repetitions: usize,
+        /// Then time each kernel of another `gen-tokens` decode steps, run one kernel after
+        /// another without a graph, and list where a step's device time goes (CUDA only).
+        #[arg(long)]
+        profile: bool,
         /// Print the results as one JSON object on the last line of stdout (the readable
         /// report goes to stderr).
         #[arg(long)]
@@ -325,16 +329,22 @@ pub fn run(cli: Cli) -> Result<()> {
             prompt_tokens,
             gen_tokens,
             repetitions,
+            profile,
             json,
             exec,
         } => {
             let load = exec.options()?;
+            if profile && !matches!(load.backend, BackendKind::Cuda) {
+                return Err(Error::InvalidArgument(
+                    "--profile times CUDA kernels: it needs --backend cuda".into(),
+                ));
+            }
             let opts = torchless::bench::BenchOptions {
                 prompt_tokens,
                 gen_tokens,
                 repetitions,
             };
-            cmd_bench(&model, &load, &opts, json)
+            cmd_bench(&model, &load, &opts, profile, json)
         }
         Command::Info {
             model,
@@ -577,10 +587,16 @@ fn cmd_bench(
     path: &Path,
     load: &LoadOptions,
     opts: &torchless::bench::BenchOptions,
+    profile: bool,
     as_json: bool,
 ) -> Result<()> {
     let model = load_model(path, load)?;
     let r = torchless::bench::run(&model, opts)?;
+    let profile = if profile {
+        Some(torchless::bench::profile(&model, opts)?)
+    } else {
+        None
+    };
     let bw = model.memory_bandwidth()?;
     let per_tok = r.weight_bytes_per_token as f64;
     let achieved = per_tok * r.tg.mean;
@@ -589,7 +605,7 @@ fn cmd_bench(
         BackendKind::Cpu => "read",
         BackendKind::Cuda | BackendKind::Wgpu => "device copy",
     };
-    let report = [
+    let mut report = vec![
         format!(
             "model {} ({}, {:.1} MB of weights read per token) on {backend}",
             path.display(),
@@ -610,6 +626,9 @@ fn cmd_bench(
             bw / 1e9
         ),
     ];
+    if let Some(p) = &profile {
+        report.extend(profile_lines(p, r.tg.mean, bw));
+    }
     for line in &report {
         if as_json {
             eprintln!("{line}");
@@ -634,10 +653,68 @@ fn cmd_bench(
                 "tg_gbps": achieved / 1e9,
                 "read_bandwidth_gbps": bw / 1e9,
                 "bandwidth_pct": 100.0 * achieved / bw,
+                "profile": profile,
             })
         );
     }
     Ok(())
+}
+
+/// The readable form of a kernel profile: one line on the step, then one per kernel and weight
+/// size, the most time first, with the weight bytes it read per second against `bw`.
+fn profile_lines(p: &torchless::bench::KernelProfile, tg: f64, bw: f64) -> Vec<String> {
+    let mut lines = vec![format!(
+        "kernel profile of {} decode steps, kernels one after another (no graph, no overlap): \
+         {:.3} ms per step on the device (the timed tg: {:.3} ms), {:.3} ms to queue{}",
+        p.steps,
+        p.step_ms,
+        if tg > 0.0 { 1e3 / tg } else { 0.0 },
+        p.enqueue_ms,
+        if p.late_steps > 0 {
+            format!(
+                "; {} of the {} steps were queued slower than the hold before them, so their \
+                 times may include host time",
+                p.late_steps, p.steps
+            )
+        } else {
+            String::new()
+        }
+    )];
+    lines.push(format!(
+        "{:<28} {:>14} {:>10} {:>10} {:>7} {:>10} {:>7}",
+        "kernel", "weights/launch", "launches", "us/step", "share", "GB/s", "of bw"
+    ));
+    let total: f64 = p.kernels.iter().map(|k| k.us_per_step).sum();
+    for k in &p.kernels {
+        let rate = k.weight_bytes_per_s();
+        let (gbps, of_bw) = if k.weight_bytes > 0 {
+            (
+                format!("{:.1}", rate / 1e9),
+                format!("{:.1}%", 100.0 * rate / bw),
+            )
+        } else {
+            ("-".into(), "-".into())
+        };
+        lines.push(format!(
+            "{:<28} {:>14} {:>10.2} {:>10.1} {:>6.1}% {:>10} {:>7}",
+            k.kernel,
+            if k.weight_bytes > 0 {
+                format!("{:.2} MB", k.weight_bytes as f64 / 1e6)
+            } else {
+                "-".into()
+            },
+            k.launches_per_step,
+            k.us_per_step,
+            if total > 0.0 {
+                100.0 * k.us_per_step / total
+            } else {
+                0.0
+            },
+            gbps,
+            of_bw
+        ));
+    }
+    lines
 }
 
 /// The device a GPU backend would use, described (`None` for the CPU, which `info` always shows).

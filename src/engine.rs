@@ -222,6 +222,30 @@ impl Model {
         }
     }
 
+    /// Starts timing each kernel of the decode steps that follow
+    /// ([`crate::bench::profile`]); only the CUDA backend can.
+    pub fn start_kernel_profile(&self) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if let Exec::Cuda(e) = &self.exec {
+            e.backend.start_kernel_profile();
+            return Ok(());
+        }
+        Err(Self::profile_needs_cuda())
+    }
+
+    /// Ends the profile [`Model::start_kernel_profile`] opened and returns it.
+    pub fn finish_kernel_profile(&self) -> Result<crate::bench::KernelProfile> {
+        #[cfg(feature = "cuda")]
+        if let Exec::Cuda(e) = &self.exec {
+            return e.backend.finish_kernel_profile();
+        }
+        Err(Self::profile_needs_cuda())
+    }
+
+    fn profile_needs_cuda() -> Error {
+        Error::InvalidArgument("--profile times CUDA kernels: it needs --backend cuda".into())
+    }
+
     /// One line on the backend the model runs on (kernel path, threads or device).
     pub fn backend_description(&self) -> String {
         with_exec!(&self.exec, e => e.backend.describe())

@@ -296,9 +296,12 @@ fn bench_json_reports_speeds_and_bandwidth() {
     let pct = v["bandwidth_pct"].as_f64().unwrap();
     assert!(pct > 0.0 && pct < 200.0, "{pct}");
     assert!(v["read_bandwidth_gbps"].as_f64().unwrap() > 0.1);
-    // Bad settings are one-line errors.
+    assert!(v["profile"].is_null(), "no kernel profile unless asked");
+    // Bad settings are one-line errors; the kernel profile is the CUDA backend's.
     let o = torchless(&["bench", "--model", m.to_str().unwrap(), "-r", "0"]);
     assert_one_line_error(&o, &["repetitions"]);
+    let o = torchless(&["bench", "--model", m.to_str().unwrap(), "--profile"]);
+    assert_one_line_error(&o, &["--profile", "--backend cuda"]);
 }
 
 #[test]

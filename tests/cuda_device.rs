@@ -419,6 +419,86 @@ fn decode_step_launches() {
     }
 }
 
+/// The kernel profile (`bench --profile`) times every launch of a decode step but the hold
+/// before it, counts each matmul's weight bytes, and leaves the logits as an unprofiled step
+/// computes them, bit for bit.
+#[test]
+fn kernel_profile_times_every_decode_launch() {
+    use torchless::graph::{Executor, Logits};
+    use torchless::model::ModelSource;
+    let src = ModelSource::open(tiny_q4k()).expect("tiny-q4k");
+    let layers = 2;
+    let ids = tiny_ids();
+    let steps = 4;
+    // Every matrix a decode step multiplies: each 2-D weight but the embedding table, which
+    // is only gathered from unless it doubles as the output matrix.
+    let tied = src.tensor("output.weight").is_none();
+    let matrices: u64 = src
+        .tensors()
+        .iter()
+        .filter(|t| t.n_rows() > 1 && (tied || t.name != "token_embd.weight"))
+        .map(|t| t.len as u64)
+        .sum();
+    for int8 in [false, true] {
+        let decode = |profile: bool| {
+            let exec = Executor::load(&src, device_with(int8, true, true)).expect("load");
+            let mut st = exec.new_state(ids.len()).expect("state");
+            exec.forward(&mut st, &ids[..8], Logits::Last)
+                .expect("prefill");
+            if profile {
+                exec.backend.start_kernel_profile();
+            }
+            let mut logits = Vec::new();
+            for &id in &ids[8..8 + steps] {
+                logits.extend(exec.forward(&mut st, &[id], Logits::Last).expect("decode"));
+            }
+            let report = profile.then(|| exec.backend.finish_kernel_profile().expect("profile"));
+            (logits, report)
+        };
+        let (plain, _) = decode(false);
+        let (profiled, report) = decode(true);
+        let p = report.expect("a profile");
+        let launches: f64 = p.kernels.iter().map(|k| k.launches_per_step).sum();
+        let bytes: f64 = p
+            .kernels
+            .iter()
+            .map(|k| k.weight_bytes as f64 * k.launches_per_step)
+            .sum();
+        eprintln!(
+            "int8 {int8}: {} steps, {launches} launches and {bytes} weight bytes per step, \
+             {:.3} ms per step, {} kernels",
+            p.steps,
+            p.step_ms,
+            p.kernels.len()
+        );
+        for k in &p.kernels {
+            eprintln!(
+                "  {:<24} {:>8} B x {:.2}: {:.1} us",
+                k.kernel, k.weight_bytes, k.launches_per_step, k.us_per_step
+            );
+        }
+        assert_eq!(p.steps, steps as u64);
+        assert_eq!(
+            launches,
+            (3 + 8 * layers) as f64,
+            "int8 {int8}: launches timed"
+        );
+        assert_eq!(bytes, matrices as f64, "int8 {int8}: weight bytes per step");
+        assert!(
+            p.kernels
+                .iter()
+                .all(|k| k.us_per_step > 0.0 && k.kernel != "profile_hold"),
+            "int8 {int8}: every kernel but the hold, timed"
+        );
+        assert!(p.step_ms > 0.0);
+        assert_eq!(
+            ops_harness::bits_differ(&plain, &profiled),
+            0,
+            "int8 {int8}: profiled decode steps differ from unprofiled ones"
+        );
+    }
+}
+
 /// Decode steps recorded as CUDA graphs and replayed give exactly (bit for bit) the logits of
 /// the same steps launched op by op: the same kernels run with the same launch shapes, only the
 /// token, position and RoPE tables come from the step inputs instead of the host. Two sequences

@@ -19,7 +19,9 @@
 #                                          `tools/gpu-check.sh --prebuilt DIR` has unpacked
 #
 # Writes OUT/<model>.<graph|eager>.json (bench's JSON line) and OUT/bench.log (the readable
-# reports), and prints one summary line per run.
+# reports), and prints one summary line per run. The runs with decode graphs on (but the
+# variants with one feature off) also profile their decode kernels (`bench --profile`): the
+# table is in bench.log and the JSON, and the summary names the four slowest kernels.
 #
 # Environment: TORCHLESS_MODELS_DIR (default ./models), GPU_BENCH_SYNTHETIC (the synthetic
 # model's path, default /tmp/torchless-s7b.gguf; made when missing), GPU_BENCH_RUNS (main, the
@@ -58,13 +60,16 @@ make_synthetic() {
         || die "could not make the synthetic model $1 (see $log)"
 }
 
+# run NAME MODEL on|off [--profile]: one bench, decode graphs on or off; with --profile, bench
+# then times each kernel of 64 more decode steps (the table goes to bench.log and the JSON).
 run() {
     local name="$1" model="$2" graphs="$3" tag
+    local extra=("${@:4}")
     [ -f "$model" ] || die "$model is missing"
     tag=$([ "$graphs" = on ] && echo graph || echo eager)
-    echo "== $name, TORCHLESS_CUDA_GRAPH=$graphs" >>"$log"
+    echo "== $name, TORCHLESS_CUDA_GRAPH=$graphs ${extra[*]}" >>"$log"
     TORCHLESS_CUDA_GRAPH="$graphs" "$bin" bench --model "$model" --backend cuda \
-        --prompt-tokens 128 --gen-tokens 64 --json 2>>"$log" | tail -1 >"$out/$name.$tag.json" \
+        --prompt-tokens 128 --gen-tokens 64 "${extra[@]}" --json 2>>"$log" | tail -1 >"$out/$name.$tag.json" \
         || die "bench failed on $name with TORCHLESS_CUDA_GRAPH=$graphs: $(tail -1 "$log")"
     python3 - "$name" "$tag" "$out/$name.$tag.json" <<'EOF'
 import json, sys
@@ -76,6 +81,16 @@ print(
     f"tg{r['gen_tokens']} {r['tg_tps']:7.1f} ± {r['tg_tps_stddev']:.1f} tok/s  "
     f"{r['tg_gbps']:7.1f} GB/s = {r['bandwidth_pct']:.1f}% of {r['read_bandwidth_gbps']:.0f} GB/s copy"
 )
+p = r.get("profile")
+if p:
+    total = sum(k["us_per_step"] for k in p["kernels"]) or 1.0
+    top = ", ".join(
+        f"{k['kernel']} {100 * k['us_per_step'] / total:.0f}%" for k in p["kernels"][:4]
+    )
+    print(
+        f"gpu-bench: {name:<11} profile: {p['step_ms']:.3f} ms of kernels back to back per step "
+        f"(graph step {1e3 / r['tg_tps']:.3f} ms, {p['late_steps']} late); {top}"
+    )
 EOF
 }
 
@@ -85,8 +100,8 @@ bench_types() {
     for ty in "$@"; do
         m="/tmp/torchless-s7b-$ty.gguf"
         make_synthetic "$m" "$ty"
-        run "s7b-$ty" "$m" on
-        TORCHLESS_CUDA_MATVEC=int8 run "s7b-$ty-int8" "$m" on
+        run "s7b-$ty" "$m" on --profile
+        TORCHLESS_CUDA_MATVEC=int8 run "s7b-$ty-int8" "$m" on --profile
         rm -f "$m" # the next one needs the disk more than this one
     done
 }
@@ -110,15 +125,17 @@ esac
 
 synthetic="${GPU_BENCH_SYNTHETIC:-/tmp/torchless-s7b.gguf}"
 make_synthetic "$synthetic"
-for graphs in on off; do
-    run s7b "$synthetic" "$graphs"
-    run smollm2 "$models/SmolLM2-135M-Instruct.Q4_1.gguf" "$graphs"
-    run gemma3 "$models/gemma-3-270m-q4_k_m.gguf" "$graphs"
-done
+# The graph runs also profile their kernels (--profile: where a step's time goes).
+run s7b "$synthetic" on --profile
+run smollm2 "$models/SmolLM2-135M-Instruct.Q4_1.gguf" on --profile
+run gemma3 "$models/gemma-3-270m-q4_k_m.gguf" on --profile
+run s7b "$synthetic" off
+run smollm2 "$models/SmolLM2-135M-Instruct.Q4_1.gguf" off
+run gemma3 "$models/gemma-3-270m-q4_k_m.gguf" off
 # One-token matvecs through the int8 kernels (TORCHLESS_CUDA_MATVEC=int8), graphs on.
 export TORCHLESS_CUDA_MATVEC=int8
-run s7b-int8 "$synthetic" on
-run gemma3-int8 "$models/gemma-3-270m-q4_k_m.gguf" on
+run s7b-int8 "$synthetic" on --profile
+run gemma3-int8 "$models/gemma-3-270m-q4_k_m.gguf" on --profile
 unset TORCHLESS_CUDA_MATVEC
 # Without the fused kernels (RoPE + K/V store, gate + up + GLU; TORCHLESS_CUDA_FUSE=off), graphs
 # on: what the fusions save, side by side with the runs above.

@@ -24,12 +24,15 @@
 //! (`TORCHLESS_CUDA_PREFETCH=off` keeps them comments).
 
 use std::ffi::c_void;
+use std::sync::{Arc, Mutex};
 
 use cudarc::driver::sys;
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, DevicePtr, DriverError,
     LaunchConfig,
 };
+
+use super::profile::Profiler;
 
 /// The PTX comment that `griddepcontrol.wait` replaces.
 pub const WAIT_MARK: &str = "// tl-pdl-wait";
@@ -237,28 +240,53 @@ impl KernelArg for &u64 {
     }
 }
 
+/// The open kernel profile a launch reports to, and the launch's kernel name.
+pub(crate) type ProfileSlot<'a> = (&'a Mutex<Option<Profiler>>, &'a str);
+
 /// One launch being put together: the kernel and its arguments so far.
 pub(crate) struct Launch<'a> {
-    ctx: &'a CudaContext,
+    ctx: &'a Arc<CudaContext>,
     stream: &'a CudaStream,
     kernel: &'a Kernel,
     args: Vec<u64>,
+    /// Bytes of weight matrices among the arguments ([`Launch::weight`]), for the profile.
+    weight_bytes: u64,
+    /// Where the launch is timed, while a profiled decode step is being queued.
+    profile: Option<ProfileSlot<'a>>,
 }
 
 impl<'a> Launch<'a> {
-    pub(crate) fn new(ctx: &'a CudaContext, stream: &'a CudaStream, kernel: &'a Kernel) -> Self {
+    pub(crate) fn new(
+        ctx: &'a Arc<CudaContext>,
+        stream: &'a CudaStream,
+        kernel: &'a Kernel,
+    ) -> Self {
         Launch {
             ctx,
             stream,
             kernel,
             args: Vec::with_capacity(16),
+            weight_bytes: 0,
+            profile: None,
         }
+    }
+
+    /// Times this launch in `profile` (see profile.rs), or not.
+    pub(crate) fn profiled(mut self, profile: Option<ProfileSlot<'a>>) -> Self {
+        self.profile = profile;
+        self
     }
 
     /// Appends the next argument.
     pub(crate) fn arg(&mut self, a: impl KernelArg) -> &mut Self {
         self.args.push(a.bits(self.stream));
         self
+    }
+
+    /// Appends a weight matrix as the next argument; a profile counts its bytes as read.
+    pub(crate) fn weight(&mut self, w: &CudaSlice<u8>) -> &mut Self {
+        self.weight_bytes += w.len() as u64;
+        self.arg(w)
     }
 
     /// Queues the kernel on the stream.
@@ -270,6 +298,21 @@ impl<'a> Launch<'a> {
         &mut self,
         cfg: LaunchConfig,
     ) -> std::result::Result<(), DriverError> {
+        // SAFETY: the caller's contract.
+        unsafe { self.queue(cfg) }?;
+        match self.profile {
+            Some((profile, name)) => super::lock(profile).as_mut().map_or(Ok(()), |p| {
+                p.after_launch(self.ctx, self.stream, name, self.weight_bytes)
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Launch::launch`] without the profile.
+    ///
+    /// # Safety
+    /// As [`Launch::launch`].
+    unsafe fn queue(&mut self, cfg: LaunchConfig) -> std::result::Result<(), DriverError> {
         self.ctx.bind_to_thread()?;
         let mut params: Vec<*mut c_void> = self
             .args

@@ -285,7 +285,7 @@ pub(crate) fn matmul(
         (name, cfg)
     };
     let mut b = dev.kernel(name);
-    b.arg(&*w.data)
+    b.weight(&w.data)
         .arg(x)
         .arg(out)
         .arg(&rows)
@@ -348,8 +348,8 @@ pub(crate) fn matvec_glu(
         shared_mem_bytes: 0,
     };
     let mut b = dev.kernel(name);
-    b.arg(&*gate.data)
-        .arg(&*up.data)
+    b.weight(&gate.data)
+        .weight(&up.data)
         .arg(x)
         .arg(out)
         .arg(&rows)
@@ -420,8 +420,8 @@ fn matvec_glu_q8(
         .expect("takes_int8 checked the type")
         .glu;
     let mut b = dev.kernel(name);
-    b.arg(&*gate.data)
-        .arg(&*up.data)
+    b.weight(&gate.data)
+        .weight(&up.data)
         .arg(xq)
         .arg(&mut *out)
         .arg(&rows)
@@ -585,7 +585,7 @@ fn push_segments(
 ) {
     let used = segs.len();
     for ((w, out), rows) in segs.iter_mut().zip(rows) {
-        b.arg(&*w.data).arg(&mut **out).arg(rows);
+        b.weight(&w.data).arg(&mut **out).arg(rows);
     }
     for rows in &rows[used..] {
         b.arg(null).arg(null).arg(rows);

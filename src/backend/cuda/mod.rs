@@ -19,6 +19,7 @@ mod graph;
 pub mod launch;
 pub mod matmul;
 pub mod norm;
+mod profile;
 pub mod rope;
 
 /// The PTX of every kernel file, embedded by build.rs.
@@ -31,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cudarc::driver::sys::CUdevice_attribute as Attr;
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, CudaView, DriverError};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, CudaView, DriverError, LaunchConfig};
 use cudarc::nvrtc::Ptx;
 use serde::Serialize;
 
@@ -231,6 +232,8 @@ pub(crate) struct Dev {
     q8_input: Mutex<Option<(usize, usize, usize)>>,
     /// Kernels queued so far ([`CudaBackend::kernel_launches`]).
     launches: AtomicU64,
+    /// The open kernel profile, if any ([`CudaBackend::start_kernel_profile`]).
+    pub(crate) profile: Mutex<Option<profile::Profiler>>,
 }
 
 impl Dev {
@@ -241,11 +244,13 @@ impl Dev {
     pub(crate) fn kernel(&self, name: &str) -> Launch<'_> {
         *lock(&self.q8_input) = None;
         self.launches.fetch_add(1, Ordering::Relaxed);
-        let k = self
+        let (name, k) = self
             .funcs
-            .get(name)
+            .get_key_value(name)
             .unwrap_or_else(|| panic!("kernel {name} missing (entry-point table out of sync)"));
+        let profiled = lock(&self.profile).as_ref().is_some_and(|p| p.in_step());
         Launch::new(&self.ctx, &self.stream, k)
+            .profiled(profiled.then_some((&self.profile, name.as_str())))
     }
 
     /// Records the first error (sticky, reported by the next `read`); returns the value on success.
@@ -327,6 +332,7 @@ pub(crate) fn all_entry_points() -> Vec<String> {
     v.extend(rope::entry_points());
     v.extend(activation::entry_points());
     v.extend(attention::entry_points());
+    v.extend(profile::entry_points());
     v
 }
 
@@ -578,6 +584,7 @@ impl CudaBackend {
                 q8: Mutex::new(matmul::Q8Scratch::default()),
                 q8_input: Mutex::new(None),
                 launches: AtomicU64::new(0),
+                profile: Mutex::new(None),
             },
             info,
             uploads: Mutex::new(HashMap::new()),
@@ -615,6 +622,52 @@ impl CudaBackend {
             best = best.min(t0.elapsed().as_secs_f64());
         }
         Ok(2.0 * BYTES as f64 / best)
+    }
+
+    /// Starts timing each kernel of the decode steps that follow, which then run eagerly, one
+    /// kernel after another (how: src/backend/cuda/profile.rs); a profile already open starts over.
+    pub fn start_kernel_profile(&self) {
+        *lock(&self.dev.profile) = Some(profile::Profiler::new());
+    }
+
+    /// Closes the profile [`CudaBackend::start_kernel_profile`] opened and returns what it
+    /// measured.
+    pub fn finish_kernel_profile(&self) -> Result<crate::bench::KernelProfile> {
+        let profiler = lock(&self.dev.profile).take();
+        self.synchronize()?;
+        profiler
+            .map(profile::Profiler::report)
+            .ok_or_else(|| Error::InvalidArgument("no kernel profile was started".into()))
+    }
+
+    /// One profiled decode step: the hold, the step's first event, `ops` (each launch records
+    /// the event that ends it, [`Dev::kernel`]), then the step's times into the profile.
+    fn profiled_step(&self, ops: impl FnOnce()) {
+        let dev = &self.dev;
+        let Some(hold_ns) = lock(&dev.profile).as_ref().map(profile::Profiler::hold_ns) else {
+            return ops();
+        };
+        if !dev.failed() {
+            let mut b = dev.kernel(profile::HOLD_KERNEL);
+            b.arg(&hold_ns);
+            let one = LaunchConfig {
+                grid_dim: (1, 1, 1),
+                block_dim: (1, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: profile_hold takes one u64 and touches no memory.
+            let r = unsafe { b.launch(one) };
+            dev.check(profile::HOLD_KERNEL, r);
+            let r = lock(&dev.profile)
+                .as_mut()
+                .map_or(Ok(()), |p| p.begin_step(&dev.ctx, &dev.stream));
+            dev.check("profiling a decode step", r);
+        }
+        ops();
+        let r = lock(&dev.profile)
+            .as_mut()
+            .map_or(Ok(()), profile::Profiler::end_step);
+        dev.check("profiling a decode step", r);
     }
 
     /// Waits for every queued op; reports the first failure.
@@ -816,6 +869,9 @@ impl Backend for CudaBackend {
     }
 
     fn decode_step(&self, key: StepKey, step: StepInput, ops: impl FnOnce()) {
+        if lock(&self.dev.profile).is_some() {
+            return self.profiled_step(ops);
+        }
         lock(&self.graphs).step(&self.dev, key, step, ops);
     }
 
