@@ -52,6 +52,10 @@ nvidia-smi -L | grep -q '^GPU' || die "no NVIDIA device found (nvidia-smi -L lis
 mkdir -p "$out"
 log="$out/bench.log"
 nvidia-smi -L | tee "$log"
+# Whether NVIDIA's profilers are there too (for a later session's deeper look).
+for tool in ncu nsys; do
+    printf 'gpu-bench: %s: %s\n' "$tool" "$(command -v "$tool" || echo 'not installed')" | tee -a "$log"
+done
 
 # make_synthetic PATH [TYPE]: the 7B-shaped synthetic model, made when missing.
 make_synthetic() {
