@@ -180,8 +180,10 @@ pub fn profile(model: &Model, opts: &BenchOptions) -> Result<KernelProfile> {
             "--profile times decode steps: --gen-tokens must be at least 1".into(),
         ));
     }
+    // The context `run` decodes in: attention's key splits depend on its size.
+    let n_ctx = opts.prompt_tokens.max(opts.gen_tokens);
     let ids = bench_ids(model.config().n_vocab, opts.gen_tokens);
-    let mut st = model.new_state(opts.gen_tokens)?;
+    let mut st = model.new_state(n_ctx)?;
     // One step unprofiled first, as in `run`: the first step of a state allocates.
     model.forward(&mut st, &ids[..1], Logits::Last)?;
     st.rewind(0);

@@ -420,8 +420,8 @@ fn decode_step_launches() {
 }
 
 /// The kernel profile (`bench --profile`) times every launch of a decode step but the hold
-/// before it, counts each matmul's weight bytes, and leaves the logits as an unprofiled step
-/// computes them, bit for bit.
+/// before it, gives the step's host-to-device copies rows of their own, counts each matmul's
+/// weight bytes, and leaves the logits as an unprofiled step computes them, bit for bit.
 #[test]
 fn kernel_profile_times_every_decode_launch() {
     use torchless::graph::{Executor, Logits};
@@ -458,7 +458,12 @@ fn kernel_profile_times_every_decode_launch() {
         let (plain, _) = decode(false);
         let (profiled, report) = decode(true);
         let p = report.expect("a profile");
-        let launches: f64 = p.kernels.iter().map(|k| k.launches_per_step).sum();
+        // Rows of copies queued inside a step are named "(copy) ..."; the rest are kernels.
+        let (copies, kernels): (Vec<_>, Vec<_>) = p
+            .kernels
+            .iter()
+            .partition(|k| k.kernel.starts_with("(copy)"));
+        let launches: f64 = kernels.iter().map(|k| k.launches_per_step).sum();
         let bytes: f64 = p
             .kernels
             .iter()
@@ -490,6 +495,22 @@ fn kernel_profile_times_every_decode_launch() {
                 .all(|k| k.us_per_step > 0.0 && k.kernel != "profile_hold"),
             "int8 {int8}: every kernel but the hold, timed"
         );
+        // Each step uploads its token id and its position's RoPE table (one parameter set).
+        let copy_rows: Vec<(&str, f64)> = copies
+            .iter()
+            .map(|k| (k.kernel.as_str(), k.launches_per_step))
+            .collect();
+        assert_eq!(
+            copy_rows.len(),
+            2,
+            "int8 {int8}: copies in a step: {copy_rows:?}"
+        );
+        for what in ["(copy) token ids", "(copy) RoPE table"] {
+            assert!(
+                copy_rows.contains(&(what, 1.0)),
+                "int8 {int8}: {what} once a step: {copy_rows:?}"
+            );
+        }
         assert!(p.step_ms > 0.0);
         assert_eq!(
             ops_harness::bits_differ(&plain, &profiled),

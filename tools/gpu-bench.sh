@@ -71,9 +71,9 @@ run() {
     local extra=("${@:4}")
     [ -f "$model" ] || die "$model is missing"
     tag=$([ "$graphs" = on ] && echo graph || echo eager)
-    echo "== $name, TORCHLESS_CUDA_GRAPH=$graphs ${extra[*]}" >>"$log"
+    echo "== $name, TORCHLESS_CUDA_GRAPH=$graphs ${extra[*]-}" >>"$log"
     TORCHLESS_CUDA_GRAPH="$graphs" "$bin" bench --model "$model" --backend cuda \
-        --prompt-tokens 128 --gen-tokens 64 "${extra[@]}" --json 2>>"$log" | tail -1 >"$out/$name.$tag.json" \
+        --prompt-tokens 128 --gen-tokens 64 ${extra[@]+"${extra[@]}"} --json 2>>"$log" | tail -1 >"$out/$name.$tag.json" \
         || die "bench failed on $name with TORCHLESS_CUDA_GRAPH=$graphs: $(tail -1 "$log")"
     python3 - "$name" "$tag" "$out/$name.$tag.json" <<'EOF'
 import json, sys
@@ -88,8 +88,11 @@ print(
 p = r.get("profile")
 if p:
     total = sum(k["us_per_step"] for k in p["kernels"]) or 1.0
+    def label(k):
+        mb = k["weight_bytes"] / 1e6
+        return f"{k['kernel']} ({mb:.1f} MB)" if mb > 0 else k["kernel"]
     top = ", ".join(
-        f"{k['kernel']} {100 * k['us_per_step'] / total:.0f}%" for k in p["kernels"][:4]
+        f"{label(k)} {100 * k['us_per_step'] / total:.0f}%" for k in p["kernels"][:4]
     )
     print(
         f"gpu-bench: {name:<11} profile: {p['step_ms']:.3f} ms of kernels back to back per step "
@@ -115,7 +118,7 @@ case "$runs" in
     main) ;;
     types)
         bench_types q4_0 q5_k q6_k q8_0
-        TORCHLESS_CUDA_MATVEC=int8 run smollm2-int8 "$models/SmolLM2-135M-Instruct.Q4_1.gguf" on
+        TORCHLESS_CUDA_MATVEC=int8 run smollm2-int8 "$models/SmolLM2-135M-Instruct.Q4_1.gguf" on --profile
         echo "gpu-bench: results in $out"
         exit 0
         ;;

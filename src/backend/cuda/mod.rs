@@ -253,6 +253,17 @@ impl Dev {
             .profiled(profiled.then_some((&self.profile, name.as_str())))
     }
 
+    /// Gives a copy just queued inside a profiled decode step (`what`) its own profile row, so
+    /// that the next kernel's time does not include it. Does nothing otherwise.
+    pub(crate) fn profile_copy(&self, what: &str) {
+        let mut guard = lock(&self.profile);
+        if let Some(p) = guard.as_mut().filter(|p| p.in_step()) {
+            let r = p.after_copy(&self.ctx, &self.stream, what);
+            drop(guard);
+            self.check("profiling a decode step", r);
+        }
+    }
+
     /// Records the first error (sticky, reported by the next `read`); returns the value on success.
     pub(crate) fn check<T>(&self, what: &str, r: std::result::Result<T, DriverError>) -> Option<T> {
         match r {
@@ -716,6 +727,7 @@ impl CudaBackend {
     fn rope_table(&self, p: &RopeParams, pos0: usize, n_tok: usize) -> Option<Arc<CudaSlice<f32>>> {
         lock(&self.rope).get(p, pos0, n_tok, |cs| {
             let r = self.dev.stream.clone_htod(cs);
+            self.dev.profile_copy("(copy) RoPE table");
             self.dev.check("rope table upload", r)
         })
     }
@@ -904,6 +916,7 @@ impl Backend for CudaBackend {
         if self.dev.check("uploading token ids", r).is_none() {
             return;
         }
+        self.dev.profile_copy("(copy) token ids");
         embed::embed(&self.dev, table, &dev_ids.slice(..), ids.len(), scale, out);
     }
 
@@ -1133,6 +1146,7 @@ impl Backend for CudaBackend {
             &mut out.slice_mut(..width),
         );
         self.dev.check("copy_row", r);
+        self.dev.profile_copy("(copy) copy_row");
     }
 }
 

@@ -11,8 +11,12 @@
 //! part: the sum over a step is an upper bound on a graph step, and the difference between them
 //! is what the overlap saves.
 //!
+//! Host-to-device copies queued inside a step (the token id, a new position's RoPE table) get
+//! an event of their own ([`Profiler::after_copy`]), so they are rows of their own, not part of
+//! the next kernel's time.
+//!
 //! A step whose host side took longer than its hold is counted as late (its times may include
-//! host time); the hold of the next step grows to twice the slowest enqueueing seen.
+//! host time); the next step's hold is twice this step's queueing (2 to 100 ms).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -25,7 +29,7 @@ use crate::bench::{KernelProfile, KernelTime};
 /// The hold of the first step, and its bounds.
 const FIRST_HOLD: Duration = Duration::from_millis(5);
 const MIN_HOLD: Duration = Duration::from_millis(2);
-const MAX_HOLD: Duration = Duration::from_millis(250);
+const MAX_HOLD: Duration = Duration::from_millis(100);
 
 /// What one kernel, at one weight size, added up to over the profiled steps.
 #[derive(Default)]
@@ -55,9 +59,8 @@ pub(crate) struct Profiler {
     steps: u64,
     /// The steps' device time, first event to last.
     step_ms: f64,
-    /// The host time spent queueing the steps, and the slowest.
+    /// The host time spent queueing the steps.
     enqueue: Duration,
-    slowest_enqueue: Duration,
     hold: Duration,
     late_steps: u64,
     /// Whether a step is being queued, and since when.
@@ -74,7 +77,6 @@ impl Profiler {
             steps: 0,
             step_ms: 0.0,
             enqueue: Duration::ZERO,
-            slowest_enqueue: Duration::ZERO,
             hold: FIRST_HOLD,
             late_steps: 0,
             step_start: None,
@@ -115,6 +117,17 @@ impl Profiler {
         self.record(ctx, stream)
     }
 
+    /// Notes a copy just queued inside the step (`what`, e.g. "(copy) token ids") and records
+    /// the event that ends it.
+    pub(crate) fn after_copy(
+        &mut self,
+        ctx: &std::sync::Arc<CudaContext>,
+        stream: &CudaStream,
+        what: &str,
+    ) -> Result<(), DriverError> {
+        self.after_launch(ctx, stream, what, 0)
+    }
+
     fn record(
         &mut self,
         ctx: &std::sync::Arc<CudaContext>,
@@ -140,16 +153,22 @@ impl Profiler {
             self.late_steps += 1;
         }
         self.enqueue += enqueue;
-        self.slowest_enqueue = self.slowest_enqueue.max(enqueue);
-        self.hold = (2 * self.slowest_enqueue).clamp(MIN_HOLD, MAX_HOLD);
-        // A launch or record that failed left no event to end its kernel (the error is
-        // reported by the next read); the step is not counted.
+        // Twice this step's queueing: a slow step lengthens the next hold, not every later one.
+        self.hold = (2 * enqueue).clamp(MIN_HOLD, MAX_HOLD);
+        // An event record that failed left a launch without the event that ends it (the error
+        // is reported by the next read); such a step is not counted.
         if self.used != self.launches.len() + 1 || self.launches.is_empty() {
             return Ok(());
         }
-        // Event i + 1 follows launch i.
-        for (i, (kernel, bytes)) in self.launches.iter().enumerate() {
-            let ms = f64::from(self.events[i].elapsed_ms(&self.events[i + 1])?);
+        // Event i + 1 follows launch i. The step counts only once every time is read.
+        let ms = (0..self.used - 1)
+            .map(|i| {
+                self.events[i]
+                    .elapsed_ms(&self.events[i + 1])
+                    .map(f64::from)
+            })
+            .collect::<Result<Vec<f64>, DriverError>>()?;
+        for ((kernel, bytes), ms) in self.launches.iter().zip(ms) {
             let t = self.totals.entry((kernel.clone(), *bytes)).or_default();
             t.launches += 1;
             t.ms += ms;
