@@ -172,6 +172,11 @@ pub fn run(model: &Model, opts: &BenchOptions) -> Result<BenchResult> {
     })
 }
 
+/// The error for a kernel profile asked of a backend other than CUDA.
+pub fn profile_needs_cuda() -> Error {
+    Error::InvalidArgument("--profile times CUDA kernels: it needs --backend cuda".into())
+}
+
 /// Times every kernel of `gen_tokens` decode steps from an empty context, after [`run`]'s warm-up
 /// (the backend must be CUDA: [`Model::start_kernel_profile`] says so otherwise).
 pub fn profile(model: &Model, opts: &BenchOptions) -> Result<KernelProfile> {

@@ -335,9 +335,7 @@ pub fn run(cli: Cli) -> Result<()> {
         } => {
             let load = exec.options()?;
             if profile && !matches!(load.backend, BackendKind::Cuda) {
-                return Err(Error::InvalidArgument(
-                    "--profile times CUDA kernels: it needs --backend cuda".into(),
-                ));
+                return Err(torchless::bench::profile_needs_cuda());
             }
             let opts = torchless::bench::BenchOptions {
                 prompt_tokens,

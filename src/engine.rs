@@ -230,7 +230,7 @@ impl Model {
             e.backend.start_kernel_profile();
             return Ok(());
         }
-        Err(Self::profile_needs_cuda())
+        Err(crate::bench::profile_needs_cuda())
     }
 
     /// Ends the profile [`Model::start_kernel_profile`] opened and returns it.
@@ -239,11 +239,7 @@ impl Model {
         if let Exec::Cuda(e) = &self.exec {
             return e.backend.finish_kernel_profile();
         }
-        Err(Self::profile_needs_cuda())
-    }
-
-    fn profile_needs_cuda() -> Error {
-        Error::InvalidArgument("--profile times CUDA kernels: it needs --backend cuda".into())
+        Err(crate::bench::profile_needs_cuda())
     }
 
     /// One line on the backend the model runs on (kernel path, threads or device).

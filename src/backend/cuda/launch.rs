@@ -32,7 +32,7 @@ use cudarc::driver::{
     LaunchConfig,
 };
 
-use super::profile::Profiler;
+use super::profile::{self, Profiler};
 
 /// The PTX comment that `griddepcontrol.wait` replaces.
 pub const WAIT_MARK: &str = "// tl-pdl-wait";
@@ -240,41 +240,36 @@ impl KernelArg for &u64 {
     }
 }
 
-/// The open kernel profile a launch reports to, and the launch's kernel name.
-pub(crate) type ProfileSlot<'a> = (&'a Mutex<Option<Profiler>>, &'a str);
-
 /// One launch being put together: the kernel and its arguments so far.
 pub(crate) struct Launch<'a> {
     ctx: &'a Arc<CudaContext>,
     stream: &'a CudaStream,
+    /// The entry point's name and its function.
+    name: &'a str,
     kernel: &'a Kernel,
     args: Vec<u64>,
     /// Bytes of weight matrices among the arguments ([`Launch::weight`]), for the profile.
     weight_bytes: u64,
-    /// Where the launch is timed, while a profiled decode step is being queued.
-    profile: Option<ProfileSlot<'a>>,
+    /// The kernel profile, which times the launch while a profiled decode step is queued.
+    profile: &'a Mutex<Option<Profiler>>,
 }
 
 impl<'a> Launch<'a> {
     pub(crate) fn new(
         ctx: &'a Arc<CudaContext>,
         stream: &'a CudaStream,
-        kernel: &'a Kernel,
+        (name, kernel): (&'a str, &'a Kernel),
+        profile: &'a Mutex<Option<Profiler>>,
     ) -> Self {
         Launch {
             ctx,
             stream,
+            name,
             kernel,
             args: Vec::with_capacity(16),
             weight_bytes: 0,
-            profile: None,
+            profile,
         }
-    }
-
-    /// Times this launch in `profile` (see profile.rs), or not.
-    pub(crate) fn profiled(mut self, profile: Option<ProfileSlot<'a>>) -> Self {
-        self.profile = profile;
-        self
     }
 
     /// Appends the next argument.
@@ -300,12 +295,13 @@ impl<'a> Launch<'a> {
     ) -> std::result::Result<(), DriverError> {
         // SAFETY: the caller's contract.
         unsafe { self.queue(cfg) }?;
-        match self.profile {
-            Some((profile, name)) => super::lock(profile).as_mut().map_or(Ok(()), |p| {
-                p.after_launch(self.ctx, self.stream, name, self.weight_bytes)
-            }),
-            None => Ok(()),
-        }
+        profile::queued(
+            self.profile,
+            self.ctx,
+            self.stream,
+            self.name,
+            self.weight_bytes,
+        )
     }
 
     /// [`Launch::launch`] without the profile.

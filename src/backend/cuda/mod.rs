@@ -248,20 +248,14 @@ impl Dev {
             .funcs
             .get_key_value(name)
             .unwrap_or_else(|| panic!("kernel {name} missing (entry-point table out of sync)"));
-        let profiled = lock(&self.profile).as_ref().is_some_and(|p| p.in_step());
-        Launch::new(&self.ctx, &self.stream, k)
-            .profiled(profiled.then_some((&self.profile, name.as_str())))
+        Launch::new(&self.ctx, &self.stream, (name, k), &self.profile)
     }
 
     /// Gives a copy just queued inside a profiled decode step (`what`) its own profile row, so
     /// that the next kernel's time does not include it. Does nothing otherwise.
     pub(crate) fn profile_copy(&self, what: &str) {
-        let mut guard = lock(&self.profile);
-        if let Some(p) = guard.as_mut().filter(|p| p.in_step()) {
-            let r = p.after_copy(&self.ctx, &self.stream, what);
-            drop(guard);
-            self.check("profiling a decode step", r);
-        }
+        let r = profile::queued(&self.profile, &self.ctx, &self.stream, what, 0);
+        self.check("profiling a decode step", r);
     }
 
     /// Records the first error (sticky, reported by the next `read`); returns the value on success.

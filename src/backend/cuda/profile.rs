@@ -12,13 +12,14 @@
 //! is what the overlap saves.
 //!
 //! Host-to-device copies queued inside a step (the token id, a new position's RoPE table) get
-//! an event of their own ([`Profiler::after_copy`]), so they are rows of their own, not part of
-//! the next kernel's time.
+//! an event of their own too ([`queued`]), so they are rows of their own, not part of the next
+//! kernel's time.
 //!
 //! A step whose host side took longer than its hold is counted as late (its times may include
 //! host time); the next step's hold is twice this step's queueing (2 to 100 ms).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cudarc::driver::sys::CUevent_flags;
@@ -44,6 +45,25 @@ pub(crate) const HOLD_KERNEL: &str = "profile_hold";
 /// Entry points the profiler launches.
 pub(crate) fn entry_points() -> Vec<String> {
     vec![HOLD_KERNEL.to_string()]
+}
+
+/// Notes a kernel launch or a copy (`what`: the entry point, or e.g. "(copy) token ids") just
+/// queued on `stream`, which reads `weight_bytes` of weights, and records the event that ends
+/// it, when `slot` holds a profile whose step is being queued; does nothing otherwise.
+pub(crate) fn queued(
+    slot: &Mutex<Option<Profiler>>,
+    ctx: &Arc<CudaContext>,
+    stream: &CudaStream,
+    what: &str,
+    weight_bytes: u64,
+) -> Result<(), DriverError> {
+    match super::lock(slot).as_mut() {
+        Some(p) if p.in_step() => {
+            p.launches.push((what.to_string(), weight_bytes));
+            p.record(ctx, stream)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// An open profile ([`super::CudaBackend::start_kernel_profile`]).
@@ -96,7 +116,7 @@ impl Profiler {
     /// Starts a step after its hold was queued: records the step's first event.
     pub(crate) fn begin_step(
         &mut self,
-        ctx: &std::sync::Arc<CudaContext>,
+        ctx: &Arc<CudaContext>,
         stream: &CudaStream,
     ) -> Result<(), DriverError> {
         self.used = 0;
@@ -105,34 +125,7 @@ impl Profiler {
         self.record(ctx, stream)
     }
 
-    /// Notes a launch just queued and records the event that ends it.
-    pub(crate) fn after_launch(
-        &mut self,
-        ctx: &std::sync::Arc<CudaContext>,
-        stream: &CudaStream,
-        kernel: &str,
-        weight_bytes: u64,
-    ) -> Result<(), DriverError> {
-        self.launches.push((kernel.to_string(), weight_bytes));
-        self.record(ctx, stream)
-    }
-
-    /// Notes a copy just queued inside the step (`what`, e.g. "(copy) token ids") and records
-    /// the event that ends it.
-    pub(crate) fn after_copy(
-        &mut self,
-        ctx: &std::sync::Arc<CudaContext>,
-        stream: &CudaStream,
-        what: &str,
-    ) -> Result<(), DriverError> {
-        self.after_launch(ctx, stream, what, 0)
-    }
-
-    fn record(
-        &mut self,
-        ctx: &std::sync::Arc<CudaContext>,
-        stream: &CudaStream,
-    ) -> Result<(), DriverError> {
+    fn record(&mut self, ctx: &Arc<CudaContext>, stream: &CudaStream) -> Result<(), DriverError> {
         if self.used == self.events.len() {
             self.events
                 .push(ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?);
