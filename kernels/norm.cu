@@ -51,11 +51,92 @@ struct NormWarpRed {
 // in Q8 form, rounded from the very floats stored to `out`; that needs dim % 32 == 0 and
 // step % 32 == 0 with i0 % 32 the lane, so that each pass of a warp holds 32 consecutive values
 // (or none: the host checks dim % 32, which keeps whole warps in or out of the last pass).
+//
+// Latency, not bandwidth, bounds a decode norm (one row, one block: H100 timed the loop form at
+// 9-12 us a launch, 15-20% of a 7B decode step). So a thread's NV values of x, of the weight and
+// of the bias are all requested before the first reduction and kept in registers: one memory
+// round trip a row instead of one per value and pass. Rows longer than NV * step take the loop
+// (norm_row_loop). Both sum each thread's values in the same order and reduce them the same way.
+template <int NV>
+static __device__ __forceinline__ void norm_load_vec(float (&v)[NV], const void* p, int ty,
+                                                     int i0, int step, int dim) {
+    // The type test is hoisted out of the loop so that the NV loads issue back to back.
+    if (ty == TL_VEC_F32) {
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            const int i = i0 + k * step;
+            v[k] = i < dim ? ((const float*)p)[i] : 0.f;
+        }
+    } else if (ty == TL_VEC_F16) {
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            const int i = i0 + k * step;
+            v[k] = i < dim ? tl_h2f(((const uint16_t*)p)[i]) : 0.f;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            const int i = i0 + k * step;
+            v[k] = i < dim ? tl_bf2f(((const uint16_t*)p)[i]) : 0.f;
+        }
+    }
+}
+
+template <class Red, bool Q8, int NV>
+static __device__ __forceinline__ void norm_row_cached(const Red& red, const float* x, float* out,
+                                                       int dim, int i0, int step, const void* w,
+                                                       int wty, const void* b, int bty, int kind,
+                                                       float eps, float w_off, uint8_t* xq) {
+    float xv[NV], wv[NV], bv[NV];
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        const int i = i0 + k * step;
+        xv[k] = i < dim ? x[i] : 0.f;
+    }
+    norm_load_vec<NV>(wv, w, wty, i0, step, dim);
+    if (bty >= 0) norm_load_vec<NV>(bv, b, bty, i0, step, dim);
+    const float n = (float)dim;
+    float mean = 0.f;
+    float var;
+    if (kind == NORM_LAYER) {
+        float s = 0.f;
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            if (i0 + k * step < dim) s += xv[k];
+        }
+        mean = red.sum(s) / n;
+        float v = 0.f;
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            const float d = xv[k] - mean;
+            if (i0 + k * step < dim) v += d * d;
+        }
+        var = red.sum(v) / n;
+    } else {
+        float s = 0.f;
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            if (i0 + k * step < dim) s += xv[k] * xv[k];
+        }
+        var = red.sum(s) / n;
+    }
+    const float scale = tl_rsqrtf(var + eps);
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        const int i = i0 + k * step;
+        if (i >= dim) break;
+        float y = (xv[k] - mean) * scale * (wv[k] + w_off);
+        if (bty >= 0) y += bv[k];
+        out[i] = y;
+        if (Q8) q8_store_group(y, i >> 5, i & 31, xq, dim);
+    }
+}
+
 template <class Red, bool Q8>
-static __device__ __forceinline__ void norm_row(const Red& red, const float* x, float* out,
-                                                int dim, int i0, int step, const void* w,
-                                                int wty, const void* b, int bty, int kind,
-                                                float eps, float w_off, uint8_t* xq) {
+static __device__ __forceinline__ void norm_row_loop(const Red& red, const float* x, float* out,
+                                                     int dim, int i0, int step, const void* w,
+                                                     int wty, const void* b, int bty, int kind,
+                                                     float eps, float w_off, uint8_t* xq) {
     const float n = (float)dim;
     float mean = 0.f;
     float var;
@@ -83,50 +164,76 @@ static __device__ __forceinline__ void norm_row(const Red& red, const float* x, 
     }
 }
 
+// Values per thread held in registers: a block row (the host gives about 4 values a thread,
+// up to 1024 threads) and a warp row (dim <= 512: up to 16 a lane).
+#define NORM_NV_BLOCK 8
+#define NORM_NV_WARP 16
+
+template <class Red, bool Q8, int NV>
+static __device__ __forceinline__ void norm_row(const Red& red, const float* x, float* out,
+                                                int dim, int i0, int step, const void* w, int wty,
+                                                const void* b, int bty, int kind, float eps,
+                                                float w_off, uint8_t* xq) {
+    // Uniform over the block: every thread takes the same form, so the reductions pair up.
+    if (dim <= NV * step) {
+        norm_row_cached<Red, Q8, NV>(red, x, out, dim, i0, step, w, wty, b, bty, kind, eps,
+                                     w_off, xq);
+    } else {
+        norm_row_loop<Red, Q8>(red, x, out, dim, i0, step, w, wty, b, bty, kind, eps, w_off, xq);
+    }
+}
+
+#ifdef TL_HOST_EMU
+#define NORM_LB
+#else
+// Up to 1024 threads a block (the host's launches): at most 64 registers a thread.
+#define NORM_LB __attribute__((launch_bounds(1024)))
+#endif
+
 // One block per row; grid-stride over rows.
-extern "C" __global__ void norm_rows(const float* x, float* out, const void* w, int wty,
+extern "C" __global__ void NORM_LB norm_rows(const float* x, float* out, const void* w, int wty,
                                      const void* b, int bty, int rows, int dim, int kind,
                                      float eps, float w_off) {
     tl_kernel_start();
     __shared__ float sh[32];
     const NormBlockRed red{sh};
     for (int r = blockIdx.x; r < rows; r += gridDim.x) {
-        norm_row<NormBlockRed, false>(red, x + r * dim, out + r * dim, dim, threadIdx.x,
+        norm_row<NormBlockRed, false, NORM_NV_BLOCK>(red, x + r * dim, out + r * dim, dim, threadIdx.x,
                                       blockDim.x, w, wty, b, bty, kind, eps, w_off, nullptr);
     }
 }
 
 // One warp per row; grid-stride over rows (the row index is uniform within a warp).
-extern "C" __global__ void norm_rows_warp(const float* x, float* out, const void* w, int wty,
+extern "C" __global__ void NORM_LB norm_rows_warp(const float* x, float* out, const void* w, int wty,
                                           const void* b, int bty, int rows, int dim, int kind,
                                           float eps, float w_off) {
     tl_kernel_start();
     const NormWarpRed red{};
     const int wpb = blockDim.x >> 5;
     for (int r = blockIdx.x * wpb + (threadIdx.x >> 5); r < rows; r += gridDim.x * wpb) {
-        norm_row<NormWarpRed, false>(red, x + r * dim, out + r * dim, dim, threadIdx.x & 31, 32,
+        norm_row<NormWarpRed, false, NORM_NV_WARP>(red, x + r * dim, out + r * dim, dim, threadIdx.x & 31, 32,
                                      w, wty, b, bty, kind, eps, w_off, nullptr);
     }
 }
 
-extern "C" __global__ void norm_rows_inplace(float* x, const void* w, int wty, int rows, int dim,
+extern "C" __global__ void NORM_LB norm_rows_inplace(float* x, const void* w, int wty, int rows, int dim,
                                              int kind, float eps, float w_off) {
     tl_kernel_start();
     __shared__ float sh[32];
     const NormBlockRed red{sh};
     for (int r = blockIdx.x; r < rows; r += gridDim.x) {
-        norm_row<NormBlockRed, false>(red, x + r * dim, x + r * dim, dim, threadIdx.x,
+        norm_row<NormBlockRed, false, NORM_NV_BLOCK>(red, x + r * dim, x + r * dim, dim, threadIdx.x,
                                       blockDim.x, w, wty, nullptr, -1, kind, eps, w_off, nullptr);
     }
 }
 
-extern "C" __global__ void norm_rows_inplace_warp(float* x, const void* w, int wty, int rows,
+extern "C" __global__ void NORM_LB norm_rows_inplace_warp(float* x, const void* w, int wty, int rows,
                                                   int dim, int kind, float eps, float w_off) {
     tl_kernel_start();
     const NormWarpRed red{};
     const int wpb = blockDim.x >> 5;
     for (int r = blockIdx.x * wpb + (threadIdx.x >> 5); r < rows; r += gridDim.x * wpb) {
-        norm_row<NormWarpRed, false>(red, x + r * dim, x + r * dim, dim, threadIdx.x & 31, 32,
+        norm_row<NormWarpRed, false, NORM_NV_WARP>(red, x + r * dim, x + r * dim, dim, threadIdx.x & 31, 32,
                                      w, wty, nullptr, -1, kind, eps, w_off, nullptr);
     }
 }
@@ -135,22 +242,22 @@ extern "C" __global__ void norm_rows_inplace_warp(float* x, const void* w, int w
 // (dim % 32 == 0, dim int8 bytes then dim / 32 float pairs: quantize_q8's layout). One block; the
 // same arithmetic as norm_rows / norm_rows_warp, so `out` holds the same floats. Their arguments,
 // then xq.
-extern "C" __global__ void norm_rows_q8(const float* x, float* out, const void* w, int wty,
+extern "C" __global__ void NORM_LB norm_rows_q8(const float* x, float* out, const void* w, int wty,
                                         const void* b, int bty, int rows, int dim, int kind,
                                         float eps, float w_off, uint8_t* xq) {
     tl_kernel_start();
     __shared__ float sh[32];
     const NormBlockRed red{sh};
-    norm_row<NormBlockRed, true>(red, x, out, dim, threadIdx.x, blockDim.x, w, wty, b, bty, kind,
+    norm_row<NormBlockRed, true, NORM_NV_BLOCK>(red, x, out, dim, threadIdx.x, blockDim.x, w, wty, b, bty, kind,
                                  eps, w_off, xq);
 }
 
-extern "C" __global__ void norm_rows_warp_q8(const float* x, float* out, const void* w, int wty,
+extern "C" __global__ void NORM_LB norm_rows_warp_q8(const float* x, float* out, const void* w, int wty,
                                              const void* b, int bty, int rows, int dim, int kind,
                                              float eps, float w_off, uint8_t* xq) {
     tl_kernel_start();
     if (threadIdx.x >= 32) return;
-    norm_row<NormWarpRed, true>(NormWarpRed{}, x, out, dim, threadIdx.x, 32, w, wty, b, bty,
+    norm_row<NormWarpRed, true, NORM_NV_WARP>(NormWarpRed{}, x, out, dim, threadIdx.x, 32, w, wty, b, bty,
                                 kind, eps, w_off, xq);
 }
 

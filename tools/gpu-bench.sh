@@ -3,14 +3,14 @@
 # `torchless bench --backend cuda` on the synthetic 7B-shaped Q4_K model (made here by
 # tools/make-synthetic-gguf.py, which needs numpy) and on both real models, each with decode
 # steps replayed as CUDA graphs (the default) and run eagerly (TORCHLESS_CUDA_GRAPH=off), and the
-# Q4_K models once more with the int8 decode matvec (TORCHLESS_CUDA_MATVEC=int8), once without
-# the fused kernels (TORCHLESS_CUDA_FUSE=off), once without programmatic dependent launch
-# (TORCHLESS_CUDA_PDL=off), once with PDL but without the decode matvecs' weight prefetch before
-# its wait (TORCHLESS_CUDA_PREFETCH=off) and once with the prefill tiles in f32 FMA instead of on
-# the tensor cores (TORCHLESS_CUDA_MMA=off).
+# synthetic model and gemma-3 once more with each default turned the other way: the float decode
+# matvec (TORCHLESS_CUDA_MATVEC=float), without the fused kernels (TORCHLESS_CUDA_FUSE=off), with
+# programmatic dependent launch (TORCHLESS_CUDA_PDL=on; also without the decode matvecs' weight
+# prefetch before its wait, TORCHLESS_CUDA_PREFETCH=off) and with the prefill tiles in f32 FMA
+# instead of on the tensor cores (TORCHLESS_CUDA_MMA=off).
 # With GPU_BENCH_RUNS=types (a second call: each call has 10 minutes), the weight types the int8
 # matvec covers besides Q4_K instead: 7B-shaped synthetic models in Q4_0, Q5_K, Q6_K and Q8_0, and
-# SmolLM2 (Q4_1), each with the float and the int8 decode matvec. GPU_BENCH_RUNS=lowbit (a third
+# SmolLM2 (Q4_1), each with the int8 and the float decode matvec. GPU_BENCH_RUNS=lowbit (a third
 # call) does the same for 7B-shaped Q2_K and Q3_K models.
 # Fails when there is no NVIDIA device.
 #
@@ -101,14 +101,14 @@ if p:
 EOF
 }
 
-# bench_types TYPE...: float and int8 decode matvec side by side per type, graphs on.
+# bench_types TYPE...: int8 and float decode matvec side by side per type, graphs on.
 bench_types() {
     local ty m
     for ty in "$@"; do
         m="/tmp/torchless-s7b-$ty.gguf"
         make_synthetic "$m" "$ty"
         run "s7b-$ty" "$m" on --profile
-        TORCHLESS_CUDA_MATVEC=int8 run "s7b-$ty-int8" "$m" on --profile
+        TORCHLESS_CUDA_MATVEC=float run "s7b-$ty-float" "$m" on --profile
         rm -f "$m" # the next one needs the disk more than this one
     done
 }
@@ -118,7 +118,7 @@ case "$runs" in
     main) ;;
     types)
         bench_types q4_0 q5_k q6_k q8_0
-        TORCHLESS_CUDA_MATVEC=int8 run smollm2-int8 "$models/SmolLM2-135M-Instruct.Q4_1.gguf" on --profile
+        TORCHLESS_CUDA_MATVEC=float run smollm2-float "$models/SmolLM2-135M-Instruct.Q4_1.gguf" on --profile
         echo "gpu-bench: results in $out"
         exit 0
         ;;
@@ -139,10 +139,11 @@ run gemma3 "$models/gemma-3-270m-q4_k_m.gguf" on --profile
 run s7b "$synthetic" off
 run smollm2 "$models/SmolLM2-135M-Instruct.Q4_1.gguf" off
 run gemma3 "$models/gemma-3-270m-q4_k_m.gguf" off
-# One-token matvecs through the int8 kernels (TORCHLESS_CUDA_MATVEC=int8), graphs on.
-export TORCHLESS_CUDA_MATVEC=int8
-run s7b-int8 "$synthetic" on --profile
-run gemma3-int8 "$models/gemma-3-270m-q4_k_m.gguf" on --profile
+# One-token matvecs that decode the weights to floats (TORCHLESS_CUDA_MATVEC=float) instead of
+# the default int8 kernels, graphs on.
+export TORCHLESS_CUDA_MATVEC=float
+run s7b-float "$synthetic" on --profile
+run gemma3-float "$models/gemma-3-270m-q4_k_m.gguf" on --profile
 unset TORCHLESS_CUDA_MATVEC
 # Without the fused kernels (RoPE + K/V store, gate + up + GLU; TORCHLESS_CUDA_FUSE=off), graphs
 # on: what the fusions save, side by side with the runs above.
@@ -150,19 +151,15 @@ export TORCHLESS_CUDA_FUSE=off
 run s7b-unfused "$synthetic" on
 run gemma3-unfused "$models/gemma-3-270m-q4_k_m.gguf" on
 unset TORCHLESS_CUDA_FUSE
-# Without programmatic dependent launch (TORCHLESS_CUDA_PDL=off: every kernel waits for the one
-# before it to finish before it launches), graphs on, both matvecs: what PDL saves.
-export TORCHLESS_CUDA_PDL=off
-run s7b-nopdl "$synthetic" on
-TORCHLESS_CUDA_MATVEC=int8 run s7b-int8-nopdl "$synthetic" on
-run gemma3-nopdl "$models/gemma-3-270m-q4_k_m.gguf" on
+# With programmatic dependent launch (TORCHLESS_CUDA_PDL=on; off by default since the H100
+# measured it slower), graphs on, both matvecs, with and without the decode matvecs' weight
+# prefetch before their wait (TORCHLESS_CUDA_PREFETCH=off).
+export TORCHLESS_CUDA_PDL=on
+run s7b-pdl "$synthetic" on
+TORCHLESS_CUDA_MATVEC=float run s7b-float-pdl "$synthetic" on
+run gemma3-pdl "$models/gemma-3-270m-q4_k_m.gguf" on
+TORCHLESS_CUDA_PREFETCH=off run s7b-pdl-noprefetch "$synthetic" on
 unset TORCHLESS_CUDA_PDL
-# PDL without the decode matvecs' weight prefetch before their wait (TORCHLESS_CUDA_PREFETCH=off),
-# graphs on, both matvecs: what the prefetch saves.
-export TORCHLESS_CUDA_PREFETCH=off
-run s7b-noprefetch "$synthetic" on
-TORCHLESS_CUDA_MATVEC=int8 run s7b-int8-noprefetch "$synthetic" on
-unset TORCHLESS_CUDA_PREFETCH
 # Prefill tiles in f32 FMA (TORCHLESS_CUDA_MMA=off) instead of bfloat16 on the tensor cores:
 # compare its pp with s7b's and gemma3's.
 export TORCHLESS_CUDA_MMA=off

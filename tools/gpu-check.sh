@@ -104,11 +104,12 @@ fi
 
 # One test at a time: they share the one device.
 "$test_bin" --test-threads=1 --nocapture "${GPU_CHECK_FILTER:-}"
-# The whole-model checks and the graph replay again with one-token matvecs through the int8
-# kernels (SmolLM2's Q4_1 and Q8_0 matrices, gemma-3's Q4_K, Q5_0, Q6_K and Q8_0 ones;
-# ops_matmul_int8_matvec above covers every shape of the harness).
+# The whole-model checks and the graph replay again with one-token matvecs that decode the
+# weights to floats (TORCHLESS_CUDA_MATVEC=float; the default int8 kernels ran above: SmolLM2's
+# Q4_1 and Q8_0 matrices, gemma-3's Q4_K, Q5_0, Q6_K and Q8_0 ones; ops_matmul_int8_matvec
+# covers every shape of the harness).
 if [ -z "${GPU_CHECK_FILTER:-}" ]; then
-    TORCHLESS_CUDA_MATVEC=int8 "$test_bin" --test-threads=1 --nocapture gemma3_ smollm2_logits \
+    TORCHLESS_CUDA_MATVEC=float "$test_bin" --test-threads=1 --nocapture gemma3_ smollm2_logits \
         decode_graphs
 fi
 echo "gpu-check: all CUDA checks passed"

@@ -130,18 +130,21 @@ pub struct CudaOptions {
     /// default on).
     pub decode_graphs: bool,
     /// One-token matvecs of quantized weights round x to int8 once and dot it with `dp4a`
-    /// (`TORCHLESS_CUDA_MATVEC=int8`) instead of decoding the weights to floats (`float`, the
-    /// default). A third to a half of the instructions per weight byte (docs/performance.md);
-    /// x is rounded to 8 bits per 32 values, as the CPU's quantized dots round it per 32 or 256.
-    /// Float weights keep the float matvec.
+    /// (`TORCHLESS_CUDA_MATVEC=int8`, the default) instead of decoding the weights to floats
+    /// (`float`). A third to a half of the instructions per weight byte, and on an H100 faster
+    /// decode for every type (docs/performance.md, 2026-11-24); x is rounded to 8 bits per 32
+    /// values, as the CPU's quantized dots round it per 32 or 256. Float weights keep the float
+    /// matvec.
     pub int8_matvec: bool,
     /// Run the fused kernels (`TORCHLESS_CUDA_FUSE=on|off`, default on): RoPE on Q and K with
     /// the K/V store, and a gated FFN's gate, up and GLU on the decode path, each one launch
     /// instead of three with bit-identical results. Off measures what they save.
     pub fused: bool,
     /// Launch kernels with programmatic dependent launch where the device and driver have it
-    /// (`TORCHLESS_CUDA_PDL=on|off`, default on; see [`launch`]). The results are the same
-    /// either way; off measures what it saves.
+    /// (`TORCHLESS_CUDA_PDL=on|off`, default off; see [`launch`]). The results are the same
+    /// either way. Off by default because an H100 measured it slower (docs/performance.md,
+    /// 2026-11-24): each kernel lets the next one launch at its start, and the next kernel's
+    /// waiting blocks then hold SM slots the running matvec's later waves need.
     pub pdl: bool,
     /// With `pdl`, let each decode matvec ask L2 for the weight rows it reads first before it
     /// waits for the kernel before it (`TORCHLESS_CUDA_PREFETCH=on|off`, default on; see
@@ -161,22 +164,22 @@ impl CudaOptions {
     /// is an error.
     pub fn from_env() -> Result<Self> {
         Ok(CudaOptions {
-            decode_graphs: switch_from_env("TORCHLESS_CUDA_GRAPH")?,
+            decode_graphs: switch_from_env("TORCHLESS_CUDA_GRAPH", true)?,
             int8_matvec: Self::int8_matvec_from_env()?,
-            fused: switch_from_env("TORCHLESS_CUDA_FUSE")?,
-            pdl: switch_from_env("TORCHLESS_CUDA_PDL")?,
-            pdl_prefetch: switch_from_env("TORCHLESS_CUDA_PREFETCH")?,
-            mma_prefill: switch_from_env("TORCHLESS_CUDA_MMA")?,
+            fused: switch_from_env("TORCHLESS_CUDA_FUSE", true)?,
+            pdl: switch_from_env("TORCHLESS_CUDA_PDL", false)?,
+            pdl_prefetch: switch_from_env("TORCHLESS_CUDA_PREFETCH", true)?,
+            mma_prefill: switch_from_env("TORCHLESS_CUDA_MMA", true)?,
         })
     }
 
-    /// `TORCHLESS_CUDA_MATVEC=float|int8` (default float).
+    /// `TORCHLESS_CUDA_MATVEC=float|int8` (default int8).
     fn int8_matvec_from_env() -> Result<bool> {
         match std::env::var("TORCHLESS_CUDA_MATVEC") {
-            Err(_) => Ok(false),
+            Err(_) => Ok(true),
             Ok(v) => match v.as_str() {
-                "" | "float" => Ok(false),
-                "int8" => Ok(true),
+                "" | "int8" => Ok(true),
+                "float" => Ok(false),
                 other => Err(Error::InvalidArgument(format!(
                     "TORCHLESS_CUDA_MATVEC={other}: expected float or int8"
                 ))),
@@ -185,13 +188,14 @@ impl CudaOptions {
     }
 }
 
-/// An on/off choice from the environment variable `name`: on when unset, empty, `on` or `1`;
-/// off for `off` or `0`; any other value is an error.
-fn switch_from_env(name: &str) -> Result<bool> {
+/// An on/off choice from the environment variable `name`: `default` when unset or empty, on
+/// for `on` or `1`, off for `off` or `0`; any other value is an error.
+fn switch_from_env(name: &str, default: bool) -> Result<bool> {
     match std::env::var(name) {
-        Err(_) => Ok(true),
+        Err(_) => Ok(default),
         Ok(v) => match v.as_str() {
-            "" | "on" | "1" => Ok(true),
+            "" => Ok(default),
+            "on" | "1" => Ok(true),
             "off" | "0" => Ok(false),
             other => Err(Error::InvalidArgument(format!(
                 "{name}={other}: expected on or off"
@@ -781,9 +785,9 @@ impl Backend for CudaBackend {
                 "launched op by op (TORCHLESS_CUDA_GRAPH=off)"
             },
             if i.matvec == "int8" {
-                "int8 x dp4a (TORCHLESS_CUDA_MATVEC=int8)"
+                "int8 x dp4a"
             } else {
-                "float"
+                "float (TORCHLESS_CUDA_MATVEC=float)"
             },
             if i.mma_prefill {
                 "bf16 tensor cores"
@@ -803,7 +807,7 @@ impl Backend for CudaBackend {
                     i.pdl_ordinary.join(" ")
                 ),
                 (false, _) => {
-                    "off (TORCHLESS_CUDA_PDL=off, or before compute 9.0 / driver 12.3)".to_string()
+                    "off (TORCHLESS_CUDA_PDL=on asks for it: compute 9.0 and driver 12.3 or newer)".to_string()
                 }
             }
         )
