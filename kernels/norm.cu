@@ -192,49 +192,54 @@ static __device__ __forceinline__ void norm_row(const Red& red, const float* x, 
 
 // One block per row; grid-stride over rows.
 extern "C" __global__ void NORM_LB norm_rows(const float* x, float* out, const void* w, int wty,
-                                     const void* b, int bty, int rows, int dim, int kind,
-                                     float eps, float w_off) {
+                                             const void* b, int bty, int rows, int dim, int kind,
+                                             float eps, float w_off) {
     tl_kernel_start();
     __shared__ float sh[32];
     const NormBlockRed red{sh};
     for (int r = blockIdx.x; r < rows; r += gridDim.x) {
-        norm_row<NormBlockRed, false, NORM_NV_BLOCK>(red, x + r * dim, out + r * dim, dim, threadIdx.x,
-                                      blockDim.x, w, wty, b, bty, kind, eps, w_off, nullptr);
+        norm_row<NormBlockRed, false, NORM_NV_BLOCK>(red, x + r * dim, out + r * dim, dim,
+                                                     threadIdx.x, blockDim.x, w, wty, b, bty,
+                                                     kind, eps, w_off, nullptr);
     }
 }
 
 // One warp per row; grid-stride over rows (the row index is uniform within a warp).
-extern "C" __global__ void NORM_LB norm_rows_warp(const float* x, float* out, const void* w, int wty,
-                                          const void* b, int bty, int rows, int dim, int kind,
-                                          float eps, float w_off) {
-    tl_kernel_start();
-    const NormWarpRed red{};
-    const int wpb = blockDim.x >> 5;
-    for (int r = blockIdx.x * wpb + (threadIdx.x >> 5); r < rows; r += gridDim.x * wpb) {
-        norm_row<NormWarpRed, false, NORM_NV_WARP>(red, x + r * dim, out + r * dim, dim, threadIdx.x & 31, 32,
-                                     w, wty, b, bty, kind, eps, w_off, nullptr);
-    }
-}
-
-extern "C" __global__ void NORM_LB norm_rows_inplace(float* x, const void* w, int wty, int rows, int dim,
-                                             int kind, float eps, float w_off) {
-    tl_kernel_start();
-    __shared__ float sh[32];
-    const NormBlockRed red{sh};
-    for (int r = blockIdx.x; r < rows; r += gridDim.x) {
-        norm_row<NormBlockRed, false, NORM_NV_BLOCK>(red, x + r * dim, x + r * dim, dim, threadIdx.x,
-                                      blockDim.x, w, wty, nullptr, -1, kind, eps, w_off, nullptr);
-    }
-}
-
-extern "C" __global__ void NORM_LB norm_rows_inplace_warp(float* x, const void* w, int wty, int rows,
+extern "C" __global__ void NORM_LB norm_rows_warp(const float* x, float* out, const void* w,
+                                                  int wty, const void* b, int bty, int rows,
                                                   int dim, int kind, float eps, float w_off) {
     tl_kernel_start();
     const NormWarpRed red{};
     const int wpb = blockDim.x >> 5;
     for (int r = blockIdx.x * wpb + (threadIdx.x >> 5); r < rows; r += gridDim.x * wpb) {
-        norm_row<NormWarpRed, false, NORM_NV_WARP>(red, x + r * dim, x + r * dim, dim, threadIdx.x & 31, 32,
-                                     w, wty, nullptr, -1, kind, eps, w_off, nullptr);
+        norm_row<NormWarpRed, false, NORM_NV_WARP>(red, x + r * dim, out + r * dim, dim,
+                                                   threadIdx.x & 31, 32, w, wty, b, bty, kind,
+                                                   eps, w_off, nullptr);
+    }
+}
+
+extern "C" __global__ void NORM_LB norm_rows_inplace(float* x, const void* w, int wty, int rows,
+                                                     int dim, int kind, float eps, float w_off) {
+    tl_kernel_start();
+    __shared__ float sh[32];
+    const NormBlockRed red{sh};
+    for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+        norm_row<NormBlockRed, false, NORM_NV_BLOCK>(red, x + r * dim, x + r * dim, dim,
+                                                     threadIdx.x, blockDim.x, w, wty, nullptr,
+                                                     -1, kind, eps, w_off, nullptr);
+    }
+}
+
+extern "C" __global__ void NORM_LB norm_rows_inplace_warp(float* x, const void* w, int wty,
+                                                          int rows, int dim, int kind, float eps,
+                                                          float w_off) {
+    tl_kernel_start();
+    const NormWarpRed red{};
+    const int wpb = blockDim.x >> 5;
+    for (int r = blockIdx.x * wpb + (threadIdx.x >> 5); r < rows; r += gridDim.x * wpb) {
+        norm_row<NormWarpRed, false, NORM_NV_WARP>(red, x + r * dim, x + r * dim, dim,
+                                                   threadIdx.x & 31, 32, w, wty, nullptr, -1,
+                                                   kind, eps, w_off, nullptr);
     }
 }
 
@@ -242,23 +247,25 @@ extern "C" __global__ void NORM_LB norm_rows_inplace_warp(float* x, const void* 
 // (dim % 32 == 0, dim int8 bytes then dim / 32 float pairs: quantize_q8's layout). One block; the
 // same arithmetic as norm_rows / norm_rows_warp, so `out` holds the same floats. Their arguments,
 // then xq.
-extern "C" __global__ void NORM_LB norm_rows_q8(const float* x, float* out, const void* w, int wty,
-                                        const void* b, int bty, int rows, int dim, int kind,
-                                        float eps, float w_off, uint8_t* xq) {
+extern "C" __global__ void NORM_LB norm_rows_q8(const float* x, float* out, const void* w,
+                                                int wty, const void* b, int bty, int rows,
+                                                int dim, int kind, float eps, float w_off,
+                                                uint8_t* xq) {
     tl_kernel_start();
     __shared__ float sh[32];
     const NormBlockRed red{sh};
-    norm_row<NormBlockRed, true, NORM_NV_BLOCK>(red, x, out, dim, threadIdx.x, blockDim.x, w, wty, b, bty, kind,
-                                 eps, w_off, xq);
+    norm_row<NormBlockRed, true, NORM_NV_BLOCK>(red, x, out, dim, threadIdx.x, blockDim.x, w,
+                                                wty, b, bty, kind, eps, w_off, xq);
 }
 
-extern "C" __global__ void NORM_LB norm_rows_warp_q8(const float* x, float* out, const void* w, int wty,
-                                             const void* b, int bty, int rows, int dim, int kind,
-                                             float eps, float w_off, uint8_t* xq) {
+extern "C" __global__ void NORM_LB norm_rows_warp_q8(const float* x, float* out, const void* w,
+                                                     int wty, const void* b, int bty, int rows,
+                                                     int dim, int kind, float eps, float w_off,
+                                                     uint8_t* xq) {
     tl_kernel_start();
     if (threadIdx.x >= 32) return;
-    norm_row<NormWarpRed, true, NORM_NV_WARP>(NormWarpRed{}, x, out, dim, threadIdx.x, 32, w, wty, b, bty,
-                                kind, eps, w_off, xq);
+    norm_row<NormWarpRed, true, NORM_NV_WARP>(NormWarpRed{}, x, out, dim, threadIdx.x, 32, w,
+                                              wty, b, bty, kind, eps, w_off, xq);
 }
 
 // x[r * cols + i] += b[i] for `rows` rows; grid-stride over all rows * cols elements.

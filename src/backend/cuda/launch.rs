@@ -14,8 +14,11 @@
 //! carries them as the comments [`WAIT_MARK`] and [`LAUNCH_MARK`]; [`ptx_for_pdl`] turns them
 //! into `griddepcontrol.wait` / `griddepcontrol.launch_dependents` and the module into sm_90 PTX
 //! (ISA 7.8) when the backend loads it on such a device. A kernel whose PTX does not wait before
-//! its first memory access ([`entries_without_wait`]) is launched the ordinary way, and
-//! `TORCHLESS_CUDA_PDL=off` launches every kernel the ordinary way.
+//! its first memory access ([`entries_without_wait`]) is launched the ordinary way. PDL is off
+//! unless `TORCHLESS_CUDA_PDL=on` asks for it: on an H100 (2026-11-24, docs/performance.md) it
+//! made prefill and the float decode matvec slower and the int8 one no faster, since each
+//! kernel lets the next launch at its start and the next kernel's waiting blocks then hold SM
+//! slots the running one's later waves need.
 //!
 //! Before its wait, a decode matvec may only ask L2 for the weight rows it reads first
 //! (`tl_prefetch_l2`): a kernel that launched early then spends the tail of the one before it

@@ -807,7 +807,8 @@ impl Backend for CudaBackend {
                     i.pdl_ordinary.join(" ")
                 ),
                 (false, _) => {
-                    "off (TORCHLESS_CUDA_PDL=on asks for it: compute 9.0 and driver 12.3 or newer)".to_string()
+                    "off (TORCHLESS_CUDA_PDL=on asks for it: compute 9.0 and driver 12.3 or newer)"
+                        .to_string()
                 }
             }
         )
