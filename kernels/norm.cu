@@ -88,11 +88,7 @@ static __device__ __forceinline__ void norm_row_cached(const Red& red, const flo
                                                        int wty, const void* b, int bty, int kind,
                                                        float eps, float w_off, uint8_t* xq) {
     float xv[NV], wv[NV], bv[NV];
-#pragma unroll
-    for (int k = 0; k < NV; k++) {
-        const int i = i0 + k * step;
-        xv[k] = i < dim ? x[i] : 0.f;
-    }
+    norm_load_vec<NV>(xv, x, TL_VEC_F32, i0, step, dim);
     norm_load_vec<NV>(wv, w, wty, i0, step, dim);
     if (bty >= 0) norm_load_vec<NV>(bv, b, bty, i0, step, dim);
     const float n = (float)dim;
