@@ -230,38 +230,15 @@ fn gemma3_logits_match_cpu() {
 // Perplexity against the exact value (float64, activations never rounded), not the CPU's: CUDA's
 // matmuls keep activations in f32 or (prefill on the tensor cores) round them to bfloat16, while
 // the CPU (as llama.cpp) rounds them to 8 bits per 32 values, which puts the CPU 0.67% (SmolLM2)
-// and 0.94% (gemma-3) from the exact value over these 13 chunks. So these run the float decode
-// matvec (`TORCHLESS_CUDA_MATVEC=float`): the default int8 one rounds x to 8 bits too, which put
-// SmolLM2 0.101% from exact on the emulator (0.055% on an H100).
+// and 0.94% (gemma-3) from the exact value over these 13 chunks.
 #[test]
 fn smollm2_perplexity_matches_exact() {
-    with_float_matvec(|| {
-        models::real_model_perplexity_exact(models::SMOLLM2, "smollm2", BackendKind::Cuda)
-    });
+    models::real_model_perplexity_exact(models::SMOLLM2, "smollm2", BackendKind::Cuda);
 }
 
 #[test]
 fn gemma3_perplexity_matches_exact() {
-    with_float_matvec(|| {
-        models::real_model_perplexity_exact(models::GEMMA3, "gemma3", BackendKind::Cuda)
-    });
-}
-
-/// Runs `f` with `TORCHLESS_CUDA_MATVEC=float` (the backends it loads by kind read it), then
-/// restores the variable. The tests of this binary run one at a time (`--test-threads=1`:
-/// tools/test.sh, tools/gpu-check.sh), so no other test sees the change.
-fn with_float_matvec(f: impl FnOnce()) {
-    const VAR: &str = "TORCHLESS_CUDA_MATVEC";
-    let before = std::env::var_os(VAR);
-    std::env::set_var(VAR, "float");
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    match before {
-        Some(v) => std::env::set_var(VAR, v),
-        None => std::env::remove_var(VAR),
-    }
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
+    models::real_model_perplexity_exact(models::GEMMA3, "gemma3", BackendKind::Cuda);
 }
 
 // ---------------------------------------------------------------------------------------------
