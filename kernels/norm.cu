@@ -160,7 +160,7 @@ static __device__ __forceinline__ void norm_row_loop(const Red& red, const float
     }
 }
 
-// Values per thread held in registers: a block row (the host gives about 4 values a thread,
+// Values per thread held in registers: a block row (the host gives about 8 values a thread,
 // up to 1024 threads) and a warp row (dim <= 512: up to 16 a lane).
 #define NORM_NV_BLOCK 8
 #define NORM_NV_WARP 16
