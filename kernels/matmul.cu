@@ -683,8 +683,11 @@ extern "C" __global__ void MV_LB quantize_q8(const float* __restrict__ x, uint8_
 }
 
 // One pass of mq8_rows: STEPS warp steps from block b0, their loads issued before the first
-// dot. TAIL: the last pass, whose blocks past nb are skipped (full passes skip no check).
-template <class T, int R, int STEPS, bool TAIL>
+// dot; blocks past nb are skipped. Every pass checks, the full ones too: with the check ptxas
+// keeps a pass's weight loads together ahead of its dots, and without it, it sank the second
+// step's loads below the first step's dots (tools/sass-rounds.py: matvec_q8_q4_k waited on DRAM
+// twice a 4096-column row instead of once).
+template <class T, int R, int STEPS>
 static __device__ __forceinline__ void mq8_pass(const uint8_t* const* wr,
                                                 const uint8_t* __restrict__ xq, int cols, int nb,
                                                 int b0, int bsel, int p, float* acc) {
@@ -693,7 +696,7 @@ static __device__ __forceinline__ void mq8_pass(const uint8_t* const* wr,
 #pragma unroll
     for (int u = 0; u < STEPS; ++u) {
         const int blk = b0 + BPS * u + bsel;
-        if (!TAIL || blk < nb) {
+        if (blk < nb) {
 #pragma unroll
             for (int i = 0; i < R; ++i) w[u][i] = T::load(wr[i] + (tlq_sz)blk * T::BYTES, p);
         }
@@ -701,7 +704,7 @@ static __device__ __forceinline__ void mq8_pass(const uint8_t* const* wr,
 #pragma unroll
     for (int u = 0; u < STEPS; ++u) {
         const int blk = b0 + BPS * u + bsel;
-        if (!TAIL || blk < nb) {
+        if (blk < nb) {
 #pragma unroll
             for (int i = 0; i < R; ++i) acc[i] += T::dot(w[u][i], xq, cols, blk, p);
         }
@@ -722,10 +725,8 @@ static __device__ __forceinline__ void mq8_rows(const uint8_t* const* wr,
     enum { BPS = 32 / T::LANES, STEPS = T::STEPS / R > 1 ? T::STEPS / R : 1 };
     const int bsel = lane / T::LANES, p = lane % T::LANES;
     const int nb = cols / T::QK;
-    int b0 = 0;
-    for (; b0 + BPS * STEPS <= nb; b0 += BPS * STEPS)
-        mq8_pass<T, R, STEPS, false>(wr, xq, cols, nb, b0, bsel, p, acc);
-    if (b0 < nb) mq8_pass<T, R, STEPS, true>(wr, xq, cols, nb, b0, bsel, p, acc);
+    for (int b0 = 0; b0 < nb; b0 += BPS * STEPS)
+        mq8_pass<T, R, STEPS>(wr, xq, cols, nb, b0, bsel, p, acc);
 }
 
 // y_s[r] (+)= W_s[r] . x for one token and up to three matrices s of type T and one width (the

@@ -2,7 +2,8 @@
 //! nvcc), and the embedded PTX has an entry point for every op × weight type the backend
 //! launches, with no unresolved external function, and NVIDIA's own PTX assembler accepts every
 //! module for the GPUs the backend targets; every kernel file builds with nvcc as well (the
-//! prelude's promise), to the same entry points. Runs in CI (`--features cuda`, no device).
+//! prelude's promise), to the same entry points; the int8 matvecs' weight loads are scheduled
+//! as their row loop intends (tools/sass-rounds.py). Runs in CI (`--features cuda`, no device).
 //!
 //! nvcc and ptxas come from `TORCHLESS_NVCC` / `TORCHLESS_PTXAS` (tools/test.sh sets both from
 //! tools/fetch-cuda-tools.sh), else from the PATH; missing, those tests fail and say so. The
@@ -231,6 +232,59 @@ fn every_kernel_waits_for_its_predecessor_before_touching_memory() {
                 "kernels/{stem}.cu: one {mark:?} per kernel"
             );
         }
+    }
+}
+
+/// The int8 matvecs' row loop asks for all of a pass's weights before its first dot product, so
+/// that a warp waits for DRAM once a pass; ptxas may sink loads towards their uses and undo
+/// that (it did for the full passes before every pass checked its blocks: two DRAM trips a
+/// 4096-column Q4_K row). tools/sass-rounds.py reads ptxas's sm_90 schedule (clang and the
+/// pinned ptxas 13.5, as the build and the JIT do); for these kernels every weight load of the
+/// inner loop must come before its first wait on a load. No GPU runs here, so this is the
+/// check that the schedule the H100 will be timed with is the one intended.
+#[test]
+fn int8_matvecs_issue_a_pass_of_weight_loads_before_waiting() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(root.join("tools/sass-rounds.py"))
+        .arg("^matvec_(glu_)?q8_(q4_1|q5_1|q2_k|q4_k|q5_k)$")
+        .output()
+        .expect("python3 runs tools/sass-rounds.py");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tools/sass-rounds.py failed:\n{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{report}");
+    let want = [
+        "matvec_q8_q4_1",
+        "matvec_glu_q8_q4_1",
+        "matvec_q8_q5_1",
+        "matvec_glu_q8_q5_1",
+        "matvec_q8_q2_k",
+        "matvec_glu_q8_q2_k",
+        "matvec_q8_q4_k",
+        "matvec_q8_q5_k",
+    ];
+    for kernel in want {
+        // The kernel's line, then its loops' lines (indented) up to the next kernel.
+        let head = format!("{kernel}: ");
+        let loops: Vec<&str> = report
+            .lines()
+            .skip_while(|l| !l.starts_with(&head))
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .collect();
+        assert_eq!(
+            loops.len(),
+            1,
+            "{kernel}: one inner loop with weight loads\n{report}"
+        );
+        assert!(
+            loops[0].contains("weight rounds 1:"),
+            "{kernel}: ptxas splits a pass's weight loads around a wait\n{report}"
+        );
     }
 }
 

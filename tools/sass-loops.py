@@ -7,9 +7,9 @@ docs/performance.md divides a steady-state loop's weight bytes by its instructio
 
   cuda=$(tools/fetch-cuda-tools.sh)
   $cuda/bin/ptxas -arch=sm_90 target/release/build/torchless-*/out/matmul.ptx -o mm.cubin
-  cuobjdump -sass -fun matvec_q4_k mm.cubin | tools/sass-loops.py
+  PATH=$cuda/bin:$PATH cuobjdump -sass -fun matvec_q4_k mm.cubin | tools/sass-loops.py
 
-(cuobjdump: the `nvidia-cuda-cuobjdump` pip wheel, 13.5, holds it.)
+(fetch-cuda-tools.sh brings cuobjdump and the nvdisasm it runs.)
 """
 
 import collections
