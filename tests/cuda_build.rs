@@ -245,7 +245,7 @@ fn every_kernel_waits_for_its_predecessor_before_touching_memory() {
 #[test]
 fn int8_matvecs_issue_a_pass_of_weight_loads_before_waiting() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("python3")
+    let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
         .arg(root.join("tools/sass-rounds.py"))
         .arg("^matvec_(glu_)?q8_(q4_1|q5_1|q2_k|q4_k|q5_k)$")
         .output()
