@@ -731,16 +731,19 @@ static __device__ __forceinline__ void mq8_rows(const uint8_t* const* wr,
 
 // y_s[r] (+)= W_s[r] . x for one token and up to three matrices s of type T and one width (the
 // projections of one input: Q, K and V in one launch; unused ones have rows_s = 0), x in Q8
-// form. One warp per row, the rows of the three matrices one after another.
+// form. One warp per row, the rows of the three matrices one after another. `eps` >= 0: x is in
+// pending-RMSNorm form (q8act.cuh) and every sum takes the norm's scale before it is stored.
+// With `zq` (one matrix, rows0 % 32 == 0, `counters` one zero per 32 rows): the residual
+// projection folds the next RMSNorm in, writing y0 (after the add) to zq in pending form with
+// the norm weight `nw` (its element type `nwty`, plus `w_off`); each 32-row group by the warp
+// that finishes it last, as mq8_glu does.
 template <class T>
-static __device__ __forceinline__ void mq8_matvec3(const uint8_t* __restrict__ w0,
-                                                   float* __restrict__ y0, int rows0,
-                                                   const uint8_t* __restrict__ w1,
-                                                   float* __restrict__ y1, int rows1,
-                                                   const uint8_t* __restrict__ w2,
-                                                   float* __restrict__ y2, int rows2,
-                                                   const uint8_t* __restrict__ xq, int cols,
-                                                   int add) {
+static __device__ __forceinline__ void mq8_matvec3(
+    const uint8_t* __restrict__ w0, float* __restrict__ y0, int rows0,
+    const uint8_t* __restrict__ w1, float* __restrict__ y1, int rows1,
+    const uint8_t* __restrict__ w2, float* __restrict__ y2, int rows2,
+    const uint8_t* __restrict__ xq, int cols, int add, float eps, const void* __restrict__ nw,
+    int nwty, float w_off, uint8_t* __restrict__ zq, uint32_t* __restrict__ counters) {
     const int lane = threadIdx.x & 31;
     const tlq_sz row_bytes = (tlq_sz)(cols / T::QK) * T::BYTES;
     const int rows = rows0 + rows1 + rows2;
@@ -762,43 +765,53 @@ static __device__ __forceinline__ void mq8_matvec3(const uint8_t* __restrict__ w
         const uint8_t* wr[1] = {w + (tlq_sz)rr * row_bytes};
         float acc[1] = {0.f};
         mq8_rows<T, 1>(wr, xq, cols, lane, acc);
-        const float s = tl_warp_sum(acc[0]);
+        float s = tl_warp_sum(acc[0]);
+        // x's norm scale, after the row's weights are in (a warp has one row or few).
+        if (eps >= 0.f) s *= q8_pending_scale(xq, cols, eps, lane);
         if (lane == 0) mv_store(y + rr, s, add);
+        if (zq != nullptr) {
+            const int grp = rr >> 5;
+            if (q8_group_last(counters, grp, lane)) {
+                const int i = 32 * grp + lane;
+                q8_store_pending(tl_ld_cg(y0 + i), tl_vec_get(nw, nwty, i) + w_off, grp, lane,
+                                 zq, rows0);
+                if (lane == 0) counters[grp] = 0u;
+            }
+        }
     }
 }
 
 // y[r] = act(gate_r . x) * (up_r . x) for one token, gate and up of type T (one shape), x in Q8
-// form: mq8_matvec3's sums for both rows (bit for bit, see mq8_rows) and act_glu's product, in
-// one launch. One warp per row pair. With `yq` (rows % 32 == 0, `counters` one zero per 32
-// rows), y also goes to yq in Q8 form for the down projection: each warp counts its row in on
-// its 32-row group after making y[r] visible device-wide, and the warp that arrives last rounds
-// the group (quantize_q8's arithmetic on the same floats) and re-arms the counter.
+// form: mq8_matvec3's sums for both rows (bit for bit, see mq8_rows; `eps` as there) and
+// act_glu's product, in one launch. One warp per row pair. With `yq` (rows % 32 == 0,
+// `counters` one zero per 32 rows), y also goes to yq in Q8 form for the down projection: each
+// warp counts its row in on its 32-row group after making y[r] visible device-wide, and the warp
+// that arrives last rounds the group (quantize_q8's arithmetic on the same floats) and re-arms
+// the counter.
 template <class T>
 static __device__ __forceinline__ void mq8_glu(const uint8_t* __restrict__ wg,
                                                const uint8_t* __restrict__ wu,
                                                const uint8_t* __restrict__ xq,
                                                float* __restrict__ y, int rows, int cols, int act,
                                                uint8_t* __restrict__ yq,
-                                               uint32_t* __restrict__ counters) {
+                                               uint32_t* __restrict__ counters, float eps) {
     const int lane = threadIdx.x & 31;
     const tlq_sz row_bytes = (tlq_sz)(cols / T::QK) * T::BYTES;
     for (int r = blockIdx.x * MV_WARPS + (threadIdx.x >> 5); r < rows; r += gridDim.x * MV_WARPS) {
         const uint8_t* wr[2] = {wg + (tlq_sz)r * row_bytes, wu + (tlq_sz)r * row_bytes};
         float acc[2] = {0.f, 0.f};
         mq8_rows<T, 2>(wr, xq, cols, lane, acc);
-        const float g = tl_warp_sum(acc[0]);
-        const float u = tl_warp_sum(acc[1]);
+        float g = tl_warp_sum(acc[0]);
+        float u = tl_warp_sum(acc[1]);
+        if (eps >= 0.f) {
+            const float scale = q8_pending_scale(xq, cols, eps, lane);
+            g *= scale;
+            u *= scale;
+        }
         if (lane == 0) y[r] = act_apply(act, g) * u;
         if (yq != nullptr) {
             const int grp = r >> 5;
-            float arrived = 0.f;
-            if (lane == 0) {
-                tl_fence_gpu();
-                arrived = (float)tl_atomic_add_u32(counters + grp, 1u);
-            }
-            TL_SYNCWARP();
-            if (tl_warp_max(arrived) == 31.f) {
-                tl_fence_gpu();
+            if (q8_group_last(counters, grp, lane)) {
                 q8_store_group(tl_ld_cg(y + 32 * grp + lane), grp, lane, yq, rows);
                 if (lane == 0) counters[grp] = 0u;
             }
@@ -807,24 +820,28 @@ static __device__ __forceinline__ void mq8_glu(const uint8_t* __restrict__ wg,
 }
 
 // The int8 entry points of one type: `matvec_q8_<t>` (up to three matrices) and
-// `matvec_glu_q8_<t>`.
+// `matvec_glu_q8_<t>`. `eps` < 0: x is plain Q8 form; else pending-RMSNorm form (see
+// mq8_matvec3). matvec_q8's last five arguments fold the next RMSNorm in (zq null: none).
 #define TL_MATVEC_Q8(name, T)                                                                     \
     extern "C" __global__ void MV_LB matvec_q8_##name(                                            \
         const uint8_t* __restrict__ w0, float* __restrict__ y0, int rows0,                        \
         const uint8_t* __restrict__ w1, float* __restrict__ y1, int rows1,                        \
         const uint8_t* __restrict__ w2, float* __restrict__ y2, int rows2,                        \
-        const uint8_t* __restrict__ xq, int cols, int add) {                                      \
+        const uint8_t* __restrict__ xq, int cols, int add, float eps,                             \
+        const void* __restrict__ nw, int nwty, float w_off, uint8_t* __restrict__ zq,             \
+        uint32_t* __restrict__ counters) {                                                        \
         mv_prefetch_first(w0, rows0, w1, rows1, w2, rows2, 1, (tlq_sz)(cols / T::QK) * T::BYTES); \
         tl_kernel_start();                                                                        \
-        mq8_matvec3<T>(w0, y0, rows0, w1, y1, rows1, w2, y2, rows2, xq, cols, add);               \
+        mq8_matvec3<T>(w0, y0, rows0, w1, y1, rows1, w2, y2, rows2, xq, cols, add, eps, nw, nwty, \
+                       w_off, zq, counters);                                                      \
     }                                                                                             \
     extern "C" __global__ void MV_LB matvec_glu_q8_##name(                                        \
         const uint8_t* __restrict__ wg, const uint8_t* __restrict__ wu,                           \
         const uint8_t* __restrict__ xq, float* __restrict__ y, int rows, int cols, int act,       \
-        uint8_t* __restrict__ yq, uint32_t* __restrict__ counters) {                              \
+        uint8_t* __restrict__ yq, uint32_t* __restrict__ counters, float eps) {                   \
         mv_prefetch_pair(wg, wu, rows, (tlq_sz)(cols / T::QK) * T::BYTES);                        \
         tl_kernel_start();                                                                        \
-        mq8_glu<T>(wg, wu, xq, y, rows, cols, act, yq, counters);                                 \
+        mq8_glu<T>(wg, wu, xq, y, rows, cols, act, yq, counters, eps);                            \
     }
 
 TL_MATVEC_Q8(q4_0, Q8Q4_0)

@@ -449,6 +449,11 @@ fn bad_cuda_option_variables_are_clear_errors() {
             "TORCHLESS_CUDA_FUSE=yes: expected on or off",
         ),
         (
+            "TORCHLESS_CUDA_NORM_FOLD",
+            "later",
+            "TORCHLESS_CUDA_NORM_FOLD=later: expected on or off",
+        ),
+        (
             "TORCHLESS_CUDA_PDL",
             "later",
             "TORCHLESS_CUDA_PDL=later: expected on or off",

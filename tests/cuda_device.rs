@@ -30,12 +30,19 @@ fn device() -> CudaBackend {
     })
 }
 
-/// A backend with the decode matvec, decode graphs and fused kernels as given.
+/// A backend with the decode matvec, decode graphs and fused kernels as given (with the fused
+/// kernels, the norm fold too, as by default).
 fn device_with(int8: bool, graphs: bool, fused: bool) -> CudaBackend {
+    device_fold(int8, graphs, fused, fused)
+}
+
+/// [`device_with`], the norm fold as given.
+fn device_fold(int8: bool, graphs: bool, fused: bool, norm_fold: bool) -> CudaBackend {
     device_opts(CudaOptions {
         decode_graphs: graphs,
         int8_matvec: int8,
         fused,
+        norm_fold,
         pdl: true,
         pdl_prefetch: true,
         mma_prefill: true,
@@ -95,6 +102,7 @@ fn ops_matmul_int8_matvec() {
         decode_graphs: true,
         int8_matvec: true,
         fused: true,
+        norm_fold: true,
         pdl: true,
         pdl_prefetch: true,
         mma_prefill: true,
@@ -115,6 +123,7 @@ fn ops_matmul_fma_prefill() {
         decode_graphs: true,
         int8_matvec: false,
         fused: true,
+        norm_fold: true,
         pdl: true,
         pdl_prefetch: true,
         mma_prefill: false,
@@ -277,7 +286,9 @@ fn tiny_ids() -> Vec<u32> {
 /// the same steps with every fusion off, launched op by op: with the float decode matvec (Q/K/V
 /// in one launch, RoPE with the K/V store, gate/up/GLU, attention merging its key splits in its
 /// own launch instead of `attn_combine`) and with the int8 one (also the norms, attention and
-/// the gated FFN kernel rounding their outputs to Q8 instead of `quantize_q8`).
+/// the gated FFN kernel rounding their outputs to Q8 instead of `quantize_q8`). The norm fold,
+/// which rounds before the norm's scale instead of after, is off here; it has its own test
+/// (`decode_norm_fold_moves_logits_by_rounding_only`).
 #[test]
 fn decode_fusions_match_apart_bit_for_bit() {
     let ids = tiny_ids();
@@ -286,7 +297,8 @@ fn decode_fusions_match_apart_bit_for_bit() {
     for n in [48, ids.len()] {
         for int8 in [false, true] {
             let run = &ids[..n];
-            let fused = models::decode_schedule_at(&tiny_q4k(), device_with(int8, true, true), run);
+            let device = device_fold(int8, true, true, false);
+            let fused = models::decode_schedule_at(&tiny_q4k(), device, run);
             let apart =
                 models::decode_schedule_at(&tiny_q4k(), device_with(int8, false, false), run);
             let differ = ops_harness::bits_differ(&fused, &apart);
@@ -327,6 +339,50 @@ fn decode_fusions_match_apart_bit_for_bit() {
     );
 }
 
+/// The norm fold (`TORCHLESS_CUDA_NORM_FOLD`, on by default): the output and down projections
+/// round their sums to Q8 for the next block before its RMSNorm's scale, and the projections
+/// reading them apply the scale to their own sums. Same model, other rounding: the logits of a
+/// whole decode move from the unfolded path's by about what the int8 rounding itself moves
+/// them (the bound is the one the int8 path keeps from the float path), and the steps through
+/// recorded graphs give the eager steps' logits bit for bit.
+#[test]
+fn decode_norm_fold_moves_logits_by_rounding_only() {
+    let ids = tiny_ids();
+    let folded = models::decode_schedule_at(&tiny_q4k(), device_fold(true, true, true, true), &ids);
+    let eager = models::decode_schedule_at(&tiny_q4k(), device_fold(true, false, true, true), &ids);
+    let unfolded =
+        models::decode_schedule_at(&tiny_q4k(), device_fold(true, true, true, false), &ids);
+    let float = models::decode_schedule_at(&tiny_q4k(), device(), &ids);
+    let scale = unfolded.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let dist = |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let (moved, int8) = (dist(&folded, &unfolded), dist(&unfolded, &float));
+    let differ = ops_harness::bits_differ(&folded, &unfolded);
+    eprintln!(
+        "tiny-q4k: {} decode logits, {differ} moved by the fold, max |d logit| {moved:.3e} (int8          from float: {int8:.3e}; max |logit| {scale:.3})",
+        folded.len()
+    );
+    assert!(differ > 0, "the fold changed nothing: was it applied?");
+    assert!(
+        moved <= 0.05 * scale,
+        "folded decode logits {moved} from the unfolded ones (max |logit| {scale})"
+    );
+    assert_eq!(
+        ops_harness::bits_differ(&folded, &eager),
+        0,
+        "folded decode: graphs differ from eager launches"
+    );
+}
+
+/// Op by op: a residual projection with the next RMSNorm folded in (`matmul_add_norm`), feeding
+/// Q/K/V (a Q8_0 matrix among Q4_K ones), the gated int8 kernel and a lone projection, against
+/// the projection, `norm` and the matmuls apart (tests/ops_harness).
+#[test]
+fn int8_norm_fold_is_the_norm_up_to_rounding() {
+    let dev = int8_device(false, true);
+    assert!(dev.device_info().norm_fold);
+    ops_harness::assert_norm_fold_close(&dev, &|| dev.kernel_launches());
+}
+
 /// Programmatic dependent launch lets each kernel start while the one before it finishes, and
 /// each kernel waits for it before touching memory (src/backend/cuda/launch.rs). Decode steps
 /// replayed from graphs, float and int8, must give the ordinary launches' logits bit for bit: on
@@ -341,6 +397,7 @@ fn pdl_launches_match_ordinary_bit_for_bit() {
                 decode_graphs: true,
                 int8_matvec: int8,
                 fused: true,
+                norm_fold: true,
                 pdl,
                 pdl_prefetch: true,
                 mma_prefill: true,
@@ -386,12 +443,14 @@ fn pdl_launches_match_ordinary_bit_for_bit() {
 ///   merges them), output projection + residual, norm, gate/up/GLU, down + residual;
 /// - float, apart (15): Q, K and V apart, RoPE twice and the store, the split merge on its own,
 ///   gate and up apart and GLU;
-/// - int8, fused (8): the float list, with the norms, attention and the gated FFN kernel also
-///   writing their outputs in Q8 form for the int8 matvecs that read them;
+/// - int8, fused, norms not folded (8): the float list, with the norms, attention and the gated
+///   FFN kernel also writing their outputs in Q8 form for the int8 matvecs that read them;
+/// - int8, fused (6): the norms folded into the output and down projections before them;
 /// - int8, apart (19): the float-apart list plus a `quantize_q8` before each of the 4 inputs.
 ///
 /// Besides the layers a step embeds its token and runs the output norm and head (plus one
-/// `quantize_q8` int8 apart). docs/performance.md quotes these counts.
+/// `quantize_q8` int8 apart); with the fold, the first layer's norm runs on its own and the
+/// output norm is folded into the last down projection. docs/performance.md quotes these counts.
 #[test]
 fn decode_step_launches() {
     use torchless::graph::{Executor, Logits};
@@ -400,13 +459,26 @@ fn decode_step_launches() {
     let layers = 2;
     let ids = tiny_ids();
     let modes = [
-        ("float, fused", false, true, 3 + 8 * layers),
-        ("float, apart", false, false, 3 + 15 * layers),
-        ("int8, fused", true, true, 3 + 8 * layers),
-        ("int8, apart", true, false, 4 + 19 * layers),
+        ("float, fused", false, true, true, 3 + 8 * layers),
+        ("float, apart", false, false, false, 3 + 15 * layers),
+        (
+            "int8, fused, norms not folded",
+            true,
+            true,
+            false,
+            3 + 8 * layers,
+        ),
+        ("int8, fused", true, true, true, 3 + 6 * layers),
+        ("int8, apart", true, false, false, 4 + 19 * layers),
     ];
-    for (label, int8, fused, want) in modes {
-        let exec = Executor::load(&src, device_with(int8, false, fused)).expect("load");
+    for (label, int8, fused, fold, want) in modes {
+        let dev = device_fold(int8, false, fused, fold);
+        assert_eq!(
+            dev.device_info().norm_fold,
+            int8 && fold,
+            "{label}: norm fold"
+        );
+        let exec = Executor::load(&src, dev).expect("load");
         let mut st = exec.new_state(ids.len()).expect("state");
         exec.forward(&mut st, &ids[..8], Logits::Last)
             .expect("prefill");
@@ -483,9 +555,11 @@ fn kernel_profile_times_every_decode_launch() {
             );
         }
         assert_eq!(p.steps, steps as u64);
+        // The int8 path folds all norms but the first into projections (two launches a layer).
+        let per_layer = if int8 { 6 } else { 8 };
         assert_eq!(
             launches,
-            (3 + 8 * layers) as f64,
+            (3 + per_layer * layers) as f64,
             "int8 {int8}: launches timed"
         );
         assert_eq!(bytes, matrices as f64, "int8 {int8}: weight bytes per step");

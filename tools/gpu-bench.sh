@@ -4,7 +4,8 @@
 # tools/make-synthetic-gguf.py, which needs numpy) and on both real models, each with decode
 # steps replayed as CUDA graphs (the default) and run eagerly (TORCHLESS_CUDA_GRAPH=off), and the
 # synthetic model and gemma-3 once more with each default turned the other way: the float decode
-# matvec (TORCHLESS_CUDA_MATVEC=float), without the fused kernels (TORCHLESS_CUDA_FUSE=off), with
+# matvec (TORCHLESS_CUDA_MATVEC=float), without the fused kernels (TORCHLESS_CUDA_FUSE=off),
+# without the RMSNorms folded into the residual projections (TORCHLESS_CUDA_NORM_FOLD=off), with
 # programmatic dependent launch (TORCHLESS_CUDA_PDL=on; also without the decode matvecs' weight
 # prefetch before its wait, TORCHLESS_CUDA_PREFETCH=off) and with the prefill tiles in f32 FMA
 # instead of on the tensor cores (TORCHLESS_CUDA_MMA=off).
@@ -151,6 +152,13 @@ export TORCHLESS_CUDA_FUSE=off
 run s7b-unfused "$synthetic" on
 run gemma3-unfused "$models/gemma-3-270m-q4_k_m.gguf" on
 unset TORCHLESS_CUDA_FUSE
+# Each RMSNorm in a launch of its own (TORCHLESS_CUDA_NORM_FOLD=off) instead of folded into the
+# int8 residual projection before it, graphs on: what the fold saves (two launches a layer).
+# gemma-3's post-norms keep its norms apart either way.
+export TORCHLESS_CUDA_NORM_FOLD=off
+run s7b-nofold "$synthetic" on --profile
+run smollm2-nofold "$models/SmolLM2-135M-Instruct.Q4_1.gguf" on
+unset TORCHLESS_CUDA_NORM_FOLD
 # With programmatic dependent launch (TORCHLESS_CUDA_PDL=on; off by default since the H100
 # measured it slower), graphs on, both matvecs, with and without the decode matvecs' weight
 # prefetch before their wait (TORCHLESS_CUDA_PREFETCH=off).

@@ -255,6 +255,31 @@ pub trait Backend: Send + Sync {
         self.matmul(w, x, n_tok, tmp);
         self.add(acc, tmp, len);
     }
+    /// [`Backend::matmul_add`], then [`Backend::norm_feeding`] of the sum: `out = norm(acc)`
+    /// over `n_tok` rows of `dim` for the matmuls by `feeds` that come next (a residual
+    /// projection and the next block's pre-norm). Unlike `norm_feeding`, a backend may hand the
+    /// normed rows to those matmuls in a form of its own and leave `out` unwritten, so the very
+    /// next ops must be matmuls of `out` by `feeds`, and nothing else may read `out`: CUDA folds
+    /// an RMSNorm into its int8 projection's launch that way. The default is the two calls.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_add_norm(
+        &self,
+        w: &Self::Weight,
+        x: &Self::Buf,
+        n_tok: usize,
+        acc: &mut Self::Buf,
+        tmp: &mut Self::Buf,
+        len: usize,
+        spec: NormSpec,
+        nw: &Self::Weight,
+        nb: Option<&Self::Weight>,
+        dim: usize,
+        out: &mut Self::Buf,
+        feeds: &[&Self::Weight],
+    ) {
+        self.matmul_add(w, x, n_tok, acc, tmp, len);
+        self.norm_feeding(spec, acc, nw, nb, n_tok, dim, out, feeds);
+    }
     /// Rotate the first `p.n_rot` dims of each head; token `t` is at position `pos0 + t`. The
     /// frequencies come from `p.table(pos0 + n_tok)` (RoPE scaling included).
     #[allow(clippy::too_many_arguments)]

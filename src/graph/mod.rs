@@ -59,6 +59,10 @@ pub struct State<B: Backend> {
 }
 
 /// A fresh [`StepKey`]: never one handed out before in this process.
+/// The norm that comes right after a residual projection, with the weights that read its
+/// output next ([`Executor::project_residual_norm`]).
+type NextNorm<'a, W> = (&'a Norm<W>, &'a [&'a W]);
+
 fn new_step_key() -> StepKey {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
@@ -210,11 +214,25 @@ impl<B: Backend> Executor<B> {
         let (dim, ff) = (c.dim, c.n_ff);
         let spec = self.norm_spec();
 
+        // Where the last logits are read from: a decode step's one row is the last one already
+        // (no copy: on a device that is one node fewer in the recorded step, between two
+        // kernels that could overlap).
+        let logits_src = match want {
+            Some(Logits::All) => Some((false, n)),
+            Some(Logits::Last) if n == 1 => Some((false, 1)),
+            Some(Logits::Last) => Some((true, 1)),
+            None => None,
+        };
         b.embed(&w.tok_embd, ids, c.embed_scale, &mut s.x);
+        // Whether `s.xn` already holds this layer's attention norm: the projection that ended the
+        // layer before computed it with its residual add (project_residual_norm).
+        let mut normed = false;
         for (il, (lw, lc)) in w.layers.iter().zip(&c.layers).enumerate() {
             // Attention block.
             let qkv = [&lw.wq.w, &lw.wk.w, &lw.wv.w];
-            self.norm(&s.x, &lw.attn_norm, n, &mut s.xn, &qkv);
+            if !normed {
+                self.norm(&s.x, &lw.attn_norm, n, &mut s.xn, &qkv);
+            }
             self.linears(
                 [&lw.wq, &lw.wk, &lw.wv],
                 &s.xn,
@@ -263,19 +281,9 @@ impl<B: Backend> Executor<B> {
                 let (x, xn) = (&mut s.x, &mut s.xn);
                 self.project_residual(&lw.wo, &s.attn, n, x, &mut s.proj, None, xn);
                 self.project_residual(&lw.down, h, n, x, &mut s.proj2, None, xn);
+                normed = false;
                 continue;
             }
-            let attn_post = lw.post_attn_norm.as_ref();
-            self.project_residual(
-                &lw.wo,
-                &s.attn,
-                n,
-                &mut s.x,
-                &mut s.proj,
-                attn_post,
-                &mut s.xn,
-            );
-
             // Feed-forward block.
             // Sequential blocks have their own pre-FFN norm; a parallel-residual family run
             // sequentially (an ablation) reuses the attention norm.
@@ -284,25 +292,49 @@ impl<B: Backend> Executor<B> {
                 Some(g) => [&g.w, &lw.up.w],
                 None => [&lw.up.w, &lw.up.w],
             };
-            self.norm(&s.x, ffn_norm, n, &mut s.xn, &ffn_in);
+            let attn_post = lw.post_attn_norm.as_ref();
+            self.project_residual_norm(
+                &lw.wo,
+                &s.attn,
+                n,
+                &mut s.x,
+                &mut s.proj,
+                attn_post,
+                &mut s.xn,
+                Some((ffn_norm, &ffn_in)),
+            );
             let (gate, up, hidden) = (&mut s.gate, &mut s.up, &mut s.hidden);
             let h = self.ffn_hidden(lw, n, ff, &s.xn, gate, up, hidden, &[&lw.down.w]);
             let ffn_post = lw.post_ffn_norm.as_ref();
-            self.project_residual(&lw.down, h, n, &mut s.x, &mut s.proj, ffn_post, &mut s.xn);
+            // The norm after this block: the next layer's attention norm, or the output norm
+            // when the logits are read from x itself.
+            let next_qkv;
+            let head = [&w.output.w];
+            let next: Option<NextNorm<'_, B::Weight>> = match w.layers.get(il + 1) {
+                Some(nl) => {
+                    next_qkv = [&nl.wq.w, &nl.wk.w, &nl.wv.w];
+                    Some((&nl.attn_norm, &next_qkv))
+                }
+                None if logits_src.is_some_and(|(copy, _)| !copy) => Some((&w.output_norm, &head)),
+                None => None,
+            };
+            normed = next.is_some();
+            let x = &mut s.x;
+            self.project_residual_norm(&lw.down, h, n, x, &mut s.proj, ffn_post, &mut s.xn, next);
         }
 
-        let Some(mode) = want else { return };
-        let (src, rows) = match mode {
-            Logits::All => (&s.x, n),
-            // A decode step's one row is the last one already (no copy: on a device that is one
-            // node fewer in the recorded step, between two kernels that could overlap).
-            Logits::Last if n == 1 => (&s.x, 1),
-            Logits::Last => {
-                b.copy_row(&s.x, n - 1, dim, &mut s.last);
-                (&s.last, 1)
-            }
+        let Some((copy, rows)) = logits_src else {
+            return;
         };
-        self.norm(src, &w.output_norm, rows, &mut s.xn, &[&w.output.w]);
+        let src = if copy {
+            b.copy_row(&s.x, n - 1, dim, &mut s.last);
+            &s.last
+        } else {
+            &s.x
+        };
+        if !normed {
+            self.norm(src, &w.output_norm, rows, &mut s.xn, &[&w.output.w]);
+        }
         let logits = s
             .logits
             .as_mut()
@@ -419,6 +451,48 @@ impl<B: Backend> Executor<B> {
         }
         self.linear(l, h, n, tmp);
         self.residual(x, tmp, post_norm, n, xn);
+    }
+
+    /// [`Self::project_residual`], then `xn = norm(x)` by `next`'s norm for the matmuls by its
+    /// feeds that come next (the next block's pre-norm), when given. Where the add is fused,
+    /// that is one backend call, so that a backend can fold the norm into the projection
+    /// ([`Backend::matmul_add_norm`]); `xn` must then be read only by those matmuls.
+    #[allow(clippy::too_many_arguments)]
+    fn project_residual_norm(
+        &self,
+        l: &Linear<B::Weight>,
+        h: &B::Buf,
+        n: usize,
+        x: &mut B::Buf,
+        tmp: &mut B::Buf,
+        post_norm: Option<&B::Weight>,
+        xn: &mut B::Buf,
+        next: Option<NextNorm<'_, B::Weight>>,
+    ) {
+        let Some((nw, feeds)) = next else {
+            return self.project_residual(l, h, n, x, tmp, post_norm, xn);
+        };
+        let dim = self.config.dim;
+        if post_norm.is_none() && l.b.is_none() {
+            let (w, b) = (&nw.w, nw.b.as_ref());
+            let spec = self.norm_spec();
+            return self.backend.matmul_add_norm(
+                &l.w,
+                h,
+                n,
+                x,
+                tmp,
+                n * dim,
+                spec,
+                w,
+                b,
+                dim,
+                xn,
+                feeds,
+            );
+        }
+        self.project_residual(l, h, n, x, tmp, post_norm, xn);
+        self.norm(x, nw, n, xn, feeds);
     }
 
     /// `x += post_norm(y)` (Gemma's post-norms) or `x += y`.

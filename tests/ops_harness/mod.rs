@@ -2427,6 +2427,132 @@ pub fn assert_norm_feeding_exact<B: Backend>(b: &B) {
     }
 }
 
+/// A residual projection with the next block's RMSNorm folded in ([`Backend::matmul_add_norm`])
+/// against the projection, `norm` and the matmuls apart on `b`: the residual sum bit for bit,
+/// and what the matmuls that read the normed row compute (Q/K/V through `matmul_many` with a
+/// Q8_0 matrix among Q4_K ones; gate and up through `matmul_glu_feeding` into a down
+/// projection; a lone `matmul`, the output head) within what rounding the row to Q8 before the
+/// norm's scale instead of after moves them. `launches` counts the kernels queued on `b`: the
+/// folded projection must launch what the projection alone does, or this would compare the
+/// trait's default with itself.
+/// F32 and F16 norm weights, without and with Gemma's weight offset.
+pub fn assert_norm_fold_close<B: Backend>(b: &B, launches: &dyn Fn() -> u64) {
+    let mut rng = Rng::new(seed(), "norm fold");
+    let (dim, inner) = (256usize, 512usize);
+    let weight = |rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize| {
+        let t = random_tensor(rng, "w", ty, rows, cols);
+        b.weight(t.view(), Role::Matmul).expect("weight")
+    };
+    let proj = weight(&mut rng, GgmlType::Q4_K, dim, inner);
+    let qkv = [
+        weight(&mut rng, GgmlType::Q4_K, 64, dim),
+        weight(&mut rng, GgmlType::Q8_0, 24, dim),
+        weight(&mut rng, GgmlType::Q4_K, 32, dim),
+    ];
+    let (gate, up) = (
+        weight(&mut rng, GgmlType::Q4_K, 256, dim),
+        weight(&mut rng, GgmlType::Q4_K, 256, dim),
+    );
+    let down = weight(&mut rng, GgmlType::Q4_K, 40, 256);
+    let head = weight(&mut rng, GgmlType::Q6_K, 96, dim);
+    let buf = |n: usize| Input::output(n).put(b).ok().expect("buffer");
+    let read = |o: &B::Buf, n: usize| get(b, o, n).ok().expect("read");
+    for (nty, w_offset) in [(GgmlType::F32, 0.0f32), (GgmlType::F16, 1.0)] {
+        let spec = NormSpec {
+            kind: NormKind::Rms,
+            eps: 1e-6,
+            w_offset,
+        };
+        let nw = b
+            .weight(norm_weight(&mut rng, nty, dim, w_offset).view(), Role::Norm)
+            .expect("norm weight");
+        let x0 = norm_input(&mut rng, 1, dim, 0.3, false);
+        let h = rng.vec(inner, -1.0, 1.0);
+        let hb = Input::new(&h, inner).put(b).ok().expect("h");
+        // Each consumer after its own projection: the folded row is for the very next matmuls,
+        // so every buffer they write is made before (making one launches a kernel).
+        type Consumer<'a, B> = &'a dyn Fn(&<B as Backend>::Buf, &mut [<B as Backend>::Buf]);
+        let many = |xn: &B::Buf, outs: &mut [B::Buf]| {
+            let ws: Vec<&B::Weight> = qkv.iter().collect();
+            b.matmul_many(&ws, xn, 1, &mut outs.iter_mut().collect::<Vec<_>>());
+        };
+        let glu = |xn: &B::Buf, outs: &mut [B::Buf]| {
+            let [g, u, hid, d] = outs else {
+                unreachable!("four buffers")
+            };
+            let (act, gu) = (Activation::Silu, [g, u]);
+            b.matmul_glu_feeding(act, &gate, &up, xn, 1, gu, 256, hid, &[&down]);
+            b.matmul(&down, hid, 1, d);
+        };
+        let lone = |xn: &B::Buf, outs: &mut [B::Buf]| b.matmul(&head, xn, 1, &mut outs[0]);
+        // Each case: its feeds, its consumer, the lengths of its buffers and which are results.
+        #[allow(clippy::type_complexity)]
+        let cases: [(
+            &str,
+            Vec<&B::Weight>,
+            Consumer<'_, B>,
+            Vec<usize>,
+            Vec<usize>,
+        ); 3] = [
+            (
+                "Q/K/V",
+                qkv.iter().collect(),
+                &many,
+                vec![64, 24, 32],
+                vec![0, 1, 2],
+            ),
+            (
+                "gate/up into down",
+                vec![&gate, &up],
+                &glu,
+                vec![256, 256, 256, 40],
+                vec![2, 3],
+            ),
+            ("the output head", vec![&head], &lone, vec![96], vec![0]),
+        ];
+        for (what, feeds, consume, lens, results) in cases {
+            let bufs = || lens.iter().map(|&n| buf(n)).collect::<Vec<_>>();
+            let (mut outs_f, mut outs_a) = (bufs(), bufs());
+            let read_results = |outs: &[B::Buf]| -> Vec<Vec<f32>> {
+                results.iter().map(|&i| read(&outs[i], lens[i])).collect()
+            };
+            let acc = || Input::new(&x0, dim).put(b).ok().expect("acc");
+            let (mut acc_f, mut acc_a) = (acc(), acc());
+            let (mut xn_f, mut xn_a, mut tmp) = (buf(dim), buf(dim), buf(dim));
+            let before = launches();
+            b.matmul_add_norm(
+                &proj, &hb, 1, &mut acc_f, &mut tmp, dim, spec, &nw, None, dim, &mut xn_f, &feeds,
+            );
+            let fold_launches = launches() - before;
+            consume(&xn_f, &mut outs_f);
+            let before = launches();
+            b.matmul_add(&proj, &hb, 1, &mut acc_a, &mut tmp, dim);
+            assert_eq!(
+                fold_launches,
+                launches() - before,
+                "{what}: the folded norm costs no launch of its own"
+            );
+            b.norm(spec, &acc_a, &nw, None, 1, dim, &mut xn_a);
+            consume(&xn_a, &mut outs_a);
+            let (folded, apart) = (read_results(&outs_f), read_results(&outs_a));
+            let differ = bits_differ(&read(&acc_f, dim), &read(&acc_a, dim));
+            assert_eq!(differ, 0, "{what}: {differ} residual sums differ");
+            for (i, (f, a)) in folded.iter().zip(&apart).enumerate() {
+                let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let moved = f.iter().zip(a).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                eprintln!(
+                    "norm fold, {nty} weight, offset {w_offset}, {what} [{i}]: max |d| {moved:.3e} \
+                     of max {scale:.3e}"
+                );
+                assert!(
+                    moved <= 2e-3 * scale,
+                    "{what} [{i}]: folded norm moves the output by {moved} (max {scale})"
+                );
+            }
+        }
+    }
+}
+
 /// `matmul_many` over one input gives bit for bit what one `matmul` per weight gives on `b`
 /// (CUDA runs consecutive weights of one type and width as one launch: Q, K and V). Every
 /// weight type, 1–8 tokens, three matrices of different heights, and a mixed-type list.

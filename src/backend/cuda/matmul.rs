@@ -13,7 +13,9 @@ use cudarc::driver::{CudaSlice, LaunchConfig};
 
 use super::launch::Launch;
 
-use super::{CudaBuf, CudaWeight, Dev};
+use super::{CudaBuf, CudaWeight, Dev, Q8Ready};
+use crate::backend::NormSpec;
+use crate::model::arch::NormKind;
 use crate::quant::GgmlType;
 
 /// Weight types with matmul and embedding kernels: every GGUF weight type.
@@ -130,7 +132,9 @@ const SEGMENTS: usize = 3;
 
 /// Bytes of x in Q8 form for `cols` values: `cols` int8, then a (d, d * sum) f32 pair per 32.
 fn q8_bytes(cols: usize) -> usize {
-    cols + 8 * (cols / 32)
+    // The int8 values, a (d, d * sum q) float pair per 32-value group, and per group a float the
+    // pending-RMSNorm form adds (its sum of squares; kernels/q8act.cuh).
+    cols + 12 * (cols / 32)
 }
 
 /// Kernel names of one weight type, as static strings so that launching allocates nothing.
@@ -251,8 +255,9 @@ pub(crate) fn matmul(
     let add = i32::from(store == Store::Add);
     if takes_int8(dev, w, n_tok) {
         let mut q8 = super::lock(&dev.q8);
+        let eps = ready.map_or(-1.0, Q8Ready::eps_arg);
         if let Some(xq) = q8_x(dev, &mut q8, ready, w, x) {
-            matvec_q8(dev, &mut [(w, out)], xq, add);
+            matvec_q8(dev, &mut [(w, out)], xq, add, eps, None);
         }
         return;
     }
@@ -389,15 +394,11 @@ fn matvec_glu_q8(
     let q8_out = feeds_int8(dev, next, rows_n);
     let mut guard = super::lock(&dev.q8);
     let q8 = &mut *guard;
+    let eps = ready.map_or(-1.0, Q8Ready::eps_arg);
     let Some(in_slot) = q8_slot(dev, q8, ready, gate, x) else {
         return true;
     };
-    // The output goes to the slot the input is not in.
-    let out_slot = if in_slot == GLU_SLOT {
-        X_SLOT
-    } else {
-        GLU_SLOT
-    };
+    let out_slot = other_slot(in_slot);
     let (cols_in, need_out) = (q8_bytes(gate.cols), q8_bytes(rows_n));
     let [s0, s1] = &mut q8.slots;
     let (xin, xout) = if in_slot == X_SLOT {
@@ -431,6 +432,7 @@ fn matvec_glu_q8(
         Some((yq, c)) => b.arg(yq).arg(c),
         None => b.arg(&null).arg(&null),
     };
+    b.arg(&eps);
     // SAFETY: the kernel reads rows r < rows of both weights at r * row_bytes(cols) (both hold
     // every row and share the shape, checked by check_shapes; each starts its own 256-byte
     // aligned allocation, as its loads need, see int8_kernels), reads the Q8 form of cols values
@@ -439,7 +441,8 @@ fn matvec_glu_q8(
     // 0), yq, another buffer than xq, holds q8_bytes(rows) bytes and the counters rows / 32
     // (checked above), zero before the launch and re-armed by it; otherwise both are null; one
     // warp per row, grid-stride past the grid; the arguments match matvec_glu_q8_<t> (wg, wu,
-    // xq, y, rows, cols, act, yq, counters).
+    // xq, y, rows, cols, act, yq, counters, eps; eps >= 0 only for a slot in pending form, which
+    // holds the group sums after the pairs: q8_bytes counts them).
     let r = unsafe { b.launch(warp_per_unit_cfg(rows_n)) };
     if dev.check(name, r).is_some() && wrote_q8 {
         dev.set_q8_input(out, rows_n, out_slot);
@@ -514,7 +517,7 @@ pub(crate) fn matmul_many(
     let mut quantized = ws
         .iter()
         .find(|w| takes_int8(dev, w, n_tok))
-        .and_then(|w| dev.take_q8_input(x, w.cols).map(|slot| (slot, w.cols)));
+        .and_then(|w| dev.take_q8_input(x, w.cols).map(|ready| (ready, w.cols)));
     // A weight without rows has nothing to write.
     let mut pairs: Vec<(&CudaWeight, &mut CudaBuf)> = ws
         .iter()
@@ -545,12 +548,16 @@ pub(crate) fn matmul_many(
             let mut q8 = super::lock(&dev.q8);
             let ready = quantized
                 .filter(|&(_, cols)| cols == w0.cols)
-                .map(|(s, _)| s);
+                .map(|(r, _)| r);
             let Some(xq) = q8_x(dev, &mut q8, ready, w0, x) else {
                 return;
             };
-            quantized = Some((ready.unwrap_or(X_SLOT), w0.cols));
-            matvec_q8(dev, group, xq, 0);
+            let ready = ready.unwrap_or(Q8Ready {
+                slot: X_SLOT,
+                pending_eps: None,
+            });
+            quantized = Some((ready, w0.cols));
+            matvec_q8(dev, group, xq, 0, ready.eps_arg(), None);
         } else if shared {
             matvec3(dev, group, x, n_tok);
         } else {
@@ -649,6 +656,16 @@ pub(crate) struct Q8Scratch {
 pub(crate) const X_SLOT: usize = 0;
 /// The Q8 slot of the gated FFN kernel's output.
 const GLU_SLOT: usize = 1;
+
+/// The slot a kernel reading x from `slot` writes its own output's Q8 form to (it still reads
+/// its input while it writes).
+fn other_slot(slot: usize) -> usize {
+    if slot == GLU_SLOT {
+        X_SLOT
+    } else {
+        GLU_SLOT
+    }
+}
 
 impl Q8Scratch {
     /// Slot `slot`, when it has room for `cols` values in Q8 form.
@@ -750,7 +767,7 @@ fn quantize_x(dev: &Dev, q8: &mut Q8Scratch, w: &CudaWeight, x: &CudaBuf) -> boo
 fn q8_x<'a>(
     dev: &Dev,
     q8: &'a mut Q8Scratch,
-    ready: Option<usize>,
+    ready: Option<Q8Ready>,
     w: &CudaWeight,
     x: &CudaBuf,
 ) -> Option<&'a CudaSlice<u8>> {
@@ -763,42 +780,157 @@ fn q8_x<'a>(
 fn q8_slot(
     dev: &Dev,
     q8: &mut Q8Scratch,
-    ready: Option<usize>,
+    ready: Option<Q8Ready>,
     w: &CudaWeight,
     x: &CudaBuf,
 ) -> Option<usize> {
     match ready {
-        Some(slot) => Some(slot),
+        Some(r) => Some(r.slot),
         None => quantize_x(dev, q8, w, x).then_some(X_SLOT),
     }
+}
+
+/// The next RMSNorm folded into a residual projection's `matvec_q8_<t>` launch: the norm's
+/// weight and offset, where the projection's output goes in pending form, and the group counters.
+struct NormFold<'a> {
+    w: &'a CudaWeight,
+    w_off: f32,
+    zq: &'a mut CudaSlice<u8>,
+    counters: &'a mut CudaSlice<u32>,
 }
 
 /// `out_s (+)= W_s x` for one token and each of up to [`SEGMENTS`] weights of one int8 type and
 /// width in one `matvec_q8_<t>` launch, from x in Q8 form at the start of the scratch (written for
 /// `w.cols` values by [`quantize_x`], a fused norm, attention or the gated kernel; `xq` holds
-/// them, checked by [`Q8Scratch::slot`]). Shapes were checked by [`check_shapes`].
-fn matvec_q8(dev: &Dev, segs: &mut [(&CudaWeight, &mut CudaBuf)], xq: &CudaSlice<u8>, add: i32) {
+/// them, checked by [`Q8Scratch::slot`]; `eps` >= 0 when that is the pending-RMSNorm form).
+/// With `fold` (one matrix, see [`matvec_add_norm_q8`]), the kernel also writes its output in
+/// pending form. Shapes were checked by [`check_shapes`].
+fn matvec_q8(
+    dev: &Dev,
+    segs: &mut [(&CudaWeight, &mut CudaBuf)],
+    xq: &CudaSlice<u8>,
+    add: i32,
+    eps: f32,
+    fold: Option<NormFold<'_>>,
+) {
     let rows = segment_rows("matvec_q8", segs);
     let (ty, cols) = (segs[0].0.ty, segs[0].0.cols);
     assert!(
         segs.iter().all(|(w, _)| (w.ty, w.cols) == (ty, cols)),
         "matvec_q8: matrices of one type and width"
     );
+    assert!(
+        fold.is_none() || (segs.len() == 1 && segs[0].0.rows.is_multiple_of(32)),
+        "matvec_q8: a norm folds into one matrix of whole 32-row groups"
+    );
     let name = int8_kernels(ty)
         .expect("takes_int8 checked the type")
         .matvec;
     let total: usize = segs.iter().map(|(w, _)| w.rows).sum();
-    let (cols, null) = (cols as i32, 0u64);
+    let (cols, null, zero) = (cols as i32, 0u64, 0i32);
     let mut b = dev.kernel(name);
     push_segments(&mut b, segs, &rows, &null);
-    b.arg(xq).arg(&cols).arg(&add);
+    b.arg(xq).arg(&cols).arg(&add).arg(&eps);
+    let nwty;
+    match fold {
+        Some(f) => {
+            nwty = super::vec_type_id(f.w.ty);
+            b.arg(f.w.data.as_ref())
+                .arg(&nwty)
+                .arg(&f.w_off)
+                .arg(f.zq)
+                .arg(f.counters)
+        }
+        None => b.arg(&null).arg(&zero).arg(&0f32).arg(&null).arg(&null),
+    };
     // SAFETY: the kernel reads rows r < rows_s of each W_s at r * row_bytes(cols) (data holds
     // every row, checked by check_shapes, and starts its own device allocation, 256-byte aligned,
     // as the loads of int8_kernels need), reads the Q8 form of cols values from the start of xq
-    // (written for these cols by quantize_x or a fused kernel, which checked its size; also the
-    // start of an allocation) and writes (with `add` also reads) out_s[r] for r < rows_s (checked
-    // by check_shapes); matrices beyond segs have 0 rows; one warp per row, grid-stride past the
-    // grid; the arguments match matvec_q8_<t> ((w, y, rows) x 3, xq, cols, add).
+    // (written for these cols by quantize_x or a fused kernel, which checked its size, with the
+    // group sums that q8_bytes counts when eps >= 0; also the start of an allocation) and writes
+    // (with `add` also reads) out_s[r] for r < rows_s (checked by check_shapes); matrices beyond
+    // segs have 0 rows; with a fold, its caller checked that the norm weight holds rows_0
+    // values, that zq (another slot than xq) holds q8_bytes(rows_0) bytes and the counters
+    // rows_0 / 32, zero before the launch and re-armed by it, and rows_0 % 32 == 0 (asserted);
+    // without one, those pointers are null and never read; one warp per row, grid-stride past
+    // the grid; the arguments match matvec_q8_<t> ((w, y, rows) x 3, xq, cols, add, eps, nw,
+    // nwty, w_off, zq, counters).
     let r = unsafe { b.launch(warp_per_unit_cfg(total)) };
     dev.check(name, r);
+}
+
+/// `acc += W x` for one token, then `out = norm(acc)` for the matmuls by `feeds` that come next,
+/// folded into the one `matvec_q8_<t>` launch: the kernel writes `acc` in pending-RMSNorm form
+/// (kernels/q8act.cuh) to the Q8 slot its input is not in, and marks it as standing for `out`
+/// ([`Dev::set_q8_pending`]); `out` itself is not written. Returns false, launching nothing,
+/// where that does not apply: the fold is off ([`super::CudaOptions::norm_fold`]), more than one
+/// token, not an RMSNorm or one with a bias, `W` without the int8 matvec or its rows not whole
+/// 32-value groups, or any of `feeds` not an int8 matvec of `acc`'s width (each reads the row
+/// only in Q8 form). The caller then runs the projection and the norm apart.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matvec_add_norm_q8(
+    dev: &Dev,
+    w: &CudaWeight,
+    x: &CudaBuf,
+    n_tok: usize,
+    acc: &mut CudaBuf,
+    spec: NormSpec,
+    nw: &CudaWeight,
+    nb: Option<&CudaWeight>,
+    out: &CudaBuf,
+    feeds: &[&CudaWeight],
+) -> bool {
+    let dim = w.rows;
+    let applies = dev.norm_fold
+        && n_tok == 1
+        && spec.kind == NormKind::Rms
+        && nb.is_none()
+        && takes_int8(dev, w, 1)
+        && dim.is_multiple_of(32)
+        && !feeds.is_empty()
+        && feeds.iter().all(|f| f.cols == dim && takes_int8(dev, f, 1));
+    if !applies {
+        return false;
+    }
+    let ready = dev.take_q8_input(x, w.cols);
+    if dev.failed() || dim == 0 {
+        return true;
+    }
+    check_shapes(w, x, 1, acc);
+    assert!(nw.cols >= dim, "norm weight {} shorter than {dim}", nw.name);
+    let eps = ready.map_or(-1.0, Q8Ready::eps_arg);
+    let mut guard = super::lock(&dev.q8);
+    let q8 = &mut *guard;
+    let Some(in_slot) = q8_slot(dev, q8, ready, w, x) else {
+        return true;
+    };
+    let out_slot = other_slot(in_slot);
+    let [s0, s1] = &mut q8.slots;
+    let (xin, xout) = if in_slot == X_SLOT {
+        (s0, s1)
+    } else {
+        (s1, s0)
+    };
+    let xq = xin.as_ref().filter(|b| b.len() >= q8_bytes(w.cols));
+    let zq = xout.as_mut().filter(|b| b.len() >= q8_bytes(dim));
+    let counters = q8.counters.as_mut().filter(|c| c.len() >= dim / 32);
+    let (Some(xq), Some(zq), Some(counters)) = (xq, zq, counters) else {
+        // The feeds reserved both slots for `dim` columns, `w` the counters for its rows.
+        dev.fail(format!(
+            "{}: no int8 matvec scratch for the norm folded into it (the weights were not made              by this backend)",
+            w.name
+        ));
+        return true;
+    };
+    let fold = NormFold {
+        w: nw,
+        w_off: spec.w_offset,
+        zq,
+        counters,
+    };
+    matvec_q8(dev, &mut [(w, acc)], xq, 1, eps, Some(fold));
+    if !dev.failed() {
+        dev.set_q8_pending(out, dim, out_slot, spec.eps);
+    }
+    true
 }

@@ -108,6 +108,9 @@ pub struct DeviceInfo {
     /// Whether the fused kernels run (`TORCHLESS_CUDA_FUSE`): RoPE with the K/V store, a gated
     /// FFN's gate, up and GLU.
     pub fused: bool,
+    /// Whether the int8 residual projections fold the RMSNorm after them into their own launch
+    /// (`TORCHLESS_CUDA_NORM_FOLD`, with `fused` and the int8 matvec).
+    pub norm_fold: bool,
     /// Whether kernels are launched with programmatic dependent launch, each free to start while
     /// the one before it finishes (`TORCHLESS_CUDA_PDL`; compute capability 9.0 and driver 12.3
     /// or newer): see [`launch`].
@@ -140,6 +143,14 @@ pub struct CudaOptions {
     /// the K/V store, and a gated FFN's gate, up and GLU on the decode path, each one launch
     /// instead of three with bit-identical results. Off measures what they save.
     pub fused: bool,
+    /// With `fused` and the int8 matvec, fold a decode step's RMSNorm into the residual
+    /// projection before it (`TORCHLESS_CUDA_NORM_FOLD=on|off`, default on): the output and down
+    /// projections round their sum to Q8 group by group for the next block's projections, which
+    /// apply the norm's scale to their own sums (kernels/q8act.cuh), so no norm launch runs
+    /// between them; two launches fewer a layer. Not bit for bit the norm's launch: the groups
+    /// are rounded before the scale instead of after, which moves logits about as much as the
+    /// rounding itself. Off measures what it saves.
+    pub norm_fold: bool,
     /// Launch kernels with programmatic dependent launch where the device and driver have it
     /// (`TORCHLESS_CUDA_PDL=on|off`, default off; see [`launch`]). The results are the same
     /// either way. Off by default because an H100 measured it slower (docs/performance.md,
@@ -160,13 +171,14 @@ pub struct CudaOptions {
 
 impl CudaOptions {
     /// `TORCHLESS_CUDA_GRAPH`, `TORCHLESS_CUDA_MATVEC`, `TORCHLESS_CUDA_FUSE`,
-    /// `TORCHLESS_CUDA_PDL`, `TORCHLESS_CUDA_PREFETCH` and `TORCHLESS_CUDA_MMA`; an unknown value
-    /// is an error.
+    /// `TORCHLESS_CUDA_NORM_FOLD`, `TORCHLESS_CUDA_PDL`, `TORCHLESS_CUDA_PREFETCH` and
+    /// `TORCHLESS_CUDA_MMA`; an unknown value is an error.
     pub fn from_env() -> Result<Self> {
         Ok(CudaOptions {
             decode_graphs: switch_from_env("TORCHLESS_CUDA_GRAPH", true)?,
             int8_matvec: Self::int8_matvec_from_env()?,
             fused: switch_from_env("TORCHLESS_CUDA_FUSE", true)?,
+            norm_fold: switch_from_env("TORCHLESS_CUDA_NORM_FOLD", true)?,
             pdl: switch_from_env("TORCHLESS_CUDA_PDL", false)?,
             pdl_prefetch: switch_from_env("TORCHLESS_CUDA_PREFETCH", true)?,
             mma_prefill: switch_from_env("TORCHLESS_CUDA_MMA", true)?,
@@ -225,19 +237,38 @@ pub(crate) struct Dev {
     pub(crate) int8_matvec: bool,
     /// The fused kernels run ([`CudaOptions::fused`]).
     pub(crate) fused: bool,
+    /// Residual projections fold the next RMSNorm in ([`CudaOptions::norm_fold`]).
+    pub(crate) norm_fold: bool,
     /// Quantized prefill tiles on the tensor cores ([`CudaOptions::mma_prefill`]).
     pub(crate) mma_prefill: bool,
     /// x in Q8 form for those kernels (matmul.rs).
     pub(crate) q8: Mutex<matmul::Q8Scratch>,
     /// Which buffer the Q8 scratch holds in Q8 form (its host address, its width and the slot),
-    /// when a fused kernel wrote it (a norm, attention, the gated FFN) and nothing was launched
-    /// since: the next matmul of that buffer takes it instead of rounding x again. Every launch ([`Dev::kernel`])
-    /// clears it, so it never outlives the launch after the norm.
-    q8_input: Mutex<Option<(usize, usize, usize)>>,
+    /// when a fused kernel wrote it (a norm, attention, the gated FFN, a residual projection
+    /// with the norm folded in) and nothing was launched since: the next matmul of that buffer
+    /// takes it instead of rounding x again. Every launch ([`Dev::kernel`]) clears it, so it
+    /// never outlives the launch after the norm.
+    q8_input: Mutex<Option<(usize, usize, Q8Ready)>>,
     /// Kernels queued so far ([`CudaBackend::kernel_launches`]).
     launches: AtomicU64,
     /// The open kernel profile, if any ([`CudaBackend::start_kernel_profile`]).
     pub(crate) profile: Mutex<Option<profile::Profiler>>,
+}
+
+/// Where a fused kernel left a matmul's input in Q8 form ([`Dev::set_q8_input`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Q8Ready {
+    /// The slot of the Q8 scratch.
+    pub(crate) slot: usize,
+    /// `Some(eps)`: the slot holds the row in pending-RMSNorm form ([`Dev::set_q8_pending`]).
+    pub(crate) pending_eps: Option<f32>,
+}
+
+impl Q8Ready {
+    /// The int8 kernels' `eps` argument: negative for plain Q8 form.
+    pub(crate) fn eps_arg(self) -> f32 {
+        self.pending_eps.unwrap_or(-1.0)
+    }
 }
 
 impl Dev {
@@ -305,15 +336,31 @@ impl Dev {
     /// written by the launch just made (a fused norm, attention or the gated FFN kernel). The
     /// next kernel lookup clears the mark.
     pub(crate) fn set_q8_input(&self, buf: &CudaBuf, cols: usize, slot: usize) {
-        *lock(&self.q8_input) = Some((buf as *const CudaBuf as usize, cols, slot));
+        let ready = Q8Ready {
+            slot,
+            pending_eps: None,
+        };
+        *lock(&self.q8_input) = Some((buf as *const CudaBuf as usize, cols, ready));
+    }
+
+    /// [`Dev::set_q8_input`] for a row in pending-RMSNorm form: `buf` stands for norm(x), which
+    /// the launch just made left unwritten, and the slot holds x times the norm weight with
+    /// each group's sum of squares (kernels/q8act.cuh); the matvecs reading it apply the scale
+    /// with `eps`.
+    pub(crate) fn set_q8_pending(&self, buf: &CudaBuf, cols: usize, slot: usize, eps: f32) {
+        let ready = Q8Ready {
+            slot,
+            pending_eps: Some(eps),
+        };
+        *lock(&self.q8_input) = Some((buf as *const CudaBuf as usize, cols, ready));
     }
 
     /// Takes the Q8 input mark: the slot holding `x`'s `cols` values in Q8 form, when the mark
     /// names them. Called by a matmul before its first launch, which would clear it.
-    pub(crate) fn take_q8_input(&self, x: &CudaBuf, cols: usize) -> Option<usize> {
+    pub(crate) fn take_q8_input(&self, x: &CudaBuf, cols: usize) -> Option<Q8Ready> {
         match lock(&self.q8_input).take() {
-            Some((addr, c, slot)) if addr == x as *const CudaBuf as usize && c == cols => {
-                Some(slot)
+            Some((addr, c, ready)) if addr == x as *const CudaBuf as usize && c == cols => {
+                Some(ready)
             }
             _ => None,
         }
@@ -574,6 +621,7 @@ impl CudaBackend {
             decode_graphs: graphs,
             matvec: if opts.int8_matvec { "int8" } else { "float" },
             fused: opts.fused,
+            norm_fold: opts.norm_fold && opts.fused && opts.int8_matvec,
             pdl,
             pdl_ordinary,
             pdl_prefetch: pdl && opts.pdl_prefetch,
@@ -589,6 +637,7 @@ impl CudaBackend {
                 step: Mutex::new(StepMode::Eager),
                 int8_matvec: opts.int8_matvec,
                 fused: opts.fused,
+                norm_fold: opts.norm_fold && opts.fused && opts.int8_matvec,
                 mma_prefill: opts.mma_prefill,
                 q8: Mutex::new(matmul::Q8Scratch::default()),
                 q8_input: Mutex::new(None),
@@ -794,10 +843,10 @@ impl Backend for CudaBackend {
             } else {
                 "f32 FMA (TORCHLESS_CUDA_MMA=off)"
             },
-            if i.fused {
-                "on"
-            } else {
-                "off (TORCHLESS_CUDA_FUSE=off)"
+            match (i.fused, i.norm_fold) {
+                (true, true) => "on, RMSNorms folded into the int8 residual projections",
+                (true, false) => "on",
+                (false, _) => "off (TORCHLESS_CUDA_FUSE=off)",
             },
             match (i.pdl, i.pdl_ordinary.len()) {
                 (true, 0) => format!("on{}", prefetch_note(i.pdl_prefetch)),
@@ -1016,6 +1065,30 @@ impl Backend for CudaBackend {
     ) {
         debug_assert_eq!(len, n_tok * w.rows, "matmul_add: len is n_tok x rows");
         matmul::matmul(&self.dev, w, x, n_tok, acc, matmul::Store::Add);
+    }
+
+    fn matmul_add_norm(
+        &self,
+        w: &CudaWeight,
+        x: &CudaBuf,
+        n_tok: usize,
+        acc: &mut CudaBuf,
+        tmp: &mut CudaBuf,
+        len: usize,
+        spec: NormSpec,
+        nw: &CudaWeight,
+        nb: Option<&CudaWeight>,
+        dim: usize,
+        out: &mut CudaBuf,
+        feeds: &[&CudaWeight],
+    ) {
+        debug_assert_eq!(len, n_tok * w.rows, "matmul_add_norm: len is n_tok x rows");
+        let folded = w.rows == dim
+            && matmul::matvec_add_norm_q8(&self.dev, w, x, n_tok, acc, spec, nw, nb, out, feeds);
+        if !folded {
+            self.matmul_add(w, x, n_tok, acc, tmp, len);
+            self.norm_feeding(spec, acc, nw, nb, n_tok, dim, out, feeds);
+        }
     }
 
     fn rope(
