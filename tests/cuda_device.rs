@@ -358,7 +358,8 @@ fn decode_norm_fold_moves_logits_by_rounding_only() {
     let (moved, int8) = (dist(&folded, &unfolded), dist(&unfolded, &float));
     let differ = ops_harness::bits_differ(&folded, &unfolded);
     eprintln!(
-        "tiny-q4k: {} decode logits, {differ} moved by the fold, max |d logit| {moved:.3e} (int8          from float: {int8:.3e}; max |logit| {scale:.3})",
+        "tiny-q4k: {} decode logits, {differ} moved by the fold, max |d logit| {moved:.3e} (int8 \
+         from float: {int8:.3e}; max |logit| {scale:.3})",
         folded.len()
     );
     assert!(differ > 0, "the fold changed nothing: was it applied?");

@@ -58,11 +58,11 @@ pub struct State<B: Backend> {
     key: StepKey,
 }
 
-/// A fresh [`StepKey`]: never one handed out before in this process.
 /// The norm that comes right after a residual projection, with the weights that read its
-/// output next ([`Executor::project_residual_norm`]).
+/// output next ([`Executor::project_residual`]).
 type NextNorm<'a, W> = (&'a Norm<W>, &'a [&'a W]);
 
+/// A fresh [`StepKey`]: never one handed out before in this process.
 fn new_step_key() -> StepKey {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
@@ -225,7 +225,7 @@ impl<B: Backend> Executor<B> {
         };
         b.embed(&w.tok_embd, ids, c.embed_scale, &mut s.x);
         // Whether `s.xn` already holds this layer's attention norm: the projection that ended the
-        // layer before computed it with its residual add (project_residual_norm).
+        // layer before computed it with its residual add (project_residual).
         let mut normed = false;
         for (il, (lw, lc)) in w.layers.iter().zip(&c.layers).enumerate() {
             // Attention block.
@@ -279,8 +279,8 @@ impl<B: Backend> Executor<B> {
                 let (gate, up, hidden) = (&mut s.gate, &mut s.up, &mut s.hidden);
                 let h = self.ffn_hidden(lw, n, ff, &s.xn, gate, up, hidden, &[]);
                 let (x, xn) = (&mut s.x, &mut s.xn);
-                self.project_residual(&lw.wo, &s.attn, n, x, &mut s.proj, None, xn);
-                self.project_residual(&lw.down, h, n, x, &mut s.proj2, None, xn);
+                self.project_residual(&lw.wo, &s.attn, n, x, &mut s.proj, None, xn, None);
+                self.project_residual(&lw.down, h, n, x, &mut s.proj2, None, xn, None);
                 normed = false;
                 continue;
             }
@@ -293,7 +293,7 @@ impl<B: Backend> Executor<B> {
                 None => [&lw.up.w, &lw.up.w],
             };
             let attn_post = lw.post_attn_norm.as_ref();
-            self.project_residual_norm(
+            self.project_residual(
                 &lw.wo,
                 &s.attn,
                 n,
@@ -320,7 +320,7 @@ impl<B: Backend> Executor<B> {
             };
             normed = next.is_some();
             let x = &mut s.x;
-            self.project_residual_norm(&lw.down, h, n, x, &mut s.proj, ffn_post, &mut s.xn, next);
+            self.project_residual(&lw.down, h, n, x, &mut s.proj, ffn_post, &mut s.xn, next);
         }
 
         let Some((copy, rows)) = logits_src else {
@@ -431,9 +431,13 @@ impl<B: Backend> Executor<B> {
         }
     }
 
-    /// `x += post_norm(l(h))` (Gemma's post-norms) or `x += l(h)`; without a post-norm or bias
-    /// the add is fused into the projection ([`Backend::matmul_add`]: one kernel on a device).
-    /// `tmp` holds the projection where it is not fused; `xn` is scratch for the post-norm.
+    /// `x += post_norm(l(h))` (Gemma's post-norms) or `x += l(h)`, then, with `next`,
+    /// `xn = norm(x)` by its norm for the matmuls by its feeds that come next (the next block's
+    /// pre-norm). Without a post-norm or bias the add is fused into the projection
+    /// ([`Backend::matmul_add`]: one kernel on a device), and the norm with it
+    /// ([`Backend::matmul_add_norm`]: CUDA folds it into that kernel, and `xn` must then be read
+    /// only by those matmuls). `tmp` holds the projection where it is not fused; `xn` is
+    /// scratch for the post-norm.
     #[allow(clippy::too_many_arguments)]
     fn project_residual(
         &self,
@@ -444,55 +448,23 @@ impl<B: Backend> Executor<B> {
         tmp: &mut B::Buf,
         post_norm: Option<&B::Weight>,
         xn: &mut B::Buf,
-    ) {
-        let len = n * self.config.dim;
-        if post_norm.is_none() && l.b.is_none() {
-            return self.backend.matmul_add(&l.w, h, n, x, tmp, len);
-        }
-        self.linear(l, h, n, tmp);
-        self.residual(x, tmp, post_norm, n, xn);
-    }
-
-    /// [`Self::project_residual`], then `xn = norm(x)` by `next`'s norm for the matmuls by its
-    /// feeds that come next (the next block's pre-norm), when given. Where the add is fused,
-    /// that is one backend call, so that a backend can fold the norm into the projection
-    /// ([`Backend::matmul_add_norm`]); `xn` must then be read only by those matmuls.
-    #[allow(clippy::too_many_arguments)]
-    fn project_residual_norm(
-        &self,
-        l: &Linear<B::Weight>,
-        h: &B::Buf,
-        n: usize,
-        x: &mut B::Buf,
-        tmp: &mut B::Buf,
-        post_norm: Option<&B::Weight>,
-        xn: &mut B::Buf,
         next: Option<NextNorm<'_, B::Weight>>,
     ) {
-        let Some((nw, feeds)) = next else {
-            return self.project_residual(l, h, n, x, tmp, post_norm, xn);
-        };
-        let dim = self.config.dim;
+        let (b, dim) = (&self.backend, self.config.dim);
+        let len = n * dim;
         if post_norm.is_none() && l.b.is_none() {
-            let (w, b) = (&nw.w, nw.b.as_ref());
-            let spec = self.norm_spec();
-            return self.backend.matmul_add_norm(
-                &l.w,
-                h,
-                n,
-                x,
-                tmp,
-                n * dim,
-                spec,
-                w,
-                b,
-                dim,
-                xn,
-                feeds,
-            );
+            if let Some((nw, feeds)) = next {
+                let (w, nb, spec) = (&nw.w, nw.b.as_ref(), self.norm_spec());
+                return b.matmul_add_norm(&l.w, h, n, x, tmp, len, spec, w, nb, dim, xn, feeds);
+            }
+            b.matmul_add(&l.w, h, n, x, tmp, len);
+        } else {
+            self.linear(l, h, n, tmp);
+            self.residual(x, tmp, post_norm, n, xn);
         }
-        self.project_residual(l, h, n, x, tmp, post_norm, xn);
-        self.norm(x, nw, n, xn, feeds);
+        if let Some((nw, feeds)) = next {
+            self.norm(x, nw, n, xn, feeds);
+        }
     }
 
     /// `x += post_norm(y)` (Gemma's post-norms) or `x += y`.

@@ -399,21 +399,12 @@ fn matvec_glu_q8(
         return true;
     };
     let out_slot = other_slot(in_slot);
-    let (cols_in, need_out) = (q8_bytes(gate.cols), q8_bytes(rows_n));
-    let [s0, s1] = &mut q8.slots;
-    let (xin, xout) = if in_slot == X_SLOT {
-        (s0, s1)
-    } else {
-        (s1, s0)
-    };
-    let Some(xq) = xin.as_ref().filter(|b| b.len() >= cols_in) else {
+    // Where the Q8 output goes, with its group counters (both reserved with the weights).
+    let (xq, q8_dst) = q8.in_and_out(in_slot, gate.cols, rows_n);
+    let Some(xq) = xq else {
         return true;
     };
-    // Where the Q8 output goes, with its group counters (both reserved with the weights).
-    let q8_dst = xout
-        .as_mut()
-        .filter(|b| q8_out && b.len() >= need_out)
-        .zip(q8.counters.as_mut().filter(|c| c.len() >= rows_n / 32));
+    let q8_dst = q8_dst.filter(|_| q8_out);
     let wrote_q8 = q8_dst.is_some();
     let (rows, cols, null) = (rows_n as i32, gate.cols as i32, 0u64);
     let a = super::activation::act_id(act);
@@ -552,10 +543,7 @@ pub(crate) fn matmul_many(
             let Some(xq) = q8_x(dev, &mut q8, ready, w0, x) else {
                 return;
             };
-            let ready = ready.unwrap_or(Q8Ready {
-                slot: X_SLOT,
-                pending_eps: None,
-            });
+            let ready = ready.unwrap_or(Q8Ready::plain(X_SLOT));
             quantized = Some((ready, w0.cols));
             matvec_q8(dev, group, xq, 0, ready.eps_arg(), None);
         } else if shared {
@@ -668,6 +656,29 @@ fn other_slot(slot: usize) -> usize {
 }
 
 impl Q8Scratch {
+    /// For a kernel that reads x from slot `input` and writes its output's Q8 form to the other
+    /// one: the input slot when it has room for `in_cols` values, and the other slot with the
+    /// group counters when they have room for `out_cols` values (32 rows a counter).
+    #[allow(clippy::type_complexity)]
+    fn in_and_out(
+        &mut self,
+        input: usize,
+        in_cols: usize,
+        out_cols: usize,
+    ) -> (
+        Option<&CudaSlice<u8>>,
+        Option<(&mut CudaSlice<u8>, &mut CudaSlice<u32>)>,
+    ) {
+        let [s0, s1] = &mut self.slots;
+        let (xin, xout) = if input == X_SLOT { (s0, s1) } else { (s1, s0) };
+        let xq = xin.as_ref().filter(|b| b.len() >= q8_bytes(in_cols));
+        let out = xout
+            .as_mut()
+            .filter(|b| b.len() >= q8_bytes(out_cols))
+            .zip(self.counters.as_mut().filter(|c| c.len() >= out_cols / 32));
+        (xq, out)
+    }
+
     /// Slot `slot`, when it has room for `cols` values in Q8 form.
     pub(crate) fn slot(&mut self, slot: usize, cols: usize) -> Option<&mut CudaSlice<u8>> {
         self.slots[slot]
@@ -905,19 +916,11 @@ pub(crate) fn matvec_add_norm_q8(
         return true;
     };
     let out_slot = other_slot(in_slot);
-    let [s0, s1] = &mut q8.slots;
-    let (xin, xout) = if in_slot == X_SLOT {
-        (s0, s1)
-    } else {
-        (s1, s0)
-    };
-    let xq = xin.as_ref().filter(|b| b.len() >= q8_bytes(w.cols));
-    let zq = xout.as_mut().filter(|b| b.len() >= q8_bytes(dim));
-    let counters = q8.counters.as_mut().filter(|c| c.len() >= dim / 32);
-    let (Some(xq), Some(zq), Some(counters)) = (xq, zq, counters) else {
+    let (Some(xq), Some((zq, counters))) = q8.in_and_out(in_slot, w.cols, dim) else {
         // The feeds reserved both slots for `dim` columns, `w` the counters for its rows.
         dev.fail(format!(
-            "{}: no int8 matvec scratch for the norm folded into it (the weights were not made              by this backend)",
+            "{}: no int8 matvec scratch for the norm folded into it (the weights were not made \
+             by this backend)",
             w.name
         ));
         return true;

@@ -265,6 +265,14 @@ pub(crate) struct Q8Ready {
 }
 
 impl Q8Ready {
+    /// Plain Q8 form in `slot`.
+    pub(crate) fn plain(slot: usize) -> Self {
+        Q8Ready {
+            slot,
+            pending_eps: None,
+        }
+    }
+
     /// The int8 kernels' `eps` argument: negative for plain Q8 form.
     pub(crate) fn eps_arg(self) -> f32 {
         self.pending_eps.unwrap_or(-1.0)
@@ -336,11 +344,7 @@ impl Dev {
     /// written by the launch just made (a fused norm, attention or the gated FFN kernel). The
     /// next kernel lookup clears the mark.
     pub(crate) fn set_q8_input(&self, buf: &CudaBuf, cols: usize, slot: usize) {
-        let ready = Q8Ready {
-            slot,
-            pending_eps: None,
-        };
-        *lock(&self.q8_input) = Some((buf as *const CudaBuf as usize, cols, ready));
+        *lock(&self.q8_input) = Some((buf as *const CudaBuf as usize, cols, Q8Ready::plain(slot)));
     }
 
     /// [`Dev::set_q8_input`] for a row in pending-RMSNorm form: `buf` stands for norm(x), which
