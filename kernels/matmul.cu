@@ -29,6 +29,7 @@
 #include "quant.cuh"
 #include "q8dot.cuh"
 #include "q8act.cuh"
+#include "rope.cuh"
 
 #ifndef MV_WARPS
 #define MV_WARPS 4
@@ -819,9 +820,112 @@ static __device__ __forceinline__ void mq8_glu(const uint8_t* __restrict__ wg,
     }
 }
 
-// The int8 entry points of one type: `matvec_q8_<t>` (up to three matrices) and
-// `matvec_glu_q8_<t>`. `eps` < 0: x is plain Q8 form; else pending-RMSNorm form (see
-// mq8_matvec3). matvec_q8's last five arguments fold the next RMSNorm in (zq null: none).
+// Where unit u of mq8_qkv_rope goes: the matrix (0 Q, 1 K, 2 V), its rows a and b, and, for a
+// RoPE pair, the pair's index i in its head (else -1). Each head of Q and K is head_dim / 2 units:
+// first its n_rot / 2 RoPE pairs (rope_pair's two elements), then its unrotated dims two by two;
+// then V's rows two by two.
+struct QkvUnit {
+    int m, a, b, i;
+};
+static __device__ __forceinline__ QkvUnit qkv_unit(int u, int hq, int head_dim, int n_rot,
+                                                   int layout, int nqk) {
+    QkvUnit t;
+    if (u >= nqk) {
+        t.m = 2;
+        t.a = 2 * (u - nqk);
+        t.b = t.a + 1;
+        t.i = -1;
+        return t;
+    }
+    const int hp = head_dim / 2, half = n_rot / 2;
+    const int nq = hq * hp;
+    t.m = u < nq ? 0 : 1;
+    const int j = u < nq ? u : u - nq;
+    const int base = (j / hp) * head_dim, e = j % hp;
+    if (e < half) {
+        rope_pair(layout, e, half, t.a, t.b);
+        t.i = e;
+    } else {
+        t.a = n_rot + 2 * (e - half);
+        t.b = t.a + 1;
+        t.i = -1;
+    }
+    t.a += base;
+    t.b += base;
+    return t;
+}
+
+// Q, K and V of one decode token, RoPE on Q and K, and K and V into the cache, in one launch:
+// what mq8_matvec3 on (Q, K, V) and attn_rope_kv_store do, with the same sums (mq8_rows' per-lane
+// order does not depend on the rows beside a row), the same rotation (rope.cuh, (cos, sin) from
+// `cs`) and the same f16 rounding, bit for bit. A warp takes two rows at once, the two elements
+// of a RoPE pair (or two unrotated ones, or two of V), so it rotates the pair itself: no row has
+// to wait for another warp's. Q: hq heads, K: hk heads, both head_dim wide (even), V: vw rows
+// (even); x in Q8 form (`eps` as in mq8_matvec3); the caches' row `pos` (pos0, or *pos_dev when
+// not null) gets K's kw = hk * head_dim and V's vw values.
+template <class T>
+static __device__ __forceinline__ void mq8_qkv_rope(
+    const uint8_t* __restrict__ wq, float* __restrict__ q, const uint8_t* __restrict__ wk,
+    float* __restrict__ k, const uint8_t* __restrict__ wv, float* __restrict__ v,
+    const uint8_t* __restrict__ xq, int cols, float eps, const float* __restrict__ cs,
+    uint16_t* __restrict__ kc, uint16_t* __restrict__ vc, int pos0, const int* __restrict__ pos_dev,
+    int hq, int hk, int head_dim, int n_rot, int layout, int vw) {
+    const int lane = threadIdx.x & 31;
+    const tlq_sz row_bytes = (tlq_sz)(cols / T::QK) * T::BYTES;
+    const int nqk = (hq + hk) * (head_dim / 2);
+    const int units = nqk + vw / 2;
+    const int kw = hk * head_dim;
+    for (int u = blockIdx.x * MV_WARPS + (threadIdx.x >> 5); u < units; u += gridDim.x * MV_WARPS) {
+        const QkvUnit t = qkv_unit(u, hq, head_dim, n_rot, layout, nqk);
+        const uint8_t* w = t.m == 0 ? wq : t.m == 1 ? wk : wv;
+        float* y = t.m == 0 ? q : t.m == 1 ? k : v;
+        const uint8_t* wr[2] = {w + (tlq_sz)t.a * row_bytes, w + (tlq_sz)t.b * row_bytes};
+        float acc[2] = {0.f, 0.f};
+        mq8_rows<T, 2>(wr, xq, cols, lane, acc);
+        float ya = tl_warp_sum(acc[0]);
+        float yb = tl_warp_sum(acc[1]);
+        if (eps >= 0.f) {
+            const float scale = q8_pending_scale(xq, cols, eps, lane);
+            ya *= scale;
+            yb *= scale;
+        }
+        if (t.i >= 0) {
+            float r0, r1;
+            rope_rotate_pair(ya, yb, cs[2 * t.i], cs[2 * t.i + 1], r0, r1);
+            ya = r0;
+            yb = r1;
+        }
+        if (lane == 0) {
+            y[t.a] = ya;
+            y[t.b] = yb;
+            if (t.m != 0) {
+                const int pos = pos_dev != nullptr ? *pos_dev : pos0;
+                uint16_t* c = t.m == 1 ? kc + pos * kw : vc + pos * vw;
+                c[t.a] = tl_f2h(ya);
+                c[t.b] = tl_f2h(yb);
+            }
+        }
+    }
+}
+
+// This warp's first unit of mq8_qkv_rope: its two rows.
+static __device__ __forceinline__ void mv_prefetch_qkv(const uint8_t* wq, const uint8_t* wk,
+                                                       const uint8_t* wv, int hq, int hk,
+                                                       int head_dim, int n_rot, int layout,
+                                                       int vw, tlq_sz row_bytes) {
+    const int u = blockIdx.x * MV_WARPS + (threadIdx.x >> 5);
+    const int nqk = (hq + hk) * (head_dim / 2);
+    if (u >= nqk + vw / 2) return;
+    const QkvUnit t = qkv_unit(u, hq, head_dim, n_rot, layout, nqk);
+    const uint8_t* w = t.m == 0 ? wq : t.m == 1 ? wk : wv;
+    tl_prefetch_l2(w + (tlq_sz)t.a * row_bytes, row_bytes);
+    tl_prefetch_l2(w + (tlq_sz)t.b * row_bytes, row_bytes);
+}
+
+// The int8 entry points of one type: `matvec_q8_<t>` (up to three matrices),
+// `matvec_glu_q8_<t>` and `matvec_qkv_rope_q8_<t>` (mq8_qkv_rope). `eps` < 0: x is plain Q8
+// form; else pending-RMSNorm form (see mq8_matvec3). matvec_q8's last five arguments fold the
+// next RMSNorm in (zq null: none).
 #define TL_MATVEC_Q8(name, T)                                                                     \
     extern "C" __global__ void MV_LB matvec_q8_##name(                                            \
         const uint8_t* __restrict__ w0, float* __restrict__ y0, int rows0,                        \
@@ -842,6 +946,18 @@ static __device__ __forceinline__ void mq8_glu(const uint8_t* __restrict__ wg,
         mv_prefetch_pair(wg, wu, rows, (tlq_sz)(cols / T::QK) * T::BYTES);                        \
         tl_kernel_start();                                                                        \
         mq8_glu<T>(wg, wu, xq, y, rows, cols, act, yq, counters, eps);                            \
+    }                                                                                             \
+    extern "C" __global__ void MV_LB matvec_qkv_rope_q8_##name(                                   \
+        const uint8_t* __restrict__ wq, float* __restrict__ q, const uint8_t* __restrict__ wk,    \
+        float* __restrict__ k, const uint8_t* __restrict__ wv, float* __restrict__ v,             \
+        const uint8_t* __restrict__ xq, int cols, float eps, const float* __restrict__ cs,        \
+        uint16_t* __restrict__ kc, uint16_t* __restrict__ vc, int pos0, const int* pos_dev,       \
+        int hq, int hk, int head_dim, int n_rot, int layout, int vw) {                            \
+        mv_prefetch_qkv(wq, wk, wv, hq, hk, head_dim, n_rot, layout, vw,                          \
+                        (tlq_sz)(cols / T::QK) * T::BYTES);                                       \
+        tl_kernel_start();                                                                        \
+        mq8_qkv_rope<T>(wq, q, wk, k, wv, v, xq, cols, eps, cs, kc, vc, pos0, pos_dev, hq, hk,    \
+                        head_dim, n_rot, layout, vw);                                             \
     }
 
 TL_MATVEC_Q8(q4_0, Q8Q4_0)

@@ -454,6 +454,11 @@ fn bad_cuda_option_variables_are_clear_errors() {
             "TORCHLESS_CUDA_NORM_FOLD=later: expected on or off",
         ),
         (
+            "TORCHLESS_CUDA_QKV_ROPE",
+            "sometimes",
+            "TORCHLESS_CUDA_QKV_ROPE=sometimes: expected on or off",
+        ),
+        (
             "TORCHLESS_CUDA_PDL",
             "later",
             "TORCHLESS_CUDA_PDL=later: expected on or off",

@@ -43,6 +43,7 @@ fn device_fold(int8: bool, graphs: bool, fused: bool, norm_fold: bool) -> CudaBa
         int8_matvec: int8,
         fused,
         norm_fold,
+        qkv_rope: fused,
         pdl: true,
         pdl_prefetch: true,
         mma_prefill: true,
@@ -103,6 +104,7 @@ fn ops_matmul_int8_matvec() {
         int8_matvec: true,
         fused: true,
         norm_fold: true,
+        qkv_rope: true,
         pdl: true,
         pdl_prefetch: true,
         mma_prefill: true,
@@ -124,6 +126,7 @@ fn ops_matmul_fma_prefill() {
         int8_matvec: false,
         fused: true,
         norm_fold: true,
+        qkv_rope: true,
         pdl: true,
         pdl_prefetch: true,
         mma_prefill: false,
@@ -190,6 +193,14 @@ fn rope_store_fusion_is_bit_exact() {
         "TORCHLESS_CUDA_FUSE=off: nothing to compare"
     );
     ops_harness::assert_rope_store_fusion_exact(&dev);
+}
+
+/// Q/K/V, RoPE and the K/V store of a decode token as one kernel (`matvec_qkv_rope_q8_<t>`)
+/// against `matmul_many` and `rope_kv_store` apart: bit for bit, and one launch fewer.
+#[test]
+fn int8_qkv_rope_fusion_is_bit_exact() {
+    let dev = int8_device(true, true);
+    ops_harness::assert_qkv_rope_fusion_exact(&dev, &|| dev.kernel_launches());
 }
 
 #[test]
@@ -399,6 +410,7 @@ fn pdl_launches_match_ordinary_bit_for_bit() {
                 int8_matvec: int8,
                 fused: true,
                 norm_fold: true,
+                qkv_rope: true,
                 pdl,
                 pdl_prefetch: true,
                 mma_prefill: true,
@@ -444,9 +456,12 @@ fn pdl_launches_match_ordinary_bit_for_bit() {
 ///   merges them), output projection + residual, norm, gate/up/GLU, down + residual;
 /// - float, apart (15): Q, K and V apart, RoPE twice and the store, the split merge on its own,
 ///   gate and up apart and GLU;
-/// - int8, fused, norms not folded (8): the float list, with the norms, attention and the gated
-///   FFN kernel also writing their outputs in Q8 form for the int8 matvecs that read them;
-/// - int8, fused (6): the norms folded into the output and down projections before them;
+/// - int8, fused, norms not folded (7): the float list, with the norms, attention and the gated
+///   FFN kernel also writing their outputs in Q8 form for the int8 matvecs that read them, and
+///   RoPE + K/V store done by the Q/K/V kernel (`matvec_qkv_rope_q8_<t>`);
+/// - int8, fused, RoPE apart (6): the norms folded into the output and down projections before
+///   them;
+/// - int8, fused (5): and RoPE + K/V store done by the Q/K/V kernel;
 /// - int8, apart (19): the float-apart list plus a `quantize_q8` before each of the 4 inputs.
 ///
 /// Besides the layers a step embeds its token and runs the output norm and head (plus one
@@ -459,26 +474,43 @@ fn decode_step_launches() {
     let src = ModelSource::open(tiny_q4k()).expect("tiny-q4k");
     let layers = 2;
     let ids = tiny_ids();
+    // (label, int8, fused, norm fold, RoPE in the Q/K/V kernel, launches)
     let modes = [
-        ("float, fused", false, true, true, 3 + 8 * layers),
-        ("float, apart", false, false, false, 3 + 15 * layers),
+        ("float, fused", false, true, true, true, 3 + 8 * layers),
+        ("float, apart", false, false, false, false, 3 + 15 * layers),
         (
             "int8, fused, norms not folded",
             true,
             true,
             false,
-            3 + 8 * layers,
+            true,
+            3 + 7 * layers,
         ),
-        ("int8, fused", true, true, true, 3 + 6 * layers),
-        ("int8, apart", true, false, false, 4 + 19 * layers),
+        (
+            "int8, fused, RoPE apart",
+            true,
+            true,
+            true,
+            false,
+            3 + 6 * layers,
+        ),
+        ("int8, fused", true, true, true, true, 3 + 5 * layers),
+        ("int8, apart", true, false, false, false, 4 + 19 * layers),
     ];
-    for (label, int8, fused, fold, want) in modes {
-        let dev = device_fold(int8, false, fused, fold);
-        assert_eq!(
-            dev.device_info().norm_fold,
-            int8 && fold,
-            "{label}: norm fold"
-        );
+    for (label, int8, fused, fold, qkv_rope, want) in modes {
+        let dev = device_opts(CudaOptions {
+            decode_graphs: false,
+            int8_matvec: int8,
+            fused,
+            norm_fold: fold,
+            qkv_rope,
+            pdl: true,
+            pdl_prefetch: true,
+            mma_prefill: true,
+        });
+        let info = dev.device_info();
+        assert_eq!(info.norm_fold, int8 && fold, "{label}: norm fold");
+        assert_eq!(info.qkv_rope, int8 && qkv_rope, "{label}: RoPE in Q/K/V");
         let exec = Executor::load(&src, dev).expect("load");
         let mut st = exec.new_state(ids.len()).expect("state");
         exec.forward(&mut st, &ids[..8], Logits::Last)
@@ -556,8 +588,9 @@ fn kernel_profile_times_every_decode_launch() {
             );
         }
         assert_eq!(p.steps, steps as u64);
-        // The int8 path folds all norms but the first into projections (two launches a layer).
-        let per_layer = if int8 { 6 } else { 8 };
+        // The int8 path folds all norms but the first into projections (two launches a layer)
+        // and RoPE + K/V store into the Q/K/V kernel (one).
+        let per_layer = if int8 { 5 } else { 8 };
         assert_eq!(
             launches,
             (3 + per_layer * layers) as f64,

@@ -5,7 +5,8 @@
 # steps replayed as CUDA graphs (the default) and run eagerly (TORCHLESS_CUDA_GRAPH=off), and the
 # synthetic model and gemma-3 once more with each default turned the other way: the float decode
 # matvec (TORCHLESS_CUDA_MATVEC=float), without the fused kernels (TORCHLESS_CUDA_FUSE=off),
-# without the RMSNorms folded into the residual projections (TORCHLESS_CUDA_NORM_FOLD=off), with
+# without the RMSNorms folded into the residual projections (TORCHLESS_CUDA_NORM_FOLD=off),
+# without RoPE and the K/V store in the Q/K/V projection (TORCHLESS_CUDA_QKV_ROPE=off), with
 # programmatic dependent launch (TORCHLESS_CUDA_PDL=on; also without the decode matvecs' weight
 # prefetch before its wait, TORCHLESS_CUDA_PREFETCH=off) and with the prefill tiles in f32 FMA
 # instead of on the tensor cores (TORCHLESS_CUDA_MMA=off).
@@ -159,6 +160,13 @@ export TORCHLESS_CUDA_NORM_FOLD=off
 run s7b-nofold "$synthetic" on --profile
 run smollm2-nofold "$models/SmolLM2-135M-Instruct.Q4_1.gguf" on
 unset TORCHLESS_CUDA_NORM_FOLD
+# RoPE and the K/V store in a launch of their own (TORCHLESS_CUDA_QKV_ROPE=off) instead of in
+# the int8 Q/K/V projection (matvec_qkv_rope_q8_<t>, two rows a warp), graphs on: what it saves
+# (one launch a layer) or costs (the Q/K/V rows in pairs). gemma-3's QK-norms keep it apart.
+export TORCHLESS_CUDA_QKV_ROPE=off
+run s7b-norope "$synthetic" on --profile
+run smollm2-norope "$models/SmolLM2-135M-Instruct.Q4_1.gguf" on
+unset TORCHLESS_CUDA_QKV_ROPE
 # With programmatic dependent launch (TORCHLESS_CUDA_PDL=on; off by default since the H100
 # measured it slower), graphs on, both matvecs, with and without the decode matvecs' weight
 # prefetch before their wait (TORCHLESS_CUDA_PREFETCH=off).

@@ -322,6 +322,27 @@ pub trait Backend: Send + Sync {
     ) {
         rope_kv_store_apart(self, [q, k], v, kv, layer, pos0, n_tok, shape, layout, p);
     }
+    /// `q, k, v = Wq x, Wk x, Wv x` ([`Backend::matmul_many`] of `ws`), then
+    /// [`Backend::rope_kv_store`]: an attention block's projections without biases or QK-norms,
+    /// handed over together so that a backend may run them as one kernel (CUDA does for a decode
+    /// token: a warp computes both elements of a RoPE pair and rotates them itself). The default
+    /// is the two calls.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_rope_kv_store(
+        &self,
+        ws: [&Self::Weight; 3],
+        x: &Self::Buf,
+        n_tok: usize,
+        outs: [&mut Self::Buf; 3],
+        kv: &mut Self::KvCache,
+        layer: usize,
+        pos0: usize,
+        shape: &AttnShape,
+        layout: RopeLayout,
+        p: &RopeParams,
+    ) {
+        matmul_rope_kv_store_apart(self, ws, x, n_tok, outs, kv, layer, pos0, shape, layout, p);
+    }
     /// Causal attention of `n_tok` query rows at positions `pos0..` over the cache of `layer`.
     #[allow(clippy::too_many_arguments)]
     fn attention(
@@ -391,6 +412,27 @@ pub fn matmul_glu_apart<B: Backend + ?Sized>(
 ) {
     b.matmul_many(&[up, gate], x, n_tok, &mut [&mut *up_out, &mut *gate_out]);
     b.glu(act, gate_out, up_out, len, out);
+}
+
+/// [`Backend::matmul_rope_kv_store`] as separate ops: [`Backend::matmul_many`], then
+/// [`Backend::rope_kv_store`]. The trait's default, and a fusing backend's path where its kernel
+/// does not apply.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_rope_kv_store_apart<B: Backend + ?Sized>(
+    b: &B,
+    ws: [&B::Weight; 3],
+    x: &B::Buf,
+    n_tok: usize,
+    [q, k, v]: [&mut B::Buf; 3],
+    kv: &mut B::KvCache,
+    layer: usize,
+    pos0: usize,
+    shape: &AttnShape,
+    layout: RopeLayout,
+    p: &RopeParams,
+) {
+    b.matmul_many(&ws, x, n_tok, &mut [&mut *q, &mut *k, &mut *v]);
+    b.rope_kv_store([q, k], v, kv, layer, pos0, n_tok, shape, layout, p);
 }
 
 /// [`Backend::rope_kv_store`] as separate ops: [`Backend::rope`] on Q, on K, then

@@ -233,16 +233,6 @@ impl<B: Backend> Executor<B> {
             if !normed {
                 self.norm(&s.x, &lw.attn_norm, n, &mut s.xn, &qkv);
             }
-            self.linears(
-                [&lw.wq, &lw.wk, &lw.wv],
-                &s.xn,
-                n,
-                [&mut s.q, &mut s.k, &mut s.v],
-            );
-            if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
-                b.norm_inplace(spec, &mut s.q, qn, n * c.n_head, c.head_dim);
-                b.norm_inplace(spec, &mut s.k, kn, n * c.n_head_kv, c.head_dim);
-            }
             let shape = AttnShape {
                 n_head: c.n_head,
                 n_head_kv: c.n_head_kv,
@@ -252,17 +242,40 @@ impl<B: Backend> Executor<B> {
                 window: lc.window,
                 softcap: c.attn_softcap,
             };
-            b.rope_kv_store(
-                [&mut s.q, &mut s.k],
-                &s.v,
-                &mut s.kv,
-                il,
-                pos0,
-                n,
-                &shape,
-                c.rope_layout,
-                &lc.rope,
-            );
+            let qkv_l = [&lw.wq, &lw.wk, &lw.wv];
+            let qk_norms = lw.q_norm.as_ref().zip(lw.k_norm.as_ref());
+            if qk_norms.is_none() && qkv_l.iter().all(|l| l.b.is_none()) {
+                // Nothing between the projections and RoPE: one call (one kernel on CUDA).
+                b.matmul_rope_kv_store(
+                    qkv,
+                    &s.xn,
+                    n,
+                    [&mut s.q, &mut s.k, &mut s.v],
+                    &mut s.kv,
+                    il,
+                    pos0,
+                    &shape,
+                    c.rope_layout,
+                    &lc.rope,
+                );
+            } else {
+                self.linears(qkv_l, &s.xn, n, [&mut s.q, &mut s.k, &mut s.v]);
+                if let Some((qn, kn)) = qk_norms {
+                    b.norm_inplace(spec, &mut s.q, qn, n * c.n_head, c.head_dim);
+                    b.norm_inplace(spec, &mut s.k, kn, n * c.n_head_kv, c.head_dim);
+                }
+                b.rope_kv_store(
+                    [&mut s.q, &mut s.k],
+                    &s.v,
+                    &mut s.kv,
+                    il,
+                    pos0,
+                    n,
+                    &shape,
+                    c.rope_layout,
+                    &lc.rope,
+                );
+            }
             // A sequential block projects the attention output next (a backend may prepare it
             // for that matmul); a parallel one runs the FFN first.
             let attn_next: &[&B::Weight] = if arch.parallel_residual {

@@ -2603,3 +2603,162 @@ pub fn assert_matmul_many_exact<B: Backend>(b: &B) {
         }
     }
 }
+
+/// An attention block's projections with RoPE and the K/V store handed over together
+/// (`matmul_rope_kv_store`; CUDA runs a decode token's as one kernel) against `matmul_many` and
+/// `rope_kv_store` apart: Q, K, V and attention over the caches bit for bit. Both RoPE layouts,
+/// GQA, partial rotation, V heads of another width, x uploaded plain and x left by a residual
+/// projection with the next RMSNorm folded in, 1 and 3 tokens, with a history in the cache; a
+/// mixed-type Q/K/V (which runs apart) too. `launches` counts kernel launches: the combined
+/// call may take fewer, never more.
+pub fn assert_qkv_rope_fusion_exact<B: Backend>(b: &B, launches: &dyn Fn() -> u64) {
+    let mut rng = Rng::new(seed(), "qkv rope fusion");
+    let dim = 256usize;
+    let cases = [
+        (
+            RopeLayout::Halves,
+            4usize,
+            2usize,
+            64usize,
+            64usize,
+            64usize,
+            [GgmlType::Q4_K; 3],
+        ),
+        (RopeLayout::Adjacent, 4, 4, 64, 32, 64, [GgmlType::Q8_0; 3]),
+        (RopeLayout::Halves, 6, 3, 80, 40, 48, [GgmlType::Q4_0; 3]),
+        (
+            RopeLayout::Adjacent,
+            2,
+            1,
+            128,
+            128,
+            128,
+            [GgmlType::Q4_K, GgmlType::Q4_K, GgmlType::Q6_K],
+        ),
+    ];
+    let weight = |rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize| {
+        let t = random_tensor(rng, "w", ty, rows, cols);
+        b.weight(t.view(), Role::Matmul).expect("weight")
+    };
+    let read = |o: &B::Buf, n: usize| get(b, o, n).ok().expect("read");
+    let put = |x: &[f32]| Input::new(x, x.len()).put(b).ok().expect("upload");
+    let spec = NormSpec {
+        kind: NormKind::Rms,
+        eps: 1e-6,
+        w_offset: 0.0,
+    };
+    let proj = weight(&mut rng, GgmlType::Q4_K, dim, dim);
+    let nw = b
+        .weight(
+            norm_weight(&mut rng, GgmlType::F32, dim, 0.0).view(),
+            Role::Norm,
+        )
+        .expect("norm weight");
+    for (layout, n_head, n_head_kv, hd, n_rot, hdv, types) in cases {
+        let shape = AttnShape {
+            n_head,
+            n_head_kv,
+            head_dim: hd,
+            head_dim_v: hdv,
+            scale: 1.0 / (hd as f32).sqrt(),
+            window: None,
+            softcap: None,
+        };
+        let p = RopeParams {
+            base: 10_000.0,
+            n_rot,
+            scaling: RopeScaling::None,
+        };
+        let (qw, kw, vw) = (n_head * hd, n_head_kv * hd, n_head_kv * hdv);
+        let ws = [
+            weight(&mut rng, types[0], qw, dim),
+            weight(&mut rng, types[1], kw, dim),
+            weight(&mut rng, types[2], vw, dim),
+        ];
+        let ws = [&ws[0], &ws[1], &ws[2]];
+        let (n_ctx, layer, pos0) = (16, 1, 5);
+        let hist = [rng.vec(pos0 * kw, -2.0, 2.0), rng.vec(pos0 * vw, -2.0, 2.0)];
+        for (n_tok, folded) in [(1usize, false), (1, true), (3, false)] {
+            let x = matmul_input(&mut rng, n_tok, dim);
+            let (x0, h) = (
+                norm_input(&mut rng, 1, dim, 0.3, false),
+                rng.vec(dim, -1.0, 1.0),
+            );
+            let mut outs = Vec::new();
+            let mut counts = Vec::new();
+            for fused in [true, false] {
+                let mut kv = b.kv_cache(2, n_ctx, kw, vw).expect("kv cache");
+                b.kv_store(&mut kv, layer, 0, pos0, &put(&hist[0]), &put(&hist[1]));
+                let buf = |n: usize| Input::output(n).put(b).ok().expect("buffer");
+                let [mut qb, mut kb, mut vb] = [buf(n_tok * qw), buf(n_tok * kw), buf(n_tok * vw)];
+                let mut out = buf(n_tok * n_head * hdv);
+                let mut xn = put(&x);
+                if folded {
+                    let (mut acc, hb, mut tmp) = (put(&x0), put(&h), buf(dim));
+                    let feeds = ws;
+                    b.matmul_add_norm(
+                        &proj, &hb, 1, &mut acc, &mut tmp, dim, spec, &nw, None, dim, &mut xn,
+                        &feeds,
+                    );
+                }
+                let before = launches();
+                let bufs = [&mut qb, &mut kb, &mut vb];
+                if fused {
+                    b.matmul_rope_kv_store(
+                        ws, &xn, n_tok, bufs, &mut kv, layer, pos0, &shape, layout, &p,
+                    );
+                } else {
+                    torchless::backend::matmul_rope_kv_store_apart(
+                        b, ws, &xn, n_tok, bufs, &mut kv, layer, pos0, &shape, layout, &p,
+                    );
+                }
+                counts.push(launches() - before);
+                b.attention(&qb, &kv, layer, pos0, n_tok, &shape, &mut out);
+                outs.push([
+                    read(&qb, n_tok * qw),
+                    read(&kb, n_tok * kw),
+                    read(&vb, n_tok * vw),
+                    read(&out, n_tok * n_head * hdv),
+                ]);
+            }
+            let what = format!(
+                "{layout:?} {n_head}/{n_head_kv} heads x {hd} (rotating {n_rot}, V {hdv}), \
+                 {types:?}, {n_tok} tokens, x {}",
+                if folded {
+                    "with a norm folded in"
+                } else {
+                    "plain"
+                }
+            );
+            eprintln!(
+                "qkv + rope, {what}: {} launches, apart {}",
+                counts[0], counts[1]
+            );
+            assert!(
+                counts[0] <= counts[1],
+                "{what}: more launches combined than apart"
+            );
+            if n_tok == 1 && types.iter().all(|&t| t == types[0]) {
+                // One kernel where apart the RoPE + store takes one of its own.
+                assert_eq!(
+                    counts[0] + 1,
+                    counts[1],
+                    "{what}: one launch fewer combined"
+                );
+            }
+            for (name, (f, a)) in ["Q", "K", "V", "attention over the caches"]
+                .iter()
+                .zip(outs[0].iter().zip(&outs[1]))
+            {
+                let differ = bits_differ(f, a);
+                assert_eq!(
+                    differ,
+                    0,
+                    "{what}: {differ} of {} values of {name} differ between the combined \
+                     projections + RoPE + KV store and the separate ops",
+                    f.len()
+                );
+            }
+        }
+    }
+}

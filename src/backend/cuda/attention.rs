@@ -126,6 +126,18 @@ impl CudaKvCache {
         );
     }
 
+    /// The K and V caches of `layer`, for a kernel that writes positions `pos0..pos0 + n_tok`.
+    /// Panics when that runs past `n_ctx`.
+    pub(crate) fn layer_for(
+        &mut self,
+        layer: usize,
+        pos0: usize,
+        n_tok: usize,
+    ) -> (&mut CudaSlice<u16>, &mut CudaSlice<u16>) {
+        self.check_positions(pos0, n_tok);
+        (&mut self.k[layer], &mut self.v[layer])
+    }
+
     /// Round `n_tok` rows of `k` and `v` to f16 and write them at positions `pos0..pos0 + n_tok`
     /// of `layer`. Panics when that runs past `n_ctx`.
     pub(crate) fn store(
@@ -266,7 +278,7 @@ fn split_count(n_th: usize, max_len: usize) -> usize {
 
 /// Pushes the kernels' `pos_dev` argument: the position a decode graph reads from its step
 /// inputs, or a null pointer (the kernel takes `pos0`).
-fn push_pos(b: &mut Launch<'_>, pos: &Option<CudaView<'_, u32>>, null: &u64) {
+pub(crate) fn push_pos(b: &mut Launch<'_>, pos: &Option<CudaView<'_, u32>>, null: &u64) {
     match pos {
         Some(v) => b.arg(v),
         None => b.arg(null),

@@ -7,12 +7,15 @@
 //! `matmul_mma_<t>` (the same tiles on the tensor cores) for the quantized types; and for
 //! the types whose matvec pairs rows, `matvec_glu_<t>` (a gated feed-forward block's gate, up and
 //! GLU in one decode launch). With the int8 decode matvec on, one-token products of the types
-//! in `int8_kernels` take `matvec_q8_<t>` / `matvec_glu_q8_<t>` instead, on x rounded to Q8.
+//! in `int8_kernels` take `matvec_q8_<t>` / `matvec_glu_q8_<t>` instead, on x rounded to Q8, and
+//! a decode token's Q, K and V take `matvec_qkv_rope_q8_<t>`, which also applies RoPE and stores
+//! K and V in the cache.
 
-use cudarc::driver::{CudaSlice, LaunchConfig};
+use cudarc::driver::{CudaSlice, CudaView, LaunchConfig};
 
 use super::launch::Launch;
 
+use super::attention::{CudaKvCache, RopeHeads};
 use super::{CudaBuf, CudaWeight, Dev, Q8Ready};
 use crate::backend::NormSpec;
 use crate::model::arch::NormKind;
@@ -51,7 +54,7 @@ pub(crate) fn entry_points() -> Vec<String> {
             KERNEL_TYPES
                 .iter()
                 .filter_map(|&t| int8_kernels(t))
-                .flat_map(|k| [k.matvec, k.glu])
+                .flat_map(|k| [k.matvec, k.glu, k.qkv_rope])
                 .map(String::from),
         )
         .chain(std::iter::once(QUANTIZE_Q8.to_string()))
@@ -94,11 +97,14 @@ fn matvec3_kernel(ty: GgmlType) -> Option<&'static str> {
 const QUANTIZE_Q8: &str = "quantize_q8";
 
 /// The int8 one-token matvec of one weight type: `matvec_q8_<t>` over up to [`SEGMENTS`]
-/// matrices and its gated feed-forward form `matvec_glu_q8_<t>` (kernels/q8dot.cuh).
+/// matrices, its gated feed-forward form `matvec_glu_q8_<t>` (kernels/q8dot.cuh), and
+/// `matvec_qkv_rope_q8_<t>`, Q/K/V with RoPE and the K/V cache store in one launch
+/// ([`matvec_qkv_rope_q8`]).
 #[derive(Clone, Copy)]
 pub(crate) struct Int8Kernels {
     matvec: &'static str,
     glu: &'static str,
+    qkv_rope: &'static str,
 }
 
 /// The int8 kernels of `ty`: every quantized type. None for the float types, which keep the
@@ -109,6 +115,7 @@ pub(crate) fn int8_kernels(ty: GgmlType) -> Option<Int8Kernels> {
             Int8Kernels {
                 matvec: concat!("matvec_q8_", $s),
                 glu: concat!("matvec_glu_q8_", $s),
+                qkv_rope: concat!("matvec_qkv_rope_q8_", $s),
             }
         };
     }
@@ -936,4 +943,117 @@ pub(crate) fn matvec_add_norm_q8(
         dev.set_q8_pending(out, dim, out_slot, spec.eps);
     }
     true
+}
+
+/// Whether [`matvec_qkv_rope_q8`] takes Q, K and V (`ws`) of `n_tok` tokens into a cache
+/// `k_width` / `v_width` wide: it is on ([`super::CudaOptions::qkv_rope`]), one token, one quantized
+/// type and width for all three, Q and K `heads` exactly (head_dim even, n_rot <= head_dim and
+/// even), V one cache row (even). Elsewhere the matmuls and the RoPE + store run apart.
+pub(crate) fn takes_qkv_rope(
+    dev: &Dev,
+    ws: [&CudaWeight; 3],
+    n_tok: usize,
+    h: &RopeHeads,
+    k_width: usize,
+    v_width: usize,
+) -> bool {
+    let [wq, wk, wv] = ws;
+    dev.qkv_rope
+        && n_tok == 1
+        && ws
+            .iter()
+            .all(|w| takes_int8(dev, w, 1) && (w.ty, w.cols) == (wq.ty, wq.cols) && w.rows > 0)
+        && h.head_dim.is_multiple_of(2)
+        && h.n_rot.is_multiple_of(2)
+        && h.n_rot <= h.head_dim
+        && wq.rows == h.n_head * h.head_dim
+        && wk.rows == h.n_head_kv * h.head_dim
+        && wk.rows == k_width
+        && wv.rows == v_width
+        && v_width.is_multiple_of(2)
+        && wq.rows + wk.rows + wv.rows < MAX_DIM
+}
+
+/// `q, k, v = Wq x, Wk x, Wv x` for one token, RoPE on `q` and `k` with the (cos, sin) table
+/// `cs` (`[n_rot / 2][2]`), and `k`, `v` rounded to f16 at position `pos0` of `layer`'s cache
+/// (in a decode graph, the step's position), in one `matvec_qkv_rope_q8_<t>` launch: the sums of
+/// [`matmul_many`]'s int8 launch and the rotation and rounding of
+/// [`CudaKvCache::rope_store`], bit for bit. [`takes_qkv_rope`] holds.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matvec_qkv_rope_q8(
+    dev: &Dev,
+    ws: [&CudaWeight; 3],
+    x: &CudaBuf,
+    [q, k, v]: [&mut CudaBuf; 3],
+    kv: &mut CudaKvCache,
+    layer: usize,
+    pos0: usize,
+    h: &RopeHeads,
+    cs: &CudaView<'_, f32>,
+) {
+    let [wq, wk, wv] = ws;
+    let ready = dev.take_q8_input(x, wq.cols);
+    if dev.failed() {
+        return;
+    }
+    for (w, out) in [(wq, &*q), (wk, &*k), (wv, &*v)] {
+        check_shapes(w, x, 1, out);
+    }
+    assert!(
+        cs.len() >= h.n_rot,
+        "qkv + rope: table shorter than {}",
+        h.n_rot
+    );
+    let mut q8 = super::lock(&dev.q8);
+    let Some(xq) = q8_x(dev, &mut q8, ready, wq, x) else {
+        return;
+    };
+    let eps = ready.map_or(-1.0, Q8Ready::eps_arg);
+    let name = int8_kernels(wq.ty)
+        .expect("takes_qkv_rope checked the type")
+        .qkv_rope;
+    let units = (wq.rows + wk.rows + wv.rows) / 2;
+    let inputs = dev.captured_inputs();
+    let (pos_dev, null) = (inputs.as_ref().map(|i| i.pos()), 0u64);
+    let (kc, vc) = kv.layer_for(layer, pos0, 1);
+    let (cols, p, lay) = (
+        wq.cols as i32,
+        pos0 as i32,
+        super::rope::layout_id(h.layout),
+    );
+    let (hq, hk, d, r, vw) = (
+        h.n_head as i32,
+        h.n_head_kv as i32,
+        h.head_dim as i32,
+        h.n_rot as i32,
+        wv.rows as i32,
+    );
+    let mut b = dev.kernel(name);
+    b.weight(&wq.data)
+        .arg(q)
+        .weight(&wk.data)
+        .arg(k)
+        .weight(&wv.data)
+        .arg(v);
+    b.arg(xq)
+        .arg(&cols)
+        .arg(&eps)
+        .arg(cs)
+        .arg(kc)
+        .arg(vc)
+        .arg(&p);
+    super::attention::push_pos(&mut b, &pos_dev, &null);
+    b.arg(&hq).arg(&hk).arg(&d).arg(&r).arg(&lay).arg(&vw);
+    // SAFETY: the kernel reads every row of Wq, Wk and Wv (data holds them, checked by
+    // check_shapes; allocation starts, aligned as int8_kernels' loads need), the Q8 form of cols
+    // values from the start of xq (written for these cols, with the group sums when eps >= 0,
+    // as in matvec_q8), cs below n_rot (asserted), and writes q / k / v below their rows
+    // (checked) and the layer's K / V cache row pos, below (pos + 1) * kw / * vw <= n_ctx * kw /
+    // * vw (layer_for checked pos0; in a decode graph the executor checks the step's position
+    // against the context before every replay); Q and K rows are whole heads of head_dim (even,
+    // n_rot <= head_dim) and V's rows even (takes_qkv_rope); one warp per two rows, grid-stride
+    // past the grid; the arguments match matvec_qkv_rope_q8_<t> (wq, q, wk, k, wv, v, xq, cols,
+    // eps, cs, kc, vc, pos0, pos_dev, hq, hk, head_dim, n_rot, layout, vw).
+    let r = unsafe { b.launch(warp_per_unit_cfg(units)) };
+    dev.check(name, r);
 }

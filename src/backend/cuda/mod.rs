@@ -111,6 +111,9 @@ pub struct DeviceInfo {
     /// Whether the int8 residual projections fold the RMSNorm after them into their own launch
     /// (`TORCHLESS_CUDA_NORM_FOLD`, with `fused` and the int8 matvec).
     pub norm_fold: bool,
+    /// Whether a decode token's Q, K and V projections apply RoPE and store K and V in the cache
+    /// in their own launch (`TORCHLESS_CUDA_QKV_ROPE`, with `fused` and the int8 matvec).
+    pub qkv_rope: bool,
     /// Whether kernels are launched with programmatic dependent launch, each free to start while
     /// the one before it finishes (`TORCHLESS_CUDA_PDL`; compute capability 9.0 and driver 12.3
     /// or newer): see [`launch`].
@@ -151,6 +154,12 @@ pub struct CudaOptions {
     /// are rounded before the scale instead of after, which moves logits about as much as the
     /// rounding itself. Off measures what it saves.
     pub norm_fold: bool,
+    /// With `fused` and the int8 matvec, apply RoPE and store K and V in the cache in the
+    /// launch that projects a decode token's Q, K and V (`TORCHLESS_CUDA_QKV_ROPE=on|off`,
+    /// default on): `matvec_qkv_rope_q8_<t>`, a warp computing both elements of a RoPE pair and
+    /// rotating them itself, instead of `matvec_q8_<t>` and `attn_rope_kv_store`; one launch
+    /// fewer a layer, bit for bit the same. Off measures what it saves.
+    pub qkv_rope: bool,
     /// Launch kernels with programmatic dependent launch where the device and driver have it
     /// (`TORCHLESS_CUDA_PDL=on|off`, default off; see [`launch`]). The results are the same
     /// either way. Off by default because an H100 measured it slower (docs/performance.md,
@@ -171,14 +180,15 @@ pub struct CudaOptions {
 
 impl CudaOptions {
     /// `TORCHLESS_CUDA_GRAPH`, `TORCHLESS_CUDA_MATVEC`, `TORCHLESS_CUDA_FUSE`,
-    /// `TORCHLESS_CUDA_NORM_FOLD`, `TORCHLESS_CUDA_PDL`, `TORCHLESS_CUDA_PREFETCH` and
-    /// `TORCHLESS_CUDA_MMA`; an unknown value is an error.
+    /// `TORCHLESS_CUDA_NORM_FOLD`, `TORCHLESS_CUDA_QKV_ROPE`, `TORCHLESS_CUDA_PDL`,
+    /// `TORCHLESS_CUDA_PREFETCH` and `TORCHLESS_CUDA_MMA`; an unknown value is an error.
     pub fn from_env() -> Result<Self> {
         Ok(CudaOptions {
             decode_graphs: switch_from_env("TORCHLESS_CUDA_GRAPH", true)?,
             int8_matvec: Self::int8_matvec_from_env()?,
             fused: switch_from_env("TORCHLESS_CUDA_FUSE", true)?,
             norm_fold: switch_from_env("TORCHLESS_CUDA_NORM_FOLD", true)?,
+            qkv_rope: switch_from_env("TORCHLESS_CUDA_QKV_ROPE", true)?,
             pdl: switch_from_env("TORCHLESS_CUDA_PDL", false)?,
             pdl_prefetch: switch_from_env("TORCHLESS_CUDA_PREFETCH", true)?,
             mma_prefill: switch_from_env("TORCHLESS_CUDA_MMA", true)?,
@@ -239,6 +249,9 @@ pub(crate) struct Dev {
     pub(crate) fused: bool,
     /// Residual projections fold the next RMSNorm in ([`CudaOptions::norm_fold`]).
     pub(crate) norm_fold: bool,
+    /// A decode token's Q/K/V launch also does RoPE and the K/V store
+    /// ([`CudaOptions::qkv_rope`]).
+    pub(crate) qkv_rope: bool,
     /// Quantized prefill tiles on the tensor cores ([`CudaOptions::mma_prefill`]).
     pub(crate) mma_prefill: bool,
     /// x in Q8 form for those kernels (matmul.rs).
@@ -626,6 +639,7 @@ impl CudaBackend {
             matvec: if opts.int8_matvec { "int8" } else { "float" },
             fused: opts.fused,
             norm_fold: opts.norm_fold && opts.fused && opts.int8_matvec,
+            qkv_rope: opts.qkv_rope && opts.fused && opts.int8_matvec,
             pdl,
             pdl_ordinary,
             pdl_prefetch: pdl && opts.pdl_prefetch,
@@ -642,6 +656,7 @@ impl CudaBackend {
                 int8_matvec: opts.int8_matvec,
                 fused: opts.fused,
                 norm_fold: opts.norm_fold && opts.fused && opts.int8_matvec,
+                qkv_rope: opts.qkv_rope && opts.fused && opts.int8_matvec,
                 mma_prefill: opts.mma_prefill,
                 q8: Mutex::new(matmul::Q8Scratch::default()),
                 q8_input: Mutex::new(None),
@@ -847,10 +862,15 @@ impl Backend for CudaBackend {
             } else {
                 "f32 FMA (TORCHLESS_CUDA_MMA=off)"
             },
-            match (i.fused, i.norm_fold) {
-                (true, true) => "on, RMSNorms folded into the int8 residual projections",
-                (true, false) => "on",
-                (false, _) => "off (TORCHLESS_CUDA_FUSE=off)",
+            match (i.fused, i.norm_fold, i.qkv_rope) {
+                (true, true, true) => {
+                    "on, RMSNorms folded into the int8 residual projections, RoPE and the K/V \
+                     store into the int8 Q/K/V projection"
+                }
+                (true, true, false) => "on, RMSNorms folded into the int8 residual projections",
+                (true, false, true) => "on, RoPE and the K/V store in the int8 Q/K/V projection",
+                (true, false, false) => "on",
+                (false, _, _) => "off (TORCHLESS_CUDA_FUSE=off)",
             },
             match (i.pdl, i.pdl_ordinary.len()) {
                 (true, 0) => format!("on{}", prefetch_note(i.pdl_prefetch)),
@@ -1163,6 +1183,38 @@ impl Backend for CudaBackend {
         };
         self.with_rope_table(p, pos0, n_tok, |cs| {
             kv.rope_store(&self.dev, layer, pos0, n_tok, [q, k], v, &heads, cs)
+        });
+    }
+
+    fn matmul_rope_kv_store(
+        &self,
+        ws: [&CudaWeight; 3],
+        x: &CudaBuf,
+        n_tok: usize,
+        [q, k, v]: [&mut CudaBuf; 3],
+        kv: &mut CudaKvCache,
+        layer: usize,
+        pos0: usize,
+        shape: &AttnShape,
+        layout: RopeLayout,
+        p: &RopeParams,
+    ) {
+        let heads = attention::RopeHeads {
+            n_head: shape.n_head,
+            n_head_kv: shape.n_head_kv,
+            head_dim: shape.head_dim,
+            n_rot: p.n_rot,
+            layout,
+        };
+        let (kw, vw) = (kv.k_width, kv.v_width);
+        if self.dev.failed() || !matmul::takes_qkv_rope(&self.dev, ws, n_tok, &heads, kw, vw) {
+            let outs = [q, k, v];
+            return crate::backend::matmul_rope_kv_store_apart(
+                self, ws, x, n_tok, outs, kv, layer, pos0, shape, layout, p,
+            );
+        }
+        self.with_rope_table(p, pos0, n_tok, |cs| {
+            matmul::matvec_qkv_rope_q8(&self.dev, ws, x, [q, k, v], kv, layer, pos0, &heads, cs)
         });
     }
 
