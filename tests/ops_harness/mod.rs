@@ -1932,6 +1932,32 @@ pub fn assert_glu_fusion_exact<B: Backend>(b: &B) {
     }
 }
 
+/// The attention shape (no window, no soft-cap) and plain RoPE (base 10000) of a fusion test
+/// case: `n_head` / `n_head_kv` heads of `hd`, V heads of `hdv`, `n_rot` dims rotated.
+fn rope_heads_case(
+    n_head: usize,
+    n_head_kv: usize,
+    hd: usize,
+    hdv: usize,
+    n_rot: usize,
+) -> (AttnShape, RopeParams) {
+    let shape = AttnShape {
+        n_head,
+        n_head_kv,
+        head_dim: hd,
+        head_dim_v: hdv,
+        scale: 1.0 / (hd as f32).sqrt(),
+        window: None,
+        softcap: None,
+    };
+    let p = RopeParams {
+        base: 10_000.0,
+        n_rot,
+        scaling: RopeScaling::None,
+    };
+    (shape, p)
+}
+
 /// `rope_kv_store` on `b` gives bit for bit what `rope` on Q, `rope` on K and `kv_store` give
 /// on `b` (CUDA runs the three as one kernel): the rotated Q and K, and the caches, compared
 /// through attention over them. Both layouts, full and partial rotary, grouped K/V heads, a
@@ -1952,20 +1978,7 @@ pub fn assert_rope_store_fusion_exact<B: Backend>(b: &B) {
         (RopeLayout::Adjacent, 4, 4, 128, 32, 128),
     ];
     for (layout, n_head, n_head_kv, hd, n_rot, hdv) in cases {
-        let shape = AttnShape {
-            n_head,
-            n_head_kv,
-            head_dim: hd,
-            head_dim_v: hdv,
-            scale: 1.0 / (hd as f32).sqrt(),
-            window: None,
-            softcap: None,
-        };
-        let p = RopeParams {
-            base: 10_000.0,
-            n_rot,
-            scaling: RopeScaling::None,
-        };
+        let (shape, p) = rope_heads_case(n_head, n_head_kv, hd, hdv, n_rot);
         let (qw, kw, vw) = (n_head * hd, n_head_kv * hd, n_head_kv * hdv);
         let (n_ctx, layer) = (40, 1);
         for (pos0, n_tok) in [(0usize, 1usize), (7, 1), (9, 5), (20, 17)] {
@@ -2655,20 +2668,7 @@ pub fn assert_qkv_rope_fusion_exact<B: Backend>(b: &B, launches: &dyn Fn() -> u6
         )
         .expect("norm weight");
     for (layout, n_head, n_head_kv, hd, n_rot, hdv, types) in cases {
-        let shape = AttnShape {
-            n_head,
-            n_head_kv,
-            head_dim: hd,
-            head_dim_v: hdv,
-            scale: 1.0 / (hd as f32).sqrt(),
-            window: None,
-            softcap: None,
-        };
-        let p = RopeParams {
-            base: 10_000.0,
-            n_rot,
-            scaling: RopeScaling::None,
-        };
+        let (shape, p) = rope_heads_case(n_head, n_head_kv, hd, hdv, n_rot);
         let (qw, kw, vw) = (n_head * hd, n_head_kv * hd, n_head_kv * hdv);
         let ws = [
             weight(&mut rng, types[0], qw, dim),

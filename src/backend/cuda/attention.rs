@@ -264,6 +264,19 @@ pub(crate) struct RopeHeads {
     pub layout: RopeLayout,
 }
 
+impl RopeHeads {
+    /// The heads of `shape`, rotating `n_rot` dims of each in `layout`.
+    pub(crate) fn new(shape: &AttnShape, n_rot: usize, layout: RopeLayout) -> Self {
+        RopeHeads {
+            n_head: shape.n_head,
+            n_head_kv: shape.n_head_kv,
+            head_dim: shape.head_dim,
+            n_rot,
+            layout,
+        }
+    }
+}
+
 /// Key splits for `n_th` (token, head) pairs whose longest key range can reach `max_len` (>= 1;
 /// the context size or the window, or for a batch its last position + 1 if smaller): enough for about TARGET_BLOCKS blocks, no
 /// more than whole tiles of `max_len`, at most MAX_SPLIT. At a given position the kernel cuts

@@ -1174,13 +1174,7 @@ impl Backend for CudaBackend {
                 p,
             );
         }
-        let heads = attention::RopeHeads {
-            n_head: shape.n_head,
-            n_head_kv: shape.n_head_kv,
-            head_dim: shape.head_dim,
-            n_rot: p.n_rot,
-            layout,
-        };
+        let heads = attention::RopeHeads::new(shape, p.n_rot, layout);
         self.with_rope_table(p, pos0, n_tok, |cs| {
             kv.rope_store(&self.dev, layer, pos0, n_tok, [q, k], v, &heads, cs)
         });
@@ -1199,13 +1193,7 @@ impl Backend for CudaBackend {
         layout: RopeLayout,
         p: &RopeParams,
     ) {
-        let heads = attention::RopeHeads {
-            n_head: shape.n_head,
-            n_head_kv: shape.n_head_kv,
-            head_dim: shape.head_dim,
-            n_rot: p.n_rot,
-            layout,
-        };
+        let heads = attention::RopeHeads::new(shape, p.n_rot, layout);
         let (kw, vw) = (kv.k_width, kv.v_width);
         if self.dev.failed() || !matmul::takes_qkv_rope(&self.dev, ws, n_tok, &heads, kw, vw) {
             let outs = [q, k, v];
