@@ -122,34 +122,89 @@ extern "C" __global__ void attn_rope_kv_store(float* q, float* k, const float* v
     }
 }
 
-// Elements d and d + 1 (d even) of an f16 row of n values, 0 past the end. With AL the row
-// starts at an even element and n is even, so the pair is one aligned 32-bit word; otherwise two
-// 16-bit loads. Predicated loads, not branches: the loads of consecutive keys stay in flight
-// together.
+// Elements d and d + 1 (d even) of an f16 row of n values as one word (element d in the low
+// half), 0 past the end. With AL the row starts at an even element and n is even, so the pair is
+// one aligned 32-bit word; otherwise two 16-bit loads. Predicated loads, not branches: the loads
+// of a batch's keys stay in flight together.
 template <bool AL>
-static __device__ __forceinline__ void attn_load2(const uint16_t* row, int d, int n, float& a,
-                                                  float& b) {
+static __device__ __forceinline__ uint32_t attn_ld_pair(const uint16_t* row, int d, int n) {
     if (AL) {
         uint32_t u = 0;
         if (d < n) u = *(const uint32_t*)(row + d);
-        a = tl_h2f((uint16_t)(u & 0xffffu));
-        b = tl_h2f((uint16_t)(u >> 16));
-    } else {
-        const uint16_t u0 = d < n ? row[d] : (uint16_t)0;
-        const uint16_t u1 = d + 1 < n ? row[d + 1] : (uint16_t)0;
-        a = tl_h2f(u0);
-        b = tl_h2f(u1);
+        return u;
     }
+    const uint32_t u0 = d < n ? row[d] : 0u;
+    const uint32_t u1 = d + 1 < n ? row[d + 1] : 0u;
+    return u0 | (u1 << 16);
+}
+static __device__ __forceinline__ void attn_unpack(uint32_t u, float& a, float& b) {
+    a = tl_h2f((uint16_t)(u & 0xffffu));
+    b = tl_h2f((uint16_t)(u >> 16));
+}
+
+// The K and V words of one batch of a warp's keys b0 .. b0 + ATTN_KB (lane's dims 2 lane + 64 i
+// and the next): keys at or past ke re-read key ke - 1 (in range; their scores are masked), so
+// there are no branches and every load of the batch is in flight at once. V does not depend on
+// the scores, only its weights do: asking for both together, and for the warp's next batch as
+// soon as this one is used, makes a batch one round trip to memory instead of two (a decode
+// step's attention is a few such trips). Heads wider than 256 (NP > 4) load K at the top of
+// the batch and V where it is used, as before: holding both would take more than a thread's 255
+// registers.
+template <int NP, bool AL>
+struct AttnBatch {
+    enum { KV = NP <= 4 };
+    uint32_t k[ATTN_KB][NP], v[KV ? ATTN_KB : 1][NP];
+    const uint16_t* vbase;
+    int vw, b0, ke, lane, head_dim_v;
+
+    // The batch starting at key b0 (nothing loaded yet).
+    __device__ __forceinline__ AttnBatch(const uint16_t* vbase_, int vw_, int b0_, int ke_,
+                                         int lane_, int head_dim_v_)
+        : vbase(vbase_), vw(vw_), b0(b0_), ke(ke_), lane(lane_), head_dim_v(head_dim_v_) {}
+
+    __device__ __forceinline__ int key(int j) const { return b0 + j < ke ? b0 + j : ke - 1; }
+    __device__ __forceinline__ void load(const uint16_t* kbase, int kw, int head_dim) {
+#pragma unroll
+        for (int j = 0; j < ATTN_KB; j++) {
+#pragma unroll
+            for (int i = 0; i < NP; i++) {
+                k[j][i] = attn_ld_pair<AL>(kbase + key(j) * kw, 2 * lane + 64 * i, head_dim);
+                if (KV) v[KV ? j : 0][i] = vword_load(j, i);
+            }
+        }
+    }
+    __device__ __forceinline__ uint32_t vword_load(int j, int i) const {
+        return attn_ld_pair<AL>(vbase + key(j) * vw, 2 * lane + 64 * i, head_dim_v);
+    }
+    // V's word i of key j of the batch.
+    __device__ __forceinline__ uint32_t vword(int j, int i) const {
+        return KV ? v[KV ? j : 0][i] : vword_load(j, i);
+    }
+};
+
+// Splits whose partial sums attn_merge requests at once.
+#define ATTN_MERGE_BATCH 8
+static_assert(ATTN_MAX_SPLIT <= 64, "attn_merge's warp 0 holds two splits a lane");
+
+// acc[(s0 + j) * stride] for j < ATTN_MERGE_BATCH, 0 past n_split: loads issued together, past
+// L1 (other blocks of the same launch wrote them).
+static __device__ __forceinline__ void attn_ld_splits(const float* acc, int s0, int n_split,
+                                                      int stride, float* v) {
+#pragma unroll
+    for (int j = 0; j < ATTN_MERGE_BATCH; j++)
+        v[j] = s0 + j < n_split ? tl_ld_cg(acc + (s0 + j) * stride) : 0.f;
 }
 
 // Merge the n_split (<= ATTN_MAX_SPLIT) partials of (token, head) th: M = max m_s,
 // L = sum exp(m_s - M) l_s, out[d] = sum exp(m_s - M) acc_s[d] / L (an empty split, m_s = -inf,
 // weighs 0; split 0 always holds key `pos`, so M is finite and L >= 1). Warp 0 computes the
-// weights into shared memory, then each thread sums dims d0, d0 + dstep, ... Partials are read
-// past L1 (in the fused form other blocks of the same launch wrote them). Q8: the outputs also
-// go to xq in Q8 form (q8act.cuh; one token, head_dim_v % 32 == 0, so each warp holds 32
-// consecutive outputs or none), for the int8 matvec of the output projection. The block's
-// threads must all call it (it has barriers); whole warps.
+// weights into shared memory, then each thread sums dims d0, d0 + dstep, ... in split order.
+// Partials are read past L1 (in the fused form other blocks of the same launch wrote them), in
+// as few round trips as the sums allow: every (m, l) of warp 0 at once, then ATTN_MERGE_BATCH
+// splits' partial sums at once, so a merge of up to that many splits waits on memory twice (a
+// load a split, one after another, waited once a split). Q8: the outputs also go to xq in Q8 form (q8act.cuh; one token,
+// head_dim_v % 32 == 0, so each warp holds 32 consecutive outputs or none), for the int8 matvec
+// of the output projection. The block's threads must all call it (it has barriers); whole warps.
 template <bool Q8>
 static __device__ __forceinline__ void attn_merge(const float* part, float* out, uint8_t* xq,
                                                   int th, int n_th, int n_split, int head_dim_v,
@@ -157,28 +212,46 @@ static __device__ __forceinline__ void attn_merge(const float* part, float* out,
     const float neg_inf = attn_neg_inf();
     const int n_parts = n_th * n_split;
     const float* ml = part + 2 * th * n_split;
+    const float* acc = part + 2 * n_parts + th * n_split * head_dim_v;
     // The previous merge of this block is done with w_s and inv_s.
     TL_SYNC();
     if (threadIdx.x < 32) {
         const int lane = threadIdx.x;
+        float ms[2], ls[2];
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const int s = lane + 32 * j;
+            ms[j] = s < n_split ? tl_ld_cg(ml + 2 * s) : neg_inf;
+            ls[j] = s < n_split ? tl_ld_cg(ml + 2 * s + 1) : 0.f;
+        }
         float mx = neg_inf;
-        for (int s = lane; s < n_split; s += 32) mx = tl_fmaxf(mx, tl_ld_cg(ml + 2 * s));
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+            if (lane + 32 * j < n_split) mx = tl_fmaxf(mx, ms[j]);
         mx = tl_warp_max(mx);
         float sum = 0.f;
-        for (int s = lane; s < n_split; s += 32) {
-            const float ms = tl_ld_cg(ml + 2 * s);
-            const float w = ms > neg_inf ? tl_expf(ms - mx) : 0.f;
-            w_s[s] = w;
-            sum += w * tl_ld_cg(ml + 2 * s + 1);
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const int s = lane + 32 * j;
+            if (s < n_split) {
+                const float w = ms[j] > neg_inf ? tl_expf(ms[j] - mx) : 0.f;
+                w_s[s] = w;
+                sum += w * ls[j];
+            }
         }
         sum = tl_warp_sum(sum);
         if (lane == 0) *inv_s = 1.f / sum;
     }
     TL_SYNC();
     for (int d = d0; d < head_dim_v; d += dstep) {
-        const float* acc = part + 2 * n_parts + th * n_split * head_dim_v + d;
         float a = 0.f;
-        for (int s = 0; s < n_split; s++) a += w_s[s] * tl_ld_cg(acc + s * head_dim_v);
+        for (int s0 = 0; s0 < n_split; s0 += ATTN_MERGE_BATCH) {
+            float v[ATTN_MERGE_BATCH];
+            attn_ld_splits(acc + d, s0, n_split, head_dim_v, v);
+#pragma unroll
+            for (int j = 0; j < ATTN_MERGE_BATCH; j++)
+                if (s0 + j < n_split) a += w_s[s0 + j] * v[j];
+        }
         const float o = a * *inv_s;
         out[th * head_dim_v + d] = o;
         if (Q8) {
@@ -230,6 +303,11 @@ static __device__ __forceinline__ void attn_partial_impl(
         const int kb = lo + split * chunk;                           // first key of this split
         const int ke = kb + chunk < pos + 1 ? kb + chunk : pos + 1;  // one past the last
 
+        const uint16_t* kbase = kc + g * head_dim;
+        // The warp's first batch is requested before Q, so that Q's loads join it in flight.
+        AttnBatch<NP, AL> kv(vc + g * head_dim_v, vw, kb + warp * ATTN_KB, ke, lane, head_dim_v);
+        if (kv.KV && kv.b0 < ke) kv.load(kbase, kw, head_dim);
+
         // This lane's Q dims, rounded to f16 like the CPU (and like the cached K).
         float q0[NP], q1[NP], acc0[NP], acc1[NP];
         const float* qr = q + th * head_dim;
@@ -241,25 +319,20 @@ static __device__ __forceinline__ void attn_partial_impl(
             acc0[i] = 0.f;
             acc1[i] = 0.f;
         }
-        const uint16_t* kbase = kc + g * head_dim;
-        const uint16_t* vbase = vc + g * head_dim_v;
         float m = neg_inf;  // this warp's running max
         float l = 0.f;      // this warp's running sum of exp(score - m)
 
-        for (int b0 = kb + warp * ATTN_KB; b0 < ke; b0 += ATTN_WARPS * ATTN_KB) {
+        for (int b0 = kv.b0; b0 < ke; b0 = kv.b0) {
+            if (!kv.KV) kv.load(kbase, kw, head_dim);
             // Scores of keys b0 .. b0 + ATTN_KB (those < ke; b0 itself always is).
-            // Keys past ke re-read key ke - 1 (in range) and are masked below: no branches, so
-            // all the loads of the batch are in flight at once.
             float s[ATTN_KB];
 #pragma unroll
             for (int k = 0; k < ATTN_KB; k++) {
-                const int key = b0 + k < ke ? b0 + k : ke - 1;
-                const uint16_t* kr = kbase + key * kw;
                 float acc = 0.f;
 #pragma unroll
                 for (int i = 0; i < NP; i++) {
                     float a, b;
-                    attn_load2<AL>(kr, 2 * lane + 64 * i, head_dim, a, b);
+                    attn_unpack(kv.k[k][i], a, b);
                     acc += q0[i] * a + q1[i] * b;
                 }
                 s[k] = acc;
@@ -284,18 +357,18 @@ static __device__ __forceinline__ void attn_partial_impl(
             }
 #pragma unroll
             for (int k = 0; k < ATTN_KB; k++) {
-                const bool in = b0 + k < ke;
-                const float p = in ? tl_expf(s[k] - m_new) : 0.f;
+                const float p = b0 + k < ke ? tl_expf(s[k] - m_new) : 0.f;
                 l += p;
-                const uint16_t* vr = vbase + (in ? b0 + k : ke - 1) * vw;
 #pragma unroll
                 for (int i = 0; i < NP; i++) {
                     float a, b;
-                    attn_load2<AL>(vr, 2 * lane + 64 * i, head_dim_v, a, b);
+                    attn_unpack(kv.vword(k, i), a, b);
                     acc0[i] += p * a;
                     acc1[i] += p * b;
                 }
             }
+            kv.b0 += ATTN_WARPS * ATTN_KB;
+            if (kv.KV && kv.b0 < ke) kv.load(kbase, kw, head_dim);
         }
 
         // Merge the warps. The previous (token, head) of this block is done with red_*.

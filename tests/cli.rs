@@ -469,6 +469,11 @@ fn bad_cuda_option_variables_are_clear_errors() {
             "TORCHLESS_CUDA_PREFETCH=l2: expected on or off",
         ),
         (
+            "TORCHLESS_CUDA_PDL_TRIGGER",
+            "end",
+            "TORCHLESS_CUDA_PDL_TRIGGER=end: expected start or exit",
+        ),
+        (
             "TORCHLESS_CUDA_MMA",
             "bf16",
             "TORCHLESS_CUDA_MMA=bf16: expected on or off",

@@ -163,7 +163,7 @@ fn ptx_assembles_with_nvidia_ptxas_for_sm80_and_sm90() {
         let arch_name = if pdl { "sm_90 (PDL)" } else { arch };
         for (stem, built) in ptx_modules() {
             let ptx = &if pdl {
-                launch::ptx_for_pdl(built, true)
+                launch::ptx_for_pdl(built, true, launch::PdlTrigger::Start)
                     .unwrap_or_else(|e| panic!("kernels/{stem}.cu: {e}"))
             } else {
                 built.to_string()
@@ -345,7 +345,11 @@ fn every_kernel_file_builds_with_nvcc_to_the_same_entry_points() {
         );
         // As built, and in the form the backend loads with programmatic dependent launch.
         let pdl_path = dir.join(format!("{stem}.pdl.ptx"));
-        std::fs::write(&pdl_path, launch::ptx_for_pdl(&ptx, true).unwrap()).unwrap();
+        std::fs::write(
+            &pdl_path,
+            launch::ptx_for_pdl(&ptx, true, launch::PdlTrigger::Start).unwrap(),
+        )
+        .unwrap();
         for path in [&ptx_path, &pdl_path] {
             let out = Command::new(&ptxas)
                 .args(["-arch=sm_90", "-o"])

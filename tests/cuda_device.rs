@@ -18,7 +18,7 @@
 mod ops_harness;
 
 use ops_harness::{models, Family};
-use torchless::backend::cuda::{CudaBackend, CudaOptions};
+use torchless::backend::cuda::{CudaBackend, CudaOptions, PdlTrigger};
 use torchless::backend::BackendKind;
 
 /// Device 0, or a panic saying why not (these tests must fail without a GPU).
@@ -46,6 +46,7 @@ fn device_fold(int8: bool, graphs: bool, fused: bool, norm_fold: bool) -> CudaBa
         qkv_rope: fused,
         pdl: true,
         pdl_prefetch: true,
+        pdl_trigger: PdlTrigger::Start,
         mma_prefill: true,
     })
 }
@@ -107,6 +108,7 @@ fn ops_matmul_int8_matvec() {
         qkv_rope: true,
         pdl: true,
         pdl_prefetch: true,
+        pdl_trigger: PdlTrigger::Start,
         mma_prefill: true,
     };
     let dev = CudaBackend::with_options(0, opts).unwrap_or_else(|e| {
@@ -129,6 +131,7 @@ fn ops_matmul_fma_prefill() {
         qkv_rope: true,
         pdl: true,
         pdl_prefetch: true,
+        pdl_trigger: PdlTrigger::Start,
         mma_prefill: false,
     });
     assert!(!dev.device_info().mma_prefill);
@@ -404,7 +407,7 @@ fn int8_norm_fold_is_the_norm_up_to_rounding() {
 fn pdl_launches_match_ordinary_bit_for_bit() {
     let ids = tiny_ids();
     for int8 in [false, true] {
-        let backend = |pdl| {
+        let backend = |pdl, pdl_trigger| {
             device_opts(CudaOptions {
                 decode_graphs: true,
                 int8_matvec: int8,
@@ -413,40 +416,51 @@ fn pdl_launches_match_ordinary_bit_for_bit() {
                 qkv_rope: true,
                 pdl,
                 pdl_prefetch: true,
+                pdl_trigger,
                 mma_prefill: true,
             })
         };
-        let (on, off) = (backend(true), backend(false));
-        let info = on.device_info().clone();
-        let cc: Vec<u32> = info
-            .compute_capability
-            .split('.')
-            .map(|v| v.parse().unwrap())
-            .collect();
-        let driver: Vec<u32> = info.driver.split('.').map(|v| v.parse().unwrap()).collect();
-        assert_eq!(
-            info.pdl,
-            cc >= vec![9, 0] && driver >= vec![12, 3],
-            "PDL on compute {} with driver {}",
-            info.compute_capability,
-            info.driver
-        );
+        let off = backend(false, PdlTrigger::Start);
         assert!(!off.device_info().pdl);
-        assert!(
-            info.pdl_ordinary.is_empty(),
-            "kernels launched without PDL: {:?}",
-            info.pdl_ordinary
-        );
-        let with = models::decode_schedule_at(&tiny_q4k(), on, &ids);
         let without = models::decode_schedule_at(&tiny_q4k(), off, &ids);
-        let differ = ops_harness::bits_differ(&with, &without);
-        let mode = if int8 { "int8" } else { "float" };
-        eprintln!(
-            "tiny-q4k, {mode}: {} decode logits with PDL {}, {differ} differ",
-            with.len(),
-            if info.pdl { "on" } else { "unavailable" }
-        );
-        assert_eq!(differ, 0, "{mode}: PDL launches differ from ordinary ones");
+        for trigger in [PdlTrigger::Start, PdlTrigger::Exit] {
+            let on = backend(true, trigger);
+            let info = on.device_info().clone();
+            assert_eq!(info.pdl_trigger, trigger);
+            let cc: Vec<u32> = info
+                .compute_capability
+                .split('.')
+                .map(|v| v.parse().unwrap())
+                .collect();
+            let driver: Vec<u32> = info.driver.split('.').map(|v| v.parse().unwrap()).collect();
+            assert_eq!(
+                info.pdl,
+                cc >= vec![9, 0] && driver >= vec![12, 3],
+                "PDL on compute {} with driver {}",
+                info.compute_capability,
+                info.driver
+            );
+            assert!(
+                info.pdl_ordinary.is_empty(),
+                "kernels launched without PDL: {:?}",
+                info.pdl_ordinary
+            );
+            let with = models::decode_schedule_at(&tiny_q4k(), on, &ids);
+            let differ = ops_harness::bits_differ(&with, &without);
+            let mode = if int8 { "int8" } else { "float" };
+            eprintln!(
+                "tiny-q4k, {mode}: {} decode logits with PDL {} (trigger at {}), {differ} differ",
+                with.len(),
+                if info.pdl { "on" } else { "unavailable" },
+                trigger.name()
+            );
+            assert_eq!(
+                differ,
+                0,
+                "{mode}: PDL launches (trigger at {}) differ from ordinary ones",
+                trigger.name()
+            );
+        }
     }
 }
 
@@ -506,6 +520,7 @@ fn decode_step_launches() {
             qkv_rope,
             pdl: true,
             pdl_prefetch: true,
+            pdl_trigger: PdlTrigger::Start,
             mma_prefill: true,
         });
         let info = dev.device_info();

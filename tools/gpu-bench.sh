@@ -8,7 +8,8 @@
 # without the RMSNorms folded into the residual projections (TORCHLESS_CUDA_NORM_FOLD=off),
 # without RoPE and the K/V store in the Q/K/V projection (TORCHLESS_CUDA_QKV_ROPE=off), with
 # programmatic dependent launch (TORCHLESS_CUDA_PDL=on; also without the decode matvecs' weight
-# prefetch before its wait, TORCHLESS_CUDA_PREFETCH=off) and with the prefill tiles in f32 FMA
+# prefetch before its wait, TORCHLESS_CUDA_PREFETCH=off, and with the next kernel launched as
+# each kernel's blocks exit, TORCHLESS_CUDA_PDL_TRIGGER=exit) and with the prefill tiles in f32 FMA
 # instead of on the tensor cores (TORCHLESS_CUDA_MMA=off).
 # With GPU_BENCH_RUNS=types (a second call: each call has 10 minutes), the weight types the int8
 # matvec covers besides Q4_K instead: 7B-shaped synthetic models in Q4_0, Q5_K, Q6_K and Q8_0, and
@@ -169,12 +170,16 @@ run smollm2-norope "$models/SmolLM2-135M-Instruct.Q4_1.gguf" on
 unset TORCHLESS_CUDA_QKV_ROPE
 # With programmatic dependent launch (TORCHLESS_CUDA_PDL=on; off by default since the H100
 # measured it slower), graphs on, both matvecs, with and without the decode matvecs' weight
-# prefetch before their wait (TORCHLESS_CUDA_PREFETCH=off).
+# prefetch before their wait (TORCHLESS_CUDA_PREFETCH=off), and with each kernel letting the
+# next launch only as its blocks exit (TORCHLESS_CUDA_PDL_TRIGGER=exit) instead of at its start:
+# whether the next kernel's early blocks cost the running one anything.
 export TORCHLESS_CUDA_PDL=on
 run s7b-pdl "$synthetic" on
 TORCHLESS_CUDA_MATVEC=float run s7b-float-pdl "$synthetic" on
 run gemma3-pdl "$models/gemma-3-270m-q4_k_m.gguf" on
 TORCHLESS_CUDA_PREFETCH=off run s7b-pdl-noprefetch "$synthetic" on
+TORCHLESS_CUDA_PDL_TRIGGER=exit run s7b-pdl-exit "$synthetic" on
+TORCHLESS_CUDA_PDL_TRIGGER=exit TORCHLESS_CUDA_PREFETCH=off run s7b-pdl-exit-noprefetch "$synthetic" on
 unset TORCHLESS_CUDA_PDL
 # Prefill tiles in f32 FMA (TORCHLESS_CUDA_MMA=off) instead of bfloat16 on the tensor cores:
 # compare its pp with s7b's and gemma3's.

@@ -1719,55 +1719,84 @@ fn attention_family<B: Backend>(h: &mut Harness<'_, B>) {
                 window,
                 softcap,
             };
-            let (kw, vw) = (n_head_kv * hd, n_head_kv * hdv);
-            let n_ctx = end + h.rng.below(6);
-            let (n_layer, layer) = (2, h.rng.below(2));
-            let rng = &mut h.rng;
-            let mut stores = Vec::new();
-            // Junk past the live positions: a kernel that reads the future picks it up.
-            if n_ctx > end {
-                stores.push(kv_rows(rng, end, n_ctx - end, kw, vw, 4.0));
-            }
-            // The history in two earlier calls, then this call's rows.
-            let split = pos0 / 2;
-            if split > 0 {
-                stores.push(kv_rows(rng, 0, split, kw, vw, 2.0));
-            }
-            if pos0 > split {
-                stores.push(kv_rows(rng, split, pos0 - split, kw, vw, 2.0));
-            }
-            stores.push(kv_rows(rng, pos0, n_tok, kw, vw, 2.0));
-            let other = kv_rows(rng, 0, n_ctx, kw, vw, 4.0);
-            let q = rng.vec(n_tok * n_head * hd, -2.0, 2.0);
-            let n = n_tok * n_head * hdv;
-            let c = AttnCase {
-                shape,
-                n_layer,
-                layer,
-                n_ctx,
-                pos0,
-                n_tok,
-                stores,
-                other,
-                q: Input::new(&q, n_tok * n_head * hd),
-                out: Input::output(n),
-            };
-            h.check(
-                &c,
-                Meta {
-                    op: "attention",
-                    group: format!("hd {hd}/{hdv}, {n_head}q/{n_head_kv}kv"),
-                    case: format!(
-                        "{n_tok} tok at {pos0}, ctx {n_ctx}, layer {layer}, window {window:?}, \
-                         softcap {softcap:?}, scale {scale:.4}"
-                    ),
-                    n,
-                    bound: ATTENTION,
-                    floor: 0.0,
-                },
-            );
+            check_attention(h, shape, pos0, n_tok);
         }
     }
+    // Single decode tokens deep into a context: on CUDA the key range is cut into more splits
+    // than the merge reads at once (a dozen, and the most, 64).
+    for (n_head, n_head_kv, hd, pos0) in [(2usize, 1usize, 64usize, 700usize), (4, 2, 128, 4100)] {
+        let shape = AttnShape {
+            n_head,
+            n_head_kv,
+            head_dim: hd,
+            head_dim_v: hd,
+            scale: 1.0 / (hd as f32).sqrt(),
+            window: None,
+            softcap: None,
+        };
+        check_attention(h, shape, pos0, 1);
+    }
+}
+
+/// One attention case of `shape`: n_tok tokens at pos0 over a history stored in three calls,
+/// with junk past the live positions and in another layer.
+fn check_attention<B: Backend>(
+    h: &mut Harness<'_, B>,
+    shape: AttnShape,
+    pos0: usize,
+    n_tok: usize,
+) {
+    let (n_head, n_head_kv) = (shape.n_head, shape.n_head_kv);
+    let (hd, hdv) = (shape.head_dim, shape.head_dim_v);
+    let (window, softcap, scale) = (shape.window, shape.softcap, shape.scale);
+    let end = pos0 + n_tok;
+    let (kw, vw) = (n_head_kv * hd, n_head_kv * hdv);
+    let n_ctx = end + h.rng.below(6);
+    let (n_layer, layer) = (2, h.rng.below(2));
+    let rng = &mut h.rng;
+    let mut stores = Vec::new();
+    // Junk past the live positions: a kernel that reads the future picks it up.
+    if n_ctx > end {
+        stores.push(kv_rows(rng, end, n_ctx - end, kw, vw, 4.0));
+    }
+    // The history in two earlier calls, then this call's rows.
+    let split = pos0 / 2;
+    if split > 0 {
+        stores.push(kv_rows(rng, 0, split, kw, vw, 2.0));
+    }
+    if pos0 > split {
+        stores.push(kv_rows(rng, split, pos0 - split, kw, vw, 2.0));
+    }
+    stores.push(kv_rows(rng, pos0, n_tok, kw, vw, 2.0));
+    let other = kv_rows(rng, 0, n_ctx, kw, vw, 4.0);
+    let q = rng.vec(n_tok * n_head * hd, -2.0, 2.0);
+    let n = n_tok * n_head * hdv;
+    let c = AttnCase {
+        shape,
+        n_layer,
+        layer,
+        n_ctx,
+        pos0,
+        n_tok,
+        stores,
+        other,
+        q: Input::new(&q, n_tok * n_head * hd),
+        out: Input::output(n),
+    };
+    h.check(
+        &c,
+        Meta {
+            op: "attention",
+            group: format!("hd {hd}/{hdv}, {n_head}q/{n_head_kv}kv"),
+            case: format!(
+                "{n_tok} tok at {pos0}, ctx {n_ctx}, layer {layer}, window {window:?}, \
+                 softcap {softcap:?}, scale {scale:.4}"
+            ),
+            n,
+            bound: ATTENTION,
+            floor: 0.0,
+        },
+    );
 }
 
 /// `out[t][r] = Σ_c w[r][c] x[t][c]` in f64, rounded to f32.

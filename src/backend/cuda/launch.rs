@@ -25,6 +25,11 @@
 //! fetching its weights instead of idling. The PTX carries those requests as [`PREFETCH_MARK`]
 //! comments too, which [`ptx_for_pdl`] turns into `prefetch.L2` when asked
 //! (`TORCHLESS_CUDA_PREFETCH=off` keeps them comments).
+//!
+//! Where a kernel lets the next one launch is [`PdlTrigger`] (`TORCHLESS_CUDA_PDL_TRIGGER`):
+//! right after its wait, or only as its blocks exit (the launch mark left a comment), which
+//! keeps the next kernel's blocks off the SMs until this one's last block ends and still
+//! overlaps the next launch with this kernel's memory flush.
 
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
@@ -52,12 +57,41 @@ pub(crate) const PDL_MIN_DRIVER: i32 = 12030;
 const PDL_ISA: (u32, u32) = (7, 8);
 const PDL_TARGET: u32 = 90;
 
-/// A module's PTX for a device with PDL: the marks become the `griddepcontrol` instructions,
-/// the target at least sm_90 and the ISA at least 7.8 (PTX of an older target is valid PTX of a
-/// newer one), and with `prefetch` the prefetch marks `prefetch.L2` (generic addressing: the
-/// register holds a generic address). Errors when the header has no `.version` or `.target` it
-/// can read, or a prefetch mark names no register.
-pub fn ptx_for_pdl(ptx: &str, prefetch: bool) -> std::result::Result<String, String> {
+/// Where a kernel launched with PDL lets the next kernel launch (`TORCHLESS_CUDA_PDL_TRIGGER`).
+/// The results are the same either way: every kernel still waits for the one before it to
+/// complete before it touches memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PdlTrigger {
+    /// Right after its wait (`griddepcontrol.launch_dependents`): the next kernel may launch
+    /// once every block of this one has started, and its blocks wait on the SMs they find free.
+    Start,
+    /// No explicit trigger: a block counts as triggering when it exits, so the next kernel
+    /// launches as this one's last block ends and waits only for its memory flush.
+    Exit,
+}
+
+impl PdlTrigger {
+    /// The value of `TORCHLESS_CUDA_PDL_TRIGGER` that selects it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PdlTrigger::Start => "start",
+            PdlTrigger::Exit => "exit",
+        }
+    }
+}
+
+/// A module's PTX for a device with PDL: the wait mark becomes `griddepcontrol.wait`, the launch
+/// mark `griddepcontrol.launch_dependents` with [`PdlTrigger::Start`] (a comment still with
+/// `Exit`), the target at least sm_90 and the ISA at least 7.8 (PTX of an older target is valid
+/// PTX of a newer one), and with `prefetch` the prefetch marks `prefetch.L2` (generic addressing:
+/// the register holds a generic address). Errors when the header has no `.version` or `.target`
+/// it can read, or a prefetch mark names no register.
+pub fn ptx_for_pdl(
+    ptx: &str,
+    prefetch: bool,
+    trigger: PdlTrigger,
+) -> std::result::Result<String, String> {
     let mut out = String::with_capacity(ptx.len() + 4096);
     let (mut version, mut target) = (false, false);
     for line in ptx.lines() {
@@ -82,7 +116,7 @@ pub fn ptx_for_pdl(ptx: &str, prefetch: bool) -> std::result::Result<String, Str
             target = true;
         } else if t == WAIT_MARK {
             out.push_str("\tgriddepcontrol.wait;\n");
-        } else if t == LAUNCH_MARK {
+        } else if t == LAUNCH_MARK && trigger == PdlTrigger::Start {
             out.push_str("\tgriddepcontrol.launch_dependents;\n");
         } else if let Some(reg) = t.strip_prefix(PREFETCH_MARK) {
             let reg = reg.trim();
@@ -377,26 +411,30 @@ mod tests {
 
     #[test]
     fn patches_header_and_marks() {
-        let p = ptx_for_pdl(PTX, true).unwrap();
+        let p = ptx_for_pdl(PTX, true, PdlTrigger::Start).unwrap();
         assert!(p.contains(".version 7.8\n.target sm_90\n"), "{p}");
         assert!(p.contains("\tgriddepcontrol.wait;\n"));
         assert!(p.contains("\tgriddepcontrol.launch_dependents;\n"));
         assert!(p.contains("\tprefetch.L2 [%rd1];\n"));
         assert!(!p.contains(WAIT_MARK) && !p.contains(LAUNCH_MARK) && !p.contains(PREFETCH_MARK));
         // Without prefetch the mark stays a comment.
-        let p = ptx_for_pdl(PTX, false).unwrap();
+        let p = ptx_for_pdl(PTX, false, PdlTrigger::Start).unwrap();
         assert!(p.contains("\t// tl-pdl-prefetch %rd1\n") && !p.contains("prefetch.L2"));
         for bad in ["tl-pdl-prefetch", "tl-pdl-prefetch %0"] {
             let bad = PTX.replace("tl-pdl-prefetch %rd1", bad);
-            assert!(ptx_for_pdl(&bad, true).is_err(), "{bad}");
+            assert!(ptx_for_pdl(&bad, true, PdlTrigger::Start).is_err(), "{bad}");
         }
         // A newer header is kept.
         let newer = PTX
             .replace(".version 7.5", ".version 8.7 // a comment")
             .replace("sm_80", "sm_100a");
-        let p = ptx_for_pdl(&newer, true).unwrap();
+        let p = ptx_for_pdl(&newer, true, PdlTrigger::Start).unwrap();
         assert!(p.contains(".version 8.7\n.target sm_100a\n"), "{p}");
-        assert!(ptx_for_pdl("ret;", true).is_err());
+        assert!(ptx_for_pdl("ret;", true, PdlTrigger::Start).is_err());
+        // Triggering at exit leaves the launch mark a comment and still waits.
+        let p = ptx_for_pdl(PTX, true, PdlTrigger::Exit).unwrap();
+        assert!(p.contains("\tgriddepcontrol.wait;\n") && p.contains("\t// tl-pdl-launch\n"));
+        assert!(!p.contains("launch_dependents"));
     }
 
     #[test]

@@ -38,6 +38,7 @@ use serde::Serialize;
 
 use self::attention::CudaKvCache;
 use self::graph::{StepGraphs, StepInputs, StepMode};
+pub use self::launch::PdlTrigger;
 use self::launch::{Kernel, Launch};
 use super::rope_tables::RopeTables;
 use super::{AttnShape, Backend, NormSpec, StepInput, StepKey};
@@ -124,6 +125,8 @@ pub struct DeviceInfo {
     /// Whether, with `pdl`, the decode matvecs ask L2 for their first weight rows before they
     /// wait for the kernel before them (`TORCHLESS_CUDA_PREFETCH`; see [`launch`]).
     pub pdl_prefetch: bool,
+    /// With `pdl`, where each kernel lets the next one launch (`TORCHLESS_CUDA_PDL_TRIGGER`).
+    pub pdl_trigger: PdlTrigger,
     /// Whether the quantized types' prefill tiles run on the tensor cores (`TORCHLESS_CUDA_MMA`).
     pub mma_prefill: bool,
 }
@@ -171,6 +174,11 @@ pub struct CudaOptions {
     /// [`launch`]), so that DRAM keeps streaming through that kernel's tail. Same results either
     /// way; off measures what it saves.
     pub pdl_prefetch: bool,
+    /// With `pdl`, where each kernel lets the next one launch (`TORCHLESS_CUDA_PDL_TRIGGER=
+    /// start|exit`, default start; see [`launch::PdlTrigger`]): right after its wait, or as its
+    /// blocks exit. Same results either way; `exit` is the measurement that says whether the
+    /// next kernel's early blocks cost the running one anything.
+    pub pdl_trigger: PdlTrigger,
     /// Multiply the prefill tiles of quantized weights on the tensor cores
     /// (`TORCHLESS_CUDA_MMA=on|off`, default on): `matmul_mma_<t>`, with the dequantized weights
     /// and x rounded to bfloat16 and f32 accumulators, instead of f32 FMA (`matmul_<t>`).
@@ -181,7 +189,8 @@ pub struct CudaOptions {
 impl CudaOptions {
     /// `TORCHLESS_CUDA_GRAPH`, `TORCHLESS_CUDA_MATVEC`, `TORCHLESS_CUDA_FUSE`,
     /// `TORCHLESS_CUDA_NORM_FOLD`, `TORCHLESS_CUDA_QKV_ROPE`, `TORCHLESS_CUDA_PDL`,
-    /// `TORCHLESS_CUDA_PREFETCH` and `TORCHLESS_CUDA_MMA`; an unknown value is an error.
+    /// `TORCHLESS_CUDA_PREFETCH`, `TORCHLESS_CUDA_PDL_TRIGGER` and `TORCHLESS_CUDA_MMA`; an
+    /// unknown value is an error.
     pub fn from_env() -> Result<Self> {
         Ok(CudaOptions {
             decode_graphs: switch_from_env("TORCHLESS_CUDA_GRAPH", true)?,
@@ -191,8 +200,23 @@ impl CudaOptions {
             qkv_rope: switch_from_env("TORCHLESS_CUDA_QKV_ROPE", true)?,
             pdl: switch_from_env("TORCHLESS_CUDA_PDL", false)?,
             pdl_prefetch: switch_from_env("TORCHLESS_CUDA_PREFETCH", true)?,
+            pdl_trigger: Self::pdl_trigger_from_env()?,
             mma_prefill: switch_from_env("TORCHLESS_CUDA_MMA", true)?,
         })
+    }
+
+    /// `TORCHLESS_CUDA_PDL_TRIGGER=start|exit` (default start).
+    fn pdl_trigger_from_env() -> Result<PdlTrigger> {
+        match std::env::var("TORCHLESS_CUDA_PDL_TRIGGER") {
+            Err(_) => Ok(PdlTrigger::Start),
+            Ok(v) => match v.as_str() {
+                "" | "start" => Ok(PdlTrigger::Start),
+                "exit" => Ok(PdlTrigger::Exit),
+                other => Err(Error::InvalidArgument(format!(
+                    "TORCHLESS_CUDA_PDL_TRIGGER={other}: expected start or exit"
+                ))),
+            },
+        }
     }
 
     /// `TORCHLESS_CUDA_MATVEC=float|int8` (default int8).
@@ -232,6 +256,16 @@ fn prefetch_note(on: bool) -> &'static str {
         " (decode matvecs prefetch their first weight rows to L2 before waiting)"
     } else {
         " (no weight prefetch: TORCHLESS_CUDA_PREFETCH=off)"
+    }
+}
+
+/// How `info` names where PDL launches trigger the next kernel ([`CudaOptions::pdl_trigger`]).
+fn trigger_note(t: PdlTrigger) -> &'static str {
+    match t {
+        PdlTrigger::Start => ", the next kernel launched at each kernel's start",
+        PdlTrigger::Exit => {
+            ", the next kernel launched as each kernel's blocks exit (TORCHLESS_CUDA_PDL_TRIGGER=exit)"
+        }
     }
 }
 
@@ -589,11 +623,12 @@ impl CudaBackend {
             // Kernels that would touch memory before waiting for their predecessor keep the
             // ordinary launch, and so does a module whose header cannot be rewritten
             // (tests/cuda_build.rs checks that neither happens to ours).
-            let (src, ordinary) = match pdl.then(|| launch::ptx_for_pdl(text, opts.pdl_prefetch)) {
-                Some(Ok(src)) => (src, launch::entries_without_wait(text)),
-                Some(Err(_)) => (text.to_string(), ptx_entry_points(text)),
-                None => (text.to_string(), Vec::new()),
-            };
+            let (src, ordinary) =
+                match pdl.then(|| launch::ptx_for_pdl(text, opts.pdl_prefetch, opts.pdl_trigger)) {
+                    Some(Ok(src)) => (src, launch::entries_without_wait(text)),
+                    Some(Err(_)) => (text.to_string(), ptx_entry_points(text)),
+                    None => (text.to_string(), Vec::new()),
+                };
             pdl_ordinary.extend(ordinary.iter().cloned());
             let module = ctx
                 .load_module(Ptx::from_src(src.as_str()))
@@ -643,6 +678,7 @@ impl CudaBackend {
             pdl,
             pdl_ordinary,
             pdl_prefetch: pdl && opts.pdl_prefetch,
+            pdl_trigger: opts.pdl_trigger,
             mma_prefill: opts.mma_prefill,
         };
         Ok(CudaBackend {
@@ -873,10 +909,15 @@ impl Backend for CudaBackend {
                 (false, _, _) => "off (TORCHLESS_CUDA_FUSE=off)",
             },
             match (i.pdl, i.pdl_ordinary.len()) {
-                (true, 0) => format!("on{}", prefetch_note(i.pdl_prefetch)),
-                (true, n) => format!(
-                    "on{}, except {n} kernels that touch memory before waiting: {}",
+                (true, 0) => format!(
+                    "on{}{}",
                     prefetch_note(i.pdl_prefetch),
+                    trigger_note(i.pdl_trigger)
+                ),
+                (true, n) => format!(
+                    "on{}{}, except {n} kernels that touch memory before waiting: {}",
+                    prefetch_note(i.pdl_prefetch),
+                    trigger_note(i.pdl_trigger),
                     i.pdl_ordinary.join(" ")
                 ),
                 (false, _) => {
