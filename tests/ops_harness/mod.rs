@@ -1725,16 +1725,7 @@ fn attention_family<B: Backend>(h: &mut Harness<'_, B>) {
     // Single decode tokens deep into a context: on CUDA the key range is cut into more splits
     // than the merge reads at once (a dozen, and the most, 64).
     for (n_head, n_head_kv, hd, pos0) in [(2usize, 1usize, 64usize, 700usize), (4, 2, 128, 4100)] {
-        let shape = AttnShape {
-            n_head,
-            n_head_kv,
-            head_dim: hd,
-            head_dim_v: hd,
-            scale: 1.0 / (hd as f32).sqrt(),
-            window: None,
-            softcap: None,
-        };
-        check_attention(h, shape, pos0, 1);
+        check_attention(h, plain_attn_shape(n_head, n_head_kv, hd, hd), pos0, 1);
     }
 }
 
@@ -1961,7 +1952,21 @@ pub fn assert_glu_fusion_exact<B: Backend>(b: &B) {
     }
 }
 
-/// The attention shape (no window, no soft-cap) and plain RoPE (base 10000) of a fusion test
+/// `n_head` / `n_head_kv` heads of `hd`, V heads of `hdv`, scaled by 1/sqrt(hd), no window and
+/// no soft-cap.
+fn plain_attn_shape(n_head: usize, n_head_kv: usize, hd: usize, hdv: usize) -> AttnShape {
+    AttnShape {
+        n_head,
+        n_head_kv,
+        head_dim: hd,
+        head_dim_v: hdv,
+        scale: 1.0 / (hd as f32).sqrt(),
+        window: None,
+        softcap: None,
+    }
+}
+
+/// The attention shape ([`plain_attn_shape`]) and plain RoPE (base 10000) of a fusion test
 /// case: `n_head` / `n_head_kv` heads of `hd`, V heads of `hdv`, `n_rot` dims rotated.
 fn rope_heads_case(
     n_head: usize,
@@ -1970,15 +1975,7 @@ fn rope_heads_case(
     hdv: usize,
     n_rot: usize,
 ) -> (AttnShape, RopeParams) {
-    let shape = AttnShape {
-        n_head,
-        n_head_kv,
-        head_dim: hd,
-        head_dim_v: hdv,
-        scale: 1.0 / (hd as f32).sqrt(),
-        window: None,
-        softcap: None,
-    };
+    let shape = plain_attn_shape(n_head, n_head_kv, hd, hdv);
     let p = RopeParams {
         base: 10_000.0,
         n_rot,
