@@ -201,10 +201,11 @@ static __device__ __forceinline__ void attn_ld_splits(const float* acc, int s0, 
 // weights into shared memory, then each thread sums dims d0, d0 + dstep, ... in split order.
 // Partials are read past L1 (in the fused form other blocks of the same launch wrote them), in
 // as few round trips as the sums allow: every (m, l) of warp 0 at once, then ATTN_MERGE_BATCH
-// splits' partial sums at once, so a merge of up to that many splits waits on memory twice (a
-// load a split, one after another, waited once a split). Q8: the outputs also go to xq in Q8 form (q8act.cuh; one token,
-// head_dim_v % 32 == 0, so each warp holds 32 consecutive outputs or none), for the int8 matvec
-// of the output projection. The block's threads must all call it (it has barriers); whole warps.
+// splits' partial sums at once, so a merge of up to that many splits waits on memory twice
+// (reading one split at a time waited once a split). Q8: the outputs also go to xq in Q8 form
+// (q8act.cuh; one token, head_dim_v % 32 == 0, so each warp holds 32 consecutive outputs or
+// none), for the int8 matvec of the output projection. The block's threads must all call it (it
+// has barriers); whole warps.
 template <bool Q8>
 static __device__ __forceinline__ void attn_merge(const float* part, float* out, uint8_t* xq,
                                                   int th, int n_th, int n_split, int head_dim_v,
